@@ -1,0 +1,167 @@
+//! The `wharf` command line: `serve`, `migrate`, `sign`, `bench`.
+#![allow(clippy::print_stdout)]
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::bench::{self, BenchOptions};
+use crate::clock::SystemClock;
+use crate::config::{Config, ProcessEnv};
+use crate::server::{open_journal, RunningServer};
+use crate::verify::{Algorithm, Encoding, HmacScheme};
+
+/// The line a supervisor (or a test) reads to learn the bound address.
+pub const READY_PREFIX: &str = "wharf ready: listening on http://";
+
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version, about = "Self-hosted inbound webhook gateway")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive webhooks (default config: ./wharf.toml if present, then environment).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Print the HMAC signature of stdin, for curl tests: hex SHA-256 by default.
+    Sign {
+        #[arg(long, env = "CARTPANDA_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: String,
+        #[arg(long, default_value = "sha256")]
+        algorithm: String,
+        #[arg(long, default_value = "hex")]
+        encoding: String,
+    },
+    /// Measure durable ingest against a bare axum+HMAC floor, in one run.
+    Bench {
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        warmup_seconds: u64,
+        #[arg(long, default_value_t = 1024)]
+        body_bytes: usize,
+    },
+    /// The benchmark's floor server (used by `bench`).
+    #[command(hide = true)]
+    BenchFloor {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        secret: String,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Serve { config } => runtime.block_on(serve(config)),
+        Command::Migrate { config } => runtime.block_on(migrate(config)),
+        Command::Sign {
+            secret,
+            algorithm,
+            encoding,
+        } => sign(&secret, &algorithm, &encoding),
+        Command::Bench {
+            connections,
+            seconds,
+            warmup_seconds,
+            body_bytes,
+        } => {
+            let options = BenchOptions {
+                wharf_bin: std::env::current_exe().context("cannot find the wharf binary")?,
+                connections,
+                duration: Duration::from_secs(seconds),
+                warmup: Duration::from_secs(warmup_seconds),
+                body_bytes,
+            };
+            let report = runtime.block_on(bench::run(&options))?;
+            println!("{report}");
+            Ok(())
+        }
+        Command::BenchFloor { listen, secret } => runtime.block_on(bench_floor(&listen, secret)),
+    }
+}
+
+async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref(), &ProcessEnv)?;
+    tracing::info!(?config, "starting");
+    let server = RunningServer::start(config, Arc::new(SystemClock)).await?;
+    println!("{READY_PREFIX}{}", server.addr);
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests and flushing the journal");
+        token.cancel();
+    });
+    server.stopped().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref(), &ProcessEnv)?;
+    let journal = open_journal(&config, Arc::new(SystemClock))?;
+    journal.close().await;
+    println!("migrated {:?}", config.database);
+    Ok(())
+}
+
+fn sign(secret: &str, algorithm: &str, encoding: &str) -> anyhow::Result<()> {
+    let scheme = HmacScheme {
+        algorithm: algorithm.parse::<Algorithm>()?,
+        encoding: encoding.parse::<Encoding>()?,
+        prefix: None,
+    };
+    let mut body = Vec::new();
+    std::io::stdin().read_to_end(&mut body).context("cannot read stdin")?;
+    println!("{}", scheme.sign(secret.as_bytes(), &body));
+    Ok(())
+}
+
+async fn bench_floor(listen: &str, secret: String) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!("{READY_PREFIX}{}", listener.local_addr()?);
+    bench::serve_floor(listener, secret).await
+}

@@ -1,0 +1,540 @@
+//! One typed configuration, resolved once at start: defaults, then `wharf.toml` (or
+//! `--config FILE`), then environment variables. The environment names are a stable interface,
+//! including the seeds' own (`CARTPANDA_WEBHOOK_SECRET`, `DATABASE_URL`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::journal::sqlite::Durability;
+use crate::sources::cartpanda::{CartPanda, CartPandaSettings};
+use crate::sources::generic_hmac::{GenericHmac, GenericHmacSettings, Locator};
+use crate::sources::standard_webhooks::StandardWebhooks;
+use crate::sources::Registry;
+use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet, DEFAULT_TOLERANCE_SECS};
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{name} is invalid: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+fn invalid(name: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Where the journal lives.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    /// Accepted in config; served by the PostgreSQL journal.
+    Postgres(SecretString),
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                return Err(invalid("WHARF_DATABASE", "sqlite URL has no path"));
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(SecretString::from(url.to_owned())));
+        }
+        Err(invalid(
+            "WHARF_DATABASE",
+            "expected sqlite://PATH or postgres://…",
+        ))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    /// Never prints a PostgreSQL password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(url) => {
+                let url = url.expose_secret();
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => {
+                        format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+                    }
+                    _ => url.to_owned(),
+                };
+                f.write_str(&shown)
+            }
+        }
+    }
+}
+
+/// A token bucket's size and refill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub request_timeout: Duration,
+    /// Applied to every source without its own; `None` means unlimited.
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_json_depth: 64,
+            request_timeout: Duration::from_secs(10),
+            rate_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessorSettings {
+    /// Attempts before a delivery is dead.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub batch_size: usize,
+    /// Longest sleep between looks for due retries when nothing wakes the processor.
+    pub idle_poll: Duration,
+}
+
+impl Default for ProcessorSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 8,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(3600),
+            batch_size: 512,
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the server needs, validated.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database: DatabaseUrl,
+    pub durability: Durability,
+    pub admin_token: Option<SecretString>,
+    pub limits: Limits,
+    pub processor: ProcessorSettings,
+    pub sources: Registry,
+    /// Per-source rate limits overriding `limits.rate_limit`.
+    pub source_rate_limits: BTreeMap<String, RateLimit>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("durability", &self.durability)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "[REDACTED]"))
+            .field("limits", &self.limits)
+            .field("processor", &self.processor)
+            .field("sources", &self.sources.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+// ---- the file format -------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    durability: Option<Durability>,
+    admin_token: Option<String>,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    processor: FileProcessor,
+    #[serde(default)]
+    cartpanda: FileCartPanda,
+    #[serde(default)]
+    sources: BTreeMap<String, FileSource>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_body_bytes: Option<usize>,
+    max_json_depth: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProcessor {
+    max_attempts: Option<u32>,
+    backoff_base_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    batch_size: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCartPanda {
+    #[serde(default)]
+    secrets: Vec<String>,
+    signature_header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    kind: String,
+    #[serde(default)]
+    secrets: Vec<String>,
+    tolerance_secs: Option<u64>,
+    signature_header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+    dedup_header: Option<String>,
+    dedup_pointer: Option<String>,
+    event_type_header: Option<String>,
+    event_type_pointer: Option<String>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// Reads environment variables; a trait so tests can pass a map instead of the process env.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|value| !value.is_empty())
+    }
+}
+
+impl Environment for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|value| !value.is_empty())
+    }
+}
+
+impl Config {
+    /// Loads `path` if given (it must exist), else `./wharf.toml` if present, then applies `env`.
+    pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => read_file(path)?,
+            None if Path::new("wharf.toml").exists() => read_file(Path::new("wharf.toml"))?,
+            None => FileConfig::default(),
+        };
+        resolve(file, env)
+    }
+
+    /// Parses TOML text (no file involved) and applies `env`; for tests and tools.
+    pub fn from_toml(text: &str, env: &dyn Environment) -> Result<Self, ConfigError> {
+        let file = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            source,
+        })?;
+        resolve(file, env)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Secrets from a comma-separated variable: several at once during a rotation.
+fn secrets_from_env(value: Option<String>) -> Option<Vec<String>> {
+    value.map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+}
+
+fn parse_env<T: std::str::FromStr>(env: &dyn Environment, name: &str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    env.var(name)
+        .map(|value| value.parse::<T>().map_err(|error| invalid(name, error)))
+        .transpose()
+}
+
+fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let listen_text = env
+        .var("WHARF_LISTEN")
+        .or(file.listen)
+        .unwrap_or_else(|| "0.0.0.0:8000".to_owned());
+    let listen = listen_text
+        .parse()
+        .map_err(|error| invalid("WHARF_LISTEN", error))?;
+    let database_text = env
+        .var("WHARF_DATABASE")
+        .or_else(|| env.var("DATABASE_URL"))
+        .or(file.database)
+        .unwrap_or_else(|| "sqlite://./wharf.db".to_owned());
+    let durability = match env.var("WHARF_DURABILITY").as_deref() {
+        Some("fsync") => Durability::Fsync,
+        Some("os") => Durability::Os,
+        Some(other) => return Err(invalid("WHARF_DURABILITY", format!("{other:?} is not fsync or os"))),
+        None => file.durability.unwrap_or(Durability::Fsync),
+    };
+    let defaults = Limits::default();
+    let limits = Limits {
+        max_body_bytes: parse_env(env, "WHARF_MAX_BODY_BYTES")?
+            .or(file.limits.max_body_bytes)
+            .unwrap_or(defaults.max_body_bytes),
+        max_json_depth: file.limits.max_json_depth.unwrap_or(defaults.max_json_depth),
+        request_timeout: file
+            .limits
+            .request_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.request_timeout),
+        rate_limit: file.limits.rate_limit,
+    };
+    let processor_defaults = ProcessorSettings::default();
+    let processor = ProcessorSettings {
+        max_attempts: parse_env(env, "WHARF_MAX_ATTEMPTS")?
+            .or(file.processor.max_attempts)
+            .unwrap_or(processor_defaults.max_attempts)
+            .max(1),
+        backoff_base: file
+            .processor
+            .backoff_base_ms
+            .map(Duration::from_millis)
+            .unwrap_or(processor_defaults.backoff_base),
+        backoff_max: file
+            .processor
+            .backoff_max_ms
+            .map(Duration::from_millis)
+            .unwrap_or(processor_defaults.backoff_max),
+        batch_size: file.processor.batch_size.unwrap_or(processor_defaults.batch_size).max(1),
+        idle_poll: processor_defaults.idle_poll,
+    };
+    let mut sources = Registry::new();
+    let mut source_rate_limits = BTreeMap::new();
+    sources.insert(Arc::new(cartpanda(&file.cartpanda, env)?));
+    if let Some(limit) = file.cartpanda.rate_limit {
+        source_rate_limits.insert("cartpanda".to_owned(), limit);
+    }
+    for (name, source) in &file.sources {
+        validate_source_name(name)?;
+        let env_name = format!("WHARF_SOURCE_{}_SECRET", name.to_ascii_uppercase().replace('-', "_"));
+        let secrets = SecretSet::new(secrets_from_env(env.var(&env_name)).unwrap_or_else(|| source.secrets.clone()));
+        sources.insert(configured_source(name, source, secrets)?);
+        if let Some(limit) = source.rate_limit {
+            source_rate_limits.insert(name.clone(), limit);
+        }
+    }
+    Ok(Config {
+        listen,
+        database: DatabaseUrl::parse(&database_text)?,
+        durability,
+        admin_token: env
+            .var("WHARF_ADMIN_TOKEN")
+            .or(file.admin_token)
+            .map(SecretString::from),
+        limits,
+        processor,
+        sources,
+        source_rate_limits,
+    })
+}
+
+fn validate_source_name(name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !valid || name == "cartpanda" {
+        return Err(invalid(
+            format!("sources.{name}"),
+            "source names are 1-64 of [a-z0-9_-] and not a built-in source's name",
+        ));
+    }
+    Ok(())
+}
+
+fn hmac_scheme(
+    context: &str,
+    algorithm: Option<&str>,
+    encoding: Option<&str>,
+    prefix: Option<&str>,
+    default_prefix: Option<&str>,
+) -> Result<HmacScheme, ConfigError> {
+    Ok(HmacScheme {
+        algorithm: algorithm
+            .unwrap_or("sha256")
+            .parse::<Algorithm>()
+            .map_err(|error| invalid(format!("{context}.algorithm"), error))?,
+        encoding: encoding
+            .unwrap_or("hex")
+            .parse::<Encoding>()
+            .map_err(|error| invalid(format!("{context}.encoding"), error))?,
+        prefix: prefix.or(default_prefix).filter(|p| !p.is_empty()).map(str::to_owned),
+    })
+}
+
+fn cartpanda(file: &FileCartPanda, env: &dyn Environment) -> Result<CartPanda, ConfigError> {
+    let secrets = secrets_from_env(env.var("CARTPANDA_WEBHOOK_SECRET")).unwrap_or_else(|| file.secrets.clone());
+    let mut settings = CartPandaSettings::seed_default(SecretSet::new(secrets));
+    if let Some(header) = env.var("CARTPANDA_SIGNATURE_HEADER").or_else(|| file.signature_header.clone()) {
+        settings.signature_header = header.to_ascii_lowercase();
+    }
+    settings.scheme = hmac_scheme(
+        "cartpanda",
+        env.var("CARTPANDA_SIGNATURE_ALGORITHM").as_deref().or(file.algorithm.as_deref()),
+        env.var("CARTPANDA_SIGNATURE_ENCODING").as_deref().or(file.encoding.as_deref()),
+        file.prefix.as_deref(),
+        Some("sha256="),
+    )?;
+    Ok(CartPanda::new("cartpanda", settings))
+}
+
+fn configured_source(
+    name: &str,
+    file: &FileSource,
+    secrets: SecretSet,
+) -> Result<crate::sources::SharedSource, ConfigError> {
+    let context = format!("sources.{name}");
+    match file.kind.as_str() {
+        "standard-webhooks" => Ok(Arc::new(StandardWebhooks::new(
+            name,
+            secrets,
+            file.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS),
+        ))),
+        "hmac" => {
+            let signature_header = file
+                .signature_header
+                .clone()
+                .ok_or_else(|| invalid(format!("{context}.signature_header"), "is required for kind = \"hmac\""))?
+                .to_ascii_lowercase();
+            let locator = |header: &Option<String>, pointer: &Option<String>| match (header, pointer) {
+                (Some(header), _) => Some(Locator::Header(header.to_ascii_lowercase())),
+                (None, Some(pointer)) => Some(Locator::JsonPointer(pointer.clone())),
+                (None, None) => None,
+            };
+            Ok(Arc::new(GenericHmac::new(
+                name,
+                GenericHmacSettings {
+                    secrets,
+                    signature_header,
+                    scheme: hmac_scheme(
+                        &context,
+                        file.algorithm.as_deref(),
+                        file.encoding.as_deref(),
+                        file.prefix.as_deref(),
+                        None,
+                    )?,
+                    dedup_key: locator(&file.dedup_header, &file.dedup_pointer),
+                    event_type: locator(&file.event_type_header, &file.event_type_pointer),
+                },
+            )))
+        }
+        other => Err(invalid(
+            format!("{context}.kind"),
+            format!("{other:?} is not one of \"standard-webhooks\", \"hmac\""),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let config = Config::from_toml("", &env(&[])).expect("config");
+        assert_eq!(config.listen, "0.0.0.0:8000".parse().expect("addr"));
+        assert!(matches!(config.database, DatabaseUrl::Sqlite(ref p) if p == Path::new("./wharf.db")));
+        assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
+        assert!(config.sources.get("cartpanda").is_some());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let config = Config::from_toml(
+            "listen = \"127.0.0.1:1\"\ndatabase = \"sqlite://a.db\"",
+            &env(&[("WHARF_LISTEN", "127.0.0.1:2"), ("DATABASE_URL", "sqlite://b.db")]),
+        )
+        .expect("config");
+        assert_eq!(config.listen.port(), 2);
+        assert!(matches!(config.database, DatabaseUrl::Sqlite(ref p) if p == Path::new("b.db")));
+    }
+
+    #[test]
+    fn configured_sources_are_built_with_env_secrets() {
+        let text = r#"
+            [sources.billing]
+            kind = "standard-webhooks"
+            [sources.shop]
+            kind = "hmac"
+            signature_header = "X-Sig"
+            algorithm = "sha1"
+            encoding = "base64"
+            dedup_pointer = "/id"
+        "#;
+        let config = Config::from_toml(text, &env(&[("WHARF_SOURCE_BILLING_SECRET", "whsec_abc")])).expect("config");
+        assert_eq!(config.sources.get("billing").map(|s| s.kind()), Some("standard-webhooks"));
+        assert_eq!(config.sources.get("shop").map(|s| s.kind()), Some("hmac"));
+    }
+
+    #[test]
+    fn unknown_keys_and_kinds_are_errors() {
+        assert!(Config::from_toml("lisen = \"x\"", &env(&[])).is_err());
+        assert!(Config::from_toml("[sources.x]\nkind = \"magic\"", &env(&[])).is_err());
+        assert!(Config::from_toml("[sources.Bad]\nkind = \"hmac\"", &env(&[])).is_err());
+    }
+
+    #[test]
+    fn postgres_url_debug_hides_the_password() {
+        let url = DatabaseUrl::parse("postgres://wharf:hunter2@db:5432/wharf").expect("url");
+        let shown = format!("{url:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db:5432/wharf"));
+    }
+}

@@ -1,0 +1,165 @@
+//! The admin API, behind `Authorization: Bearer $WHARF_ADMIN_TOKEN`. Without a configured
+//! token it is off: every admin route answers 403.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::SharedState;
+use crate::journal::{DeliveryFilter, DeliveryId, DeliveryStatus};
+use crate::verify::constant_time_eq;
+
+pub fn router(state: SharedState) -> Router<SharedState> {
+    Router::new()
+        .route("/api/deliveries", get(list_deliveries))
+        .route("/api/deliveries/{id}", get(show_delivery))
+        .route("/api/sources", get(list_sources))
+        .route("/api/sources/{name}/rejections", get(list_rejections))
+        .route("/api/stats", get(stats))
+        .route("/api/admin/processor/idle", get(await_idle))
+        .route_layer(middleware::from_fn_with_state(state, require_token))
+}
+
+/// Checks the bearer token in constant time.
+async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.admin_token else {
+        return ApiError::new(StatusCode::FORBIDDEN, "admin_disabled", "the admin API is off: set WHARF_ADMIN_TOKEN")
+            .into_response();
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required")
+            .into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    source: Option<String>,
+    status: Option<String>,
+    before: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_deliveries(
+    State(state): State<SharedState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let status = match query.status.as_deref() {
+        Some(word) => Some(DeliveryStatus::parse(word).ok_or_else(|| {
+            ApiError::bad_request("invalid_status", format!("{word:?} is not a delivery status"))
+        })?),
+        None => None,
+    };
+    let filter = DeliveryFilter {
+        source: query.source,
+        status,
+        before_id: query.before,
+        limit: query.limit.unwrap_or(50),
+    };
+    let deliveries = state
+        .journal
+        .deliveries(filter)
+        .await
+        .map_err(|error| ApiError::journal_unavailable(&error))?;
+    Ok(Json(json!({ "deliveries": deliveries })).into_response())
+}
+
+async fn show_delivery(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    let id = DeliveryId(id);
+    let unavailable = |error| ApiError::journal_unavailable(&error);
+    let delivery = state.journal.delivery(id).await.map_err(unavailable)?;
+    let delivery = delivery.ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
+    let attempts = state.journal.attempts(id).await.map_err(unavailable)?;
+    Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
+}
+
+async fn list_sources(State(state): State<SharedState>) -> Response {
+    let sources: Vec<_> = state
+        .routes
+        .iter()
+        .map(|(name, route)| {
+            json!({
+                "name": name,
+                "kind": route.source.kind(),
+                "route": format!("/in/{name}"),
+                "rejected": route.rejections.total(),
+            })
+        })
+        .collect();
+    Json(json!({ "sources": sources })).into_response()
+}
+
+async fn list_rejections(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let route = state
+        .routes
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no source named {name:?}")))?;
+    Ok(Json(json!({ "source": name, "total": route.rejections.total(), "rejections": route.rejections.recent() }))
+        .into_response())
+}
+
+async fn stats(State(state): State<SharedState>) -> Result<Response, ApiError> {
+    let unavailable = |error| ApiError::journal_unavailable(&error);
+    let counts = state.journal.status_counts().await.map_err(unavailable)?;
+    let backlog = state.journal.backlog(state.clock.now()).await.map_err(unavailable)?;
+    Ok(Json(json!({ "deliveries": counts, "backlog": backlog })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct IdleQuery {
+    timeout_ms: Option<u64>,
+}
+
+/// Answers once nothing is due for processing (200), or 504 when `timeout_ms` passes first.
+/// Waits on the processor's progress signal; it never polls on a timer.
+async fn await_idle(
+    State(state): State<SharedState>,
+    Query(query): Query<IdleQuery>,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(query.timeout_ms.unwrap_or(30_000));
+    let mut progress = state.processor.progress();
+    loop {
+        progress.borrow_and_update();
+        let backlog = state
+            .journal
+            .backlog(state.clock.now())
+            .await
+            .map_err(|error| ApiError::journal_unavailable(&error))?;
+        if backlog.due == 0 {
+            return Ok(Json(json!({ "idle": true, "backlog": backlog })).into_response());
+        }
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "processor_stopped", "the processor has stopped"));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                return Ok((StatusCode::GATEWAY_TIMEOUT, Json(json!({ "idle": false, "backlog": backlog }))).into_response());
+            }
+        }
+    }
+}

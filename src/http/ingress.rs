@@ -1,0 +1,224 @@
+//! Receiving one delivery: limits, authentication, identification, durable append, answer.
+//! The 2xx is sent only after the journal says the delivery is durable.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::rejections::{redacted_headers, redacted_query, Rejection};
+use super::{SharedState, SourceRoute};
+use crate::journal::{Appended, DeliveryStatus, NewDelivery};
+use crate::metrics::IngressOutcome;
+use crate::sources::{self, json, IdentifyError, Identity, IncomingRequest, Receipt, Verified};
+use crate::verify::VerifyError;
+
+/// `POST /webhook/cartpanda`: seed 000's path.
+pub async fn receive_cartpanda(
+    State(state): State<SharedState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_for(&state, "cartpanda", method, uri, headers, body).await
+}
+
+/// `POST /in/{source}`.
+pub async fn receive(
+    State(state): State<SharedState>,
+    Path(source): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_for(&state, &source, method, uri, headers, body).await
+}
+
+async fn receive_for(
+    state: &SharedState,
+    name: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(route) = state.routes.get(name) else {
+        return ApiError::not_found(format!("no source named {name:?}")).into_response();
+    };
+    let source = route.source.as_ref();
+    if let Some(limiter) = &route.limiter {
+        if let Err(retry_after) = limiter.try_acquire() {
+            route.metrics.ingress(IngressOutcome::RateLimited);
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this source")
+                .with_retry_after(retry_after)
+                .for_source(source);
+        }
+    }
+    let body = match read_body(&headers, body, state.limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(error) => {
+            if error.status == StatusCode::PAYLOAD_TOO_LARGE {
+                route.metrics.ingress(IngressOutcome::TooLarge);
+            }
+            return error.for_source(source);
+        }
+    };
+    let request = IncomingRequest {
+        method,
+        path: uri.path().to_owned(),
+        query: uri.query().map(str::to_owned),
+        headers,
+        body,
+        received_at: state.clock.now(),
+    };
+    let verified = match sources::authenticate(source, request, state.clock.now()) {
+        Ok(verified) => verified,
+        Err(rejected) => return reject(route, *rejected),
+    };
+    let identified = identify(source, &verified, state.limits.max_json_depth);
+    let delivery = new_delivery(route, &verified, &identified);
+    let appended = match state.journal.append(delivery).await {
+        Ok(appended) => appended,
+        Err(error) => {
+            route.metrics.ingress(IngressOutcome::Unavailable);
+            return ApiError::journal_unavailable(&error).for_source(source);
+        }
+    };
+    match identified {
+        Ok(identity) => {
+            let duplicate = matches!(appended, Appended::Duplicate(_));
+            route.metrics.ingress(if duplicate {
+                IngressOutcome::Duplicate
+            } else {
+                IngressOutcome::Stored
+            });
+            state.metrics.ack_latency.observe(started.elapsed());
+            let receipt = Receipt {
+                delivery_id: appended.id(),
+                duplicate,
+                identity: &identity,
+            };
+            (StatusCode::OK, Json(source.accepted_body(&receipt))).into_response()
+        }
+        Err(error) => {
+            route.metrics.ingress(IngressOutcome::Invalid);
+            tracing::info!(source = name, delivery.id = %appended.id(), code = error.code(), %error,
+                "genuine delivery could not be identified; stored as failed");
+            ApiError::new(error.status(), error.code(), error.to_string()).for_source(source)
+        }
+    }
+}
+
+/// Reads the body up to `limit` bytes; a declared or actual excess is a 413.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(error) => Err(ApiError::bad_request("unreadable_body", format!("the body could not be read: {error}"))),
+    }
+}
+
+fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
+    let source = route.source.as_ref();
+    let request = &rejected.request;
+    route.metrics.ingress(IngressOutcome::SignatureFailed);
+    if rejected.error == VerifyError::NoSecretConfigured {
+        tracing::warn!(source = source.name(), "request refused: no secret is configured for this source");
+    }
+    route.rejections.push(Rejection {
+        at: request.received_at.to_rfc3339(),
+        code: rejected.error.code(),
+        message: rejected.error.to_string(),
+        method: request.method.to_string(),
+        path: request.path.clone(),
+        query: request
+            .query
+            .as_deref()
+            .map(|query| redacted_query(query, source.secret_query_params())),
+        headers: redacted_headers(&request.headers, source.secret_headers()),
+        body_bytes: request.body.len(),
+    });
+    let (status, message) = match rejected.error {
+        VerifyError::NoSecretConfigured => (
+            StatusCode::UNAUTHORIZED,
+            "this source has no secret configured, so it refuses all traffic".to_owned(),
+        ),
+        ref error => (StatusCode::UNAUTHORIZED, error.to_string()),
+    };
+    ApiError::new(status, rejected.error.code(), message).for_source(source)
+}
+
+fn identify(source: &dyn sources::Source, verified: &Verified, max_depth: usize) -> Result<Identity, IdentifyError> {
+    let body = &verified.request().body;
+    let looks_like_json = body
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .is_some_and(|byte| matches!(byte, b'{' | b'['));
+    if looks_like_json && json::exceeds_depth(body, max_depth) {
+        return Err(IdentifyError::TooDeep { limit: max_depth });
+    }
+    source.identify(verified)
+}
+
+/// The journal row for a verified request; one that could not be identified is kept as
+/// `failed`, keyed by its body's hash so that the provider's retries stay one row.
+fn new_delivery(
+    route: &SourceRoute,
+    verified: &Verified,
+    identified: &Result<Identity, IdentifyError>,
+) -> NewDelivery {
+    let request = verified.request();
+    let headers = Value::Object(redacted_headers(&request.headers, route.source.secret_headers())).to_string();
+    let (event_id, event_type, dedup_key, status, last_error) = match identified {
+        Ok(identity) => (
+            identity.event_id.clone(),
+            identity.event_type.clone(),
+            identity.dedup_key.clone(),
+            DeliveryStatus::Pending,
+            None,
+        ),
+        Err(error) => (
+            None,
+            "unidentified".to_owned(),
+            format!("unidentified:sha256:{}", hex::encode(Sha256::digest(&request.body))),
+            DeliveryStatus::Failed,
+            Some(format!("{}: {error}", error.code())),
+        ),
+    };
+    NewDelivery {
+        source: route.source.name().to_owned(),
+        event_id,
+        event_type,
+        dedup_key,
+        received_at: request.received_at,
+        headers_json: headers,
+        body: request.body.clone(),
+        status,
+        last_error,
+    }
+}

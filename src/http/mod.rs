@@ -1,0 +1,134 @@
+//! The HTTP surface. [`router`] lists every URL in one place: ingress routes (the seeds' paths
+//! kept as aliases of `/in/{source}`), health and metrics, and the token-guarded admin API.
+
+pub mod admin;
+pub mod error;
+pub mod ingress;
+pub mod ops;
+pub mod rate_limit;
+pub mod rejections;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::SecretString;
+
+use self::error::ApiError;
+use self::rate_limit::TokenBucket;
+use self::rejections::RejectionLog;
+use crate::clock::SharedClock;
+use crate::config::{Config, Limits};
+use crate::journal::SharedJournal;
+use crate::metrics::{Metrics, SourceMetrics};
+use crate::processor::Processor;
+use crate::sources::SharedSource;
+
+/// A source with what the ingress keeps beside it.
+pub struct SourceRoute {
+    pub source: SharedSource,
+    pub limiter: Option<TokenBucket>,
+    pub rejections: RejectionLog,
+    pub metrics: Arc<SourceMetrics>,
+}
+
+/// Everything a handler may reach.
+pub struct AppState {
+    pub journal: SharedJournal,
+    pub routes: BTreeMap<String, SourceRoute>,
+    pub clock: SharedClock,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Option<SecretString>,
+    pub processor: Arc<Processor>,
+}
+
+impl AppState {
+    pub fn new(
+        config: &Config,
+        journal: SharedJournal,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        processor: Arc<Processor>,
+    ) -> Self {
+        let routes = config
+            .sources
+            .iter()
+            .map(|source| {
+                let name = source.name().to_owned();
+                let limit = config
+                    .source_rate_limits
+                    .get(&name)
+                    .copied()
+                    .or(config.limits.rate_limit);
+                let route = SourceRoute {
+                    source: source.clone(),
+                    limiter: limit.map(TokenBucket::new),
+                    rejections: RejectionLog::default(),
+                    metrics: metrics.source(&name).cloned().unwrap_or_default(),
+                };
+                (name, route)
+            })
+            .collect();
+        Self {
+            journal,
+            routes,
+            clock,
+            limits: config.limits.clone(),
+            metrics,
+            admin_token: config.admin_token.clone(),
+            processor,
+        }
+    }
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The whole URL surface.
+pub fn router(state: SharedState) -> Router {
+    let timeout = state.limits.request_timeout;
+    Router::new()
+        .route("/webhook/cartpanda", post(ingress::receive_cartpanda))
+        .route("/in/{source}", post(ingress::receive))
+        .route("/health", get(ops::health))
+        .route("/metrics", get(ops::metrics))
+        .merge(admin::router(state.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(timeout, deadline))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}
+
+/// Bounds every request's time in the server. A delivery stored after its deadline is still
+/// stored: the provider's retry is then answered "duplicate".
+async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
+    let allowed = if request.uri().path().starts_with("/api/admin/processor/idle") {
+        Duration::from_secs(600)
+    } else {
+        timeout
+    };
+    match tokio::time::timeout(allowed, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took longer than the server allows",
+        )
+        .with_retry_after(1)
+        .into_response(),
+    }
+}

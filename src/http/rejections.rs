@@ -1,0 +1,150 @@
+//! A bounded log of requests a source refused, so an operator can see what a real sender
+//! posts (header names, the cause) without the journal ever storing unverified bytes.
+
+use std::collections::VecDeque;
+
+use axum::http::HeaderMap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::clock::Timestamp;
+
+const CAPACITY: usize = 100;
+
+/// Header names whose values are secrets everywhere.
+const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+];
+
+const SECRET_FRAGMENTS: &[&str] = &["secret", "password", "token", "api_key", "apikey"];
+
+pub const REDACTED: &str = "[redacted]";
+
+fn is_secret(name: &str, extra: &[&str]) -> bool {
+    SECRET_HEADERS.contains(&name)
+        || extra.contains(&name)
+        || SECRET_FRAGMENTS.iter().any(|fragment| name.contains(fragment))
+}
+
+/// Headers as a JSON object, secret values replaced; repeated headers joined with ", ".
+pub fn redacted_headers(headers: &HeaderMap, extra_secret_names: &[&str]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for name in headers.keys() {
+        let name_text = name.as_str();
+        let value = if is_secret(name_text, extra_secret_names) {
+            REDACTED.to_owned()
+        } else {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.insert(name_text.to_owned(), Value::String(value));
+    }
+    out
+}
+
+/// A query string with secret parameter values replaced.
+pub fn redacted_query(query: &str, extra_secret_names: &[&str]) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret(&key.to_ascii_lowercase(), extra_secret_names) => {
+                format!("{key}={REDACTED}")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejection {
+    pub at: String,
+    pub code: &'static str,
+    pub message: String,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Map<String, Value>,
+    pub body_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RejectionLog {
+    entries: Mutex<VecDeque<Rejection>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl RejectionLog {
+    pub fn push(&self, rejection: Rejection) {
+        self.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut entries = self.entries.lock();
+        if entries.len() == CAPACITY {
+            entries.pop_front();
+        }
+        entries.push_back(rejection);
+    }
+
+    /// Newest first.
+    pub fn recent(&self) -> Vec<Rejection> {
+        self.entries.lock().iter().rev().cloned().collect()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+pub fn now_text(now: Timestamp) -> String {
+    now.to_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_and_signatures_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
+        headers.insert("x-shop-token", HeaderValue::from_static("t0k"));
+        headers.insert("x-cartpanda-signature", HeaderValue::from_static("deadbeef"));
+        let shown = Value::Object(redacted_headers(&headers, &[])).to_string();
+        assert!(!shown.contains("abc") && !shown.contains("t0k"), "{shown}");
+        assert!(shown.contains("deadbeef"));
+        assert_eq!(redacted_query("a=1&api_key=s3&token=x", &[]), "a=1&api_key=[redacted]&token=[redacted]");
+    }
+
+    #[test]
+    fn log_keeps_only_the_newest_entries() {
+        let log = RejectionLog::default();
+        for index in 0..(CAPACITY + 5) {
+            log.push(Rejection {
+                at: String::new(),
+                code: "signature_mismatch",
+                message: index.to_string(),
+                method: "POST".into(),
+                path: "/".into(),
+                query: None,
+                headers: Map::new(),
+                body_bytes: 0,
+            });
+        }
+        let recent = log.recent();
+        assert_eq!(recent.len(), CAPACITY);
+        assert_eq!(recent[0].message, (CAPACITY + 4).to_string());
+        assert_eq!(log.total(), (CAPACITY + 5) as u64);
+    }
+}

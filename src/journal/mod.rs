@@ -1,0 +1,312 @@
+//! The durable, deduplicated log of deliveries and their processing attempts, and the only
+//! place that speaks SQL. Invariant: [`Journal::append`] returns only after the delivery is
+//! committed with the configured durability, so an ack always means "stored".
+
+pub mod sqlite;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::clock::Timestamp;
+use crate::ledger::LedgerChange;
+
+/// The journal's row id of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeliveryId(pub i64);
+
+impl fmt::Display for DeliveryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt or a retry (`next_attempt_at`).
+    Pending,
+    /// Applied to the ledger.
+    Processed,
+    /// Stored but not processable as received (unparseable, invalid); kept for an operator and
+    /// replayable after a fix, never retried on its own.
+    Failed,
+    /// Gave up after the configured number of attempts.
+    Dead,
+    /// Genuine and stored, but of a kind that changes nothing in the ledger.
+    Ignored,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processed => "processed",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Ignored => "ignored",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<Self> {
+        Some(match word {
+            "pending" => Self::Pending,
+            "processed" => Self::Processed,
+            "failed" => Self::Failed,
+            "dead" => Self::Dead,
+            "ignored" => Self::Ignored,
+            _ => return None,
+        })
+    }
+}
+
+/// A verified delivery, ready to append.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub source: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    /// Unique per source: a second delivery with the same key is a duplicate.
+    pub dedup_key: String,
+    pub received_at: Timestamp,
+    /// JSON object of the request headers with secrets redacted.
+    pub headers_json: String,
+    /// The body exactly as received.
+    pub body: Bytes,
+    /// `Pending` normally; `Failed` for a genuine delivery that could not be identified.
+    pub status: DeliveryStatus,
+    pub last_error: Option<String>,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    Stored(DeliveryId),
+    /// The dedup key was already in the journal; nothing was written.
+    Duplicate(DeliveryId),
+}
+
+impl Appended {
+    pub fn id(self) -> DeliveryId {
+        match self {
+            Self::Stored(id) | Self::Duplicate(id) => id,
+        }
+    }
+}
+
+/// A delivery handed to the processor.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: DeliveryId,
+    pub source: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub dedup_key: String,
+    pub received_at: Timestamp,
+    pub headers_json: String,
+    pub body: Bytes,
+    /// Attempts made before this one; the completion must match it (optimistic claim).
+    pub attempts: u32,
+}
+
+/// What the processor decided for one claimed delivery.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub delivery: DeliveryId,
+    /// `attempts` as claimed: if another worker completed it meanwhile, this completion is stale.
+    pub claimed_attempts: u32,
+    pub started_at: Timestamp,
+    pub duration_micros: i64,
+    pub outcome: CompletionOutcome,
+    /// What to record if applying the outcome to the ledger fails.
+    pub if_apply_fails: RetryPlan,
+}
+
+#[derive(Debug, Clone)]
+pub enum CompletionOutcome {
+    /// Apply these changes and mark the delivery processed, in one transaction.
+    Apply(Vec<LedgerChange>),
+    /// Nothing to change; mark ignored with the reason.
+    Ignore(String),
+    /// The attempt failed: record the error and follow the plan.
+    Fail { error: String, plan: RetryPlan },
+}
+
+/// After a failed attempt: try again at a time, give up, or park as failed (permanent error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryPlan {
+    RetryAt(Timestamp),
+    Dead,
+    Failed,
+}
+
+/// How a completion landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completed {
+    Processed,
+    Ignored,
+    /// The outcome (or the ledger apply) failed and the plan was recorded.
+    Failed(RetryPlan),
+    /// Someone else completed this attempt first; nothing was changed.
+    Stale,
+}
+
+/// A page of the delivery list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub source: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// One delivery as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryView {
+    pub id: DeliveryId,
+    pub source: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub dedup_key: String,
+    pub received_at: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub processed_at: Option<String>,
+    pub body_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<serde_json::Value>,
+    /// The body as text when it is UTF-8, else base64 in `body_base64`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+}
+
+/// One processing attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub started_at: String,
+    pub duration_ms: f64,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+/// Counts by status, for the backlog gauge and the admin API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusCounts {
+    pub pending: u64,
+    pub processed: u64,
+    pub failed: u64,
+    pub dead: u64,
+    pub ignored: u64,
+}
+
+/// Pending work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Backlog {
+    /// Pending and due now.
+    pub due: u64,
+    /// Pending in all, including retries scheduled later.
+    pub pending: u64,
+}
+
+/// A storage fault, shared by every request of the batch it sank.
+#[derive(Clone)]
+pub struct StorageFault(Arc<dyn StdError + Send + Sync>);
+
+impl StorageFault {
+    pub fn new(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self(Arc::new(error))
+    }
+}
+
+impl fmt::Debug for StorageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl StdError for StorageFault {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+#[derive(Debug, Clone, Error)]
+pub enum JournalError {
+    /// The database could not be written or read (disk full, I/O error, …).
+    #[error("journal storage failed: {0}")]
+    Storage(#[source] StorageFault),
+    /// The write could not be made durable (fsync failed).
+    #[error("journal could not sync to disk: {0}")]
+    Sync(#[source] StorageFault),
+    #[error("journal is shut down")]
+    Closed,
+    #[error("journal configuration is invalid: {0}")]
+    Config(String),
+}
+
+impl JournalError {
+    pub fn storage(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Storage(StorageFault::new(error))
+    }
+}
+
+/// Storage of deliveries, attempts and the ledger. One implementation per backend; the same
+/// tests run against each.
+#[async_trait]
+pub trait Journal: Send + Sync + 'static {
+    /// Appends a delivery; returns once it is durable (or found to be a duplicate).
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, JournalError>;
+
+    /// Pending deliveries due at `now`, oldest first.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ClaimedDelivery>, JournalError>;
+
+    /// Records a batch of attempts; each applies its ledger changes and status atomically.
+    async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError>;
+
+    /// Proves the journal can be written now (health checks).
+    async fn probe(&self) -> Result<(), JournalError>;
+
+    /// When the next pending delivery becomes due, if any.
+    async fn next_due(&self) -> Result<Option<Timestamp>, JournalError>;
+
+    async fn status_counts(&self) -> Result<StatusCounts, JournalError>;
+
+    /// Pending deliveries: how many are due at `now`, and how many in all.
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, JournalError>;
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryView>, JournalError>;
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError>;
+
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError>;
+
+    /// Notified whenever new deliveries become durable, so the processor wakes without polling.
+    fn appended_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Makes everything written so far durable and stops the writer; later calls fail `Closed`.
+    async fn close(&self);
+}
+
+pub type SharedJournal = Arc<dyn Journal>;

@@ -1,0 +1,161 @@
+//! Read-only queries over the journal, run on the reader pool.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::clock::Timestamp;
+use crate::journal::{
+    AttemptView, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
+    StatusCounts,
+};
+
+pub(super) fn due(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT id, source, event_id, event_type, dedup_key, received_at, headers, body, attempts \
+         FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
+         ORDER BY next_attempt_at, id LIMIT ?2",
+    )?;
+    let rows = statement.query_map(params![now.micros(), limit as i64], |row| {
+        Ok(ClaimedDelivery {
+            id: DeliveryId(row.get(0)?),
+            source: row.get(1)?,
+            event_id: row.get(2)?,
+            event_type: row.get(3)?,
+            dedup_key: row.get(4)?,
+            received_at: Timestamp(row.get(5)?),
+            headers_json: row.get(6)?,
+            body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
+            attempts: row.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
+pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<Timestamp>> {
+    conn.prepare_cached(
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
+    )?
+    .query_row([], |row| row.get::<_, Option<i64>>(0))
+    .map(|at| at.map(Timestamp))
+}
+
+pub(super) fn backlog(conn: &Connection, now: Timestamp) -> rusqlite::Result<Backlog> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= ?1), COUNT(*) \
+         FROM deliveries WHERE status = 'pending'",
+    )?
+    .query_row([now.micros()], |row| {
+        Ok(Backlog {
+            due: row.get(0)?,
+            pending: row.get(1)?,
+        })
+    })
+}
+
+pub(super) fn status_counts(conn: &Connection) -> rusqlite::Result<StatusCounts> {
+    let mut counts = StatusCounts::default();
+    let mut statement =
+        conn.prepare_cached("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
+    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))?;
+    for row in rows {
+        let (status, count) = row?;
+        match DeliveryStatus::parse(&status) {
+            Some(DeliveryStatus::Pending) => counts.pending = count,
+            Some(DeliveryStatus::Processed) => counts.processed = count,
+            Some(DeliveryStatus::Failed) => counts.failed = count,
+            Some(DeliveryStatus::Dead) => counts.dead = count,
+            Some(DeliveryStatus::Ignored) => counts.ignored = count,
+            None => {}
+        }
+    }
+    Ok(counts)
+}
+
+const VIEW_COLUMNS: &str = "id, source, event_id, event_type, dedup_key, received_at, status, \
+     attempts, last_error, next_attempt_at, processed_at, length(body)";
+
+pub(super) fn deliveries(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+) -> rusqlite::Result<Vec<DeliveryView>> {
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS} FROM deliveries \
+         WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
+         ORDER BY id DESC LIMIT ?4"
+    );
+    let mut statement = conn.prepare_cached(&sql)?;
+    let rows = statement.query_map(
+        params![
+            filter.source,
+            filter.status.map(DeliveryStatus::as_str),
+            filter.before_id,
+            filter.limit.clamp(1, 1000),
+        ],
+        view_from_row,
+    )?;
+    rows.collect()
+}
+
+pub(super) fn delivery(conn: &Connection, id: DeliveryId) -> rusqlite::Result<Option<DeliveryView>> {
+    let sql = format!("SELECT {VIEW_COLUMNS}, headers, body FROM deliveries WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([id.0], |row| {
+            let mut view = view_from_row(row)?;
+            let headers: String = row.get(12)?;
+            view.headers = serde_json::from_str(&headers).ok();
+            let body: Vec<u8> = row.get(13)?;
+            match String::from_utf8(body) {
+                Ok(text) => view.body = Some(text),
+                Err(raw) => {
+                    view.body_base64 =
+                        Some(base64::engine::general_purpose::STANDARD.encode(raw.as_bytes()))
+                }
+            }
+            Ok(view)
+        })
+        .optional()
+}
+
+fn view_from_row(row: &Row<'_>) -> rusqlite::Result<DeliveryView> {
+    let time = |value: Option<i64>| value.map(|micros| Timestamp(micros).to_rfc3339());
+    let status: String = row.get(6)?;
+    Ok(DeliveryView {
+        id: DeliveryId(row.get(0)?),
+        source: row.get(1)?,
+        event_id: row.get(2)?,
+        event_type: row.get(3)?,
+        dedup_key: row.get(4)?,
+        received_at: Timestamp(row.get(5)?).to_rfc3339(),
+        status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Failed),
+        attempts: row.get(7)?,
+        last_error: row.get(8)?,
+        next_attempt_at: time(row.get(9)?),
+        processed_at: time(row.get(10)?),
+        body_bytes: row.get::<_, i64>(11)? as usize,
+        headers: None,
+        body: None,
+        body_base64: None,
+    })
+}
+
+pub(super) fn attempts(conn: &Connection, id: DeliveryId) -> rusqlite::Result<Vec<AttemptView>> {
+    let mut statement = conn.prepare_cached(
+        "SELECT attempt, started_at, duration_us, outcome, error FROM attempts \
+         WHERE delivery_id = ?1 ORDER BY attempt",
+    )?;
+    let rows = statement.query_map([id.0], |row| {
+        Ok(AttemptView {
+            attempt: row.get(0)?,
+            started_at: Timestamp(row.get(1)?).to_rfc3339(),
+            duration_ms: row.get::<_, i64>(2)? as f64 / 1000.0,
+            outcome: row.get(3)?,
+            error: row.get(4)?,
+        })
+    })?;
+    rows.collect()
+}

@@ -1,0 +1,275 @@
+//! Claims due deliveries, normalizes them through their source, and hands the journal one
+//! completion per delivery: ledger changes and status in one transaction (exactly-once effect).
+//! Failures retry with exponential backoff and jitter and go dead after the configured number
+//! of attempts; permanent errors park as `failed` at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{SharedClock, Timestamp};
+use crate::config::ProcessorSettings;
+use crate::journal::{
+    ClaimedDelivery, Completed, Completion, CompletionOutcome, JournalError, RetryPlan,
+    SharedJournal,
+};
+use crate::metrics::{Metrics, ProcessOutcome};
+use crate::sources::{Normalized, Registry};
+
+pub struct Processor {
+    journal: SharedJournal,
+    sources: Registry,
+    clock: SharedClock,
+    settings: ProcessorSettings,
+    metrics: Arc<Metrics>,
+    /// Bumped after every batch, so waiters re-check the backlog without polling.
+    progress: watch::Sender<u64>,
+}
+
+impl Processor {
+    pub fn new(
+        journal: SharedJournal,
+        sources: Registry,
+        clock: SharedClock,
+        settings: ProcessorSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            journal,
+            sources,
+            clock,
+            settings,
+            metrics,
+            progress: watch::Sender::new(0),
+        }
+    }
+
+    /// A receiver that changes after every processed batch.
+    pub fn progress(&self) -> watch::Receiver<u64> {
+        self.progress.subscribe()
+    }
+
+    /// Runs until `shutdown`: drains what is due, then sleeps until new deliveries arrive, a
+    /// retry falls due, or the idle poll interval passes.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let appended = self.journal.appended_signal();
+        while !shutdown.is_cancelled() {
+            let pause = match self.run_pending().await {
+                Ok(_) => self.time_until_next_due().await,
+                Err(error) => {
+                    tracing::error!(%error, "processor cannot reach the journal; retrying");
+                    self.settings.idle_poll
+                }
+            };
+            tokio::select! {
+                () = appended.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+                () = shutdown.cancelled() => {}
+            }
+        }
+    }
+
+    /// Processes batches until nothing is due now; returns how many deliveries were attempted.
+    pub async fn run_pending(&self) -> Result<usize, JournalError> {
+        let mut total = 0;
+        loop {
+            let attempted = self.run_batch().await?;
+            total += attempted;
+            if attempted < self.settings.batch_size {
+                self.publish_backlog().await;
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn publish_backlog(&self) {
+        if let Ok(backlog) = self.journal.backlog(self.clock.now()).await {
+            self.metrics.set_backlog(backlog.pending);
+        }
+        self.progress.send_modify(|generation| *generation += 1);
+    }
+
+    async fn time_until_next_due(&self) -> Duration {
+        let now = self.clock.now();
+        match self.journal.next_due().await {
+            Ok(Some(due)) if due > now => {
+                Duration::from_micros((due.micros() - now.micros()) as u64).min(self.settings.idle_poll)
+            }
+            Ok(Some(_)) => Duration::ZERO,
+            _ => self.settings.idle_poll,
+        }
+    }
+
+    async fn run_batch(&self) -> Result<usize, JournalError> {
+        let claimed = self
+            .journal
+            .claim_due(self.clock.now(), self.settings.batch_size)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let count = claimed.len();
+        let completions = self.attempt_all(claimed).await;
+        let received: Vec<(Timestamp, String)> = completions
+            .iter()
+            .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
+            .collect();
+        let results = self
+            .journal
+            .complete(completions.into_iter().map(|(_, completion)| completion).collect())
+            .await?;
+        self.record(&received, &results);
+        self.progress.send_modify(|generation| *generation += 1);
+        Ok(count)
+    }
+
+    /// Normalizes a batch off the async threads: parsing is CPU work.
+    async fn attempt_all(&self, claimed: Vec<ClaimedDelivery>) -> Vec<(ClaimedDelivery, Completion)> {
+        let sources = self.sources.clone();
+        let clock = self.clock.clone();
+        let settings = self.settings.clone();
+        let work = move || {
+            claimed
+                .into_iter()
+                .map(|delivery| {
+                    let completion = attempt(&sources, &settings, clock.now(), &delivery);
+                    (delivery, completion)
+                })
+                .collect()
+        };
+        match tokio::task::spawn_blocking(work).await {
+            Ok(completions) => completions,
+            Err(error) => {
+                tracing::error!(%error, "normalization task failed");
+                Vec::new()
+            }
+        }
+    }
+
+    fn record(&self, received: &[(Timestamp, String)], results: &[Completed]) {
+        let now = self.clock.now();
+        for ((received_at, source), result) in received.iter().zip(results) {
+            let outcome = match result {
+                Completed::Processed => ProcessOutcome::Processed,
+                Completed::Ignored => ProcessOutcome::Ignored,
+                Completed::Failed(RetryPlan::RetryAt(_)) => ProcessOutcome::Retry,
+                Completed::Failed(RetryPlan::Failed) => ProcessOutcome::Failed,
+                Completed::Failed(RetryPlan::Dead) => ProcessOutcome::Dead,
+                Completed::Stale => continue,
+            };
+            if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
+                let lag = (now.micros() - received_at.micros()).max(0) as u64;
+                self.metrics.processing_lag.observe(Duration::from_micros(lag));
+            }
+            if let Some(source) = self.metrics.source(source) {
+                source.processed(outcome);
+            }
+        }
+    }
+}
+
+/// One attempt at one delivery: what the journal should record.
+fn attempt(
+    sources: &Registry,
+    settings: &ProcessorSettings,
+    now: Timestamp,
+    delivery: &ClaimedDelivery,
+) -> Completion {
+    let started = Instant::now();
+    let attempt_number = delivery.attempts + 1;
+    let retry = retry_plan(settings, attempt_number, now);
+    let outcome = match sources.get(&delivery.source) {
+        None => CompletionOutcome::Fail {
+            error: format!("no source named {:?} is configured", delivery.source),
+            plan: retry,
+        },
+        Some(source) => match source.normalize(delivery) {
+            Ok(Normalized::Changes(changes)) => CompletionOutcome::Apply(changes),
+            Ok(Normalized::Ignore(reason)) => CompletionOutcome::Ignore(reason),
+            Err(error) => {
+                let plan = if error.is_permanent() { RetryPlan::Failed } else { retry };
+                tracing::warn!(
+                    source = %delivery.source,
+                    delivery.id = %delivery.id,
+                    event.r#type = %delivery.event_type,
+                    attempt = attempt_number,
+                    error = %error,
+                    "delivery could not be normalized"
+                );
+                CompletionOutcome::Fail {
+                    error: error.to_string(),
+                    plan,
+                }
+            }
+        },
+    };
+    Completion {
+        delivery: delivery.id,
+        claimed_attempts: delivery.attempts,
+        started_at: now,
+        duration_micros: started.elapsed().as_micros() as i64,
+        outcome,
+        if_apply_fails: retry,
+    }
+}
+
+/// After attempt `attempt_number` fails: dead once the attempts are used up, else again after
+/// `base * 2^(n-1)` capped at `max`, with equal jitter (half fixed, half random) so that a burst
+/// of failures does not retry in lockstep.
+pub fn retry_plan(settings: &ProcessorSettings, attempt_number: u32, now: Timestamp) -> RetryPlan {
+    if attempt_number >= settings.max_attempts {
+        return RetryPlan::Dead;
+    }
+    let exponent = attempt_number.saturating_sub(1).min(30);
+    let delay = settings
+        .backoff_base
+        .saturating_mul(1u32 << exponent)
+        .min(settings.backoff_max);
+    let half = delay.as_micros() as u64 / 2;
+    let jittered = half + fastrand::u64(0..=half);
+    RetryPlan::RetryAt(Timestamp(now.micros() + jittered as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ProcessorSettings {
+        ProcessorSettings {
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            ..ProcessorSettings::default()
+        }
+    }
+
+    fn delay_after(attempt: u32) -> i64 {
+        match retry_plan(&settings(), attempt, Timestamp(0)) {
+            RetryPlan::RetryAt(at) => at.micros(),
+            other => panic!("expected a retry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_is_capped() {
+        for _ in 0..100 {
+            assert!((500_000..=1_000_000).contains(&delay_after(1)));
+            assert!((1_000_000..=2_000_000).contains(&delay_after(2)));
+            assert!((4_000_000..=8_000_000).contains(&delay_after(4)));
+        }
+        let capped = retry_plan(
+            &ProcessorSettings { max_attempts: 100, ..settings() },
+            40,
+            Timestamp(0),
+        );
+        assert!(matches!(capped, RetryPlan::RetryAt(at) if at.micros() <= 10_000_000));
+    }
+
+    #[test]
+    fn last_attempt_goes_dead() {
+        assert_eq!(retry_plan(&settings(), 5, Timestamp(0)), RetryPlan::Dead);
+        assert!(matches!(retry_plan(&settings(), 4, Timestamp(0)), RetryPlan::RetryAt(_)));
+    }
+}

@@ -1,0 +1,126 @@
+//! Assembles a running Wharf from a [`Config`]: journal, processor, HTTP server; and takes it
+//! down gracefully: stop accepting, finish in-flight requests, stop the processor, flush the
+//! journal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::SharedClock;
+use crate::config::{Config, DatabaseUrl};
+use crate::http::{self, AppState, SharedState};
+use crate::journal::sqlite::{SqliteJournal, SqliteOptions};
+use crate::journal::{JournalError, SharedJournal};
+use crate::metrics::Metrics;
+use crate::processor::Processor;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot open the journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Opens the journal the config names.
+pub fn open_journal(config: &Config, clock: SharedClock) -> Result<SharedJournal, ServerError> {
+    match &config.database {
+        DatabaseUrl::Sqlite(path) => {
+            let mut options = SqliteOptions::new(path);
+            options.durability = config.durability;
+            Ok(Arc::new(SqliteJournal::open(options, clock)?))
+        }
+        DatabaseUrl::Postgres(_) => Err(ServerError::Unsupported(
+            "the PostgreSQL journal is not built yet; use sqlite://PATH".to_owned(),
+        )),
+    }
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: SharedState,
+    shutdown: CancellationToken,
+    http: JoinHandle<std::io::Result<()>>,
+    processor: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Binds, starts the processor (which resumes whatever a crash left pending) and serves.
+    pub async fn start(config: Config, clock: SharedClock) -> Result<Self, ServerError> {
+        let journal = open_journal(&config, clock.clone())?;
+        let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
+        let metrics = Arc::new(Metrics::new(names.iter().map(String::as_str)));
+        let processor = Arc::new(Processor::new(
+            journal.clone(),
+            config.sources.clone(),
+            clock.clone(),
+            config.processor.clone(),
+            metrics.clone(),
+        ));
+        let state = Arc::new(AppState::new(&config, journal, clock, metrics, processor.clone()));
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let processor = tokio::spawn(processor.run(shutdown.clone()));
+        let app = http::router(state.clone());
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let stop = shutdown.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        });
+        Ok(Self {
+            addr,
+            state,
+            shutdown,
+            http,
+            processor,
+        })
+    }
+
+    /// A token that, once cancelled, starts the graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, stops the processor, flushes the journal.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.stopped().await;
+    }
+
+    /// Waits until the server has stopped (after its token is cancelled), then flushes.
+    pub async fn stopped(self) {
+        match self.http.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "HTTP server stopped with an error"),
+            Err(error) => tracing::error!(%error, "HTTP server task failed"),
+        }
+        self.shutdown.cancel();
+        let _ = self.processor.await;
+        self.state.journal.close().await;
+    }
+}

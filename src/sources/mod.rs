@@ -1,0 +1,243 @@
+//! One module per provider. A source is pure: it authenticates a raw request, identifies the
+//! event in it, and later normalizes the stored delivery into ledger changes, all from bytes
+//! to values. All I/O happens in the journal and the processor.
+
+pub mod cartpanda;
+pub mod generic_hmac;
+pub mod json;
+pub mod registry;
+pub mod standard_webhooks;
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, Method, StatusCode};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use thiserror::Error;
+
+pub use self::registry::Registry;
+use crate::clock::Timestamp;
+use crate::journal::{ClaimedDelivery, DeliveryId};
+use crate::ledger::{LedgerChange, MoneyError};
+use crate::verify::VerifyError;
+
+/// A request as it arrived, before anyone trusts it.
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    pub method: Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub received_at: Timestamp,
+}
+
+impl IncomingRequest {
+    /// A header's value as text; `None` when absent or not visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// A query-string parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'+' => out.push(b' '),
+            b'%' if index + 2 < bytes.len() => {
+                match u8::from_str_radix(text.get(index + 1..index + 3).unwrap_or(""), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request its source has authenticated. Only [`authenticate`] makes one, so code that holds
+/// a `Verified` cannot be looking at an unverified request.
+#[derive(Debug)]
+pub struct Verified(IncomingRequest);
+
+impl Verified {
+    pub fn request(&self) -> &IncomingRequest {
+        &self.0
+    }
+
+    pub fn into_request(self) -> IncomingRequest {
+        self.0
+    }
+}
+
+/// A request that failed authentication, kept whole for the rejection log.
+#[derive(Debug)]
+pub struct Rejected {
+    pub request: IncomingRequest,
+    pub error: VerifyError,
+}
+
+/// Turns an incoming request into a [`Verified`] one, or says why not.
+pub fn authenticate(
+    source: &dyn Source,
+    request: IncomingRequest,
+    now: Timestamp,
+) -> Result<Verified, Box<Rejected>> {
+    match source.authenticate(&request, now) {
+        Ok(()) => Ok(Verified(request)),
+        Err(error) => Err(Box::new(Rejected { request, error })),
+    }
+}
+
+/// What a source reads off a verified request before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub event_id: Option<String>,
+    pub event_type: String,
+    /// Unique per source; a repeat is answered "duplicate" and stored once.
+    pub dedup_key: String,
+}
+
+/// Why a verified request cannot be identified. The request is still stored (as `failed`),
+/// and the provider gets a 4xx naming the problem.
+#[derive(Debug, Error)]
+pub enum IdentifyError {
+    #[error("the body is empty")]
+    EmptyBody,
+    #[error("the body is not valid UTF-8")]
+    NotUtf8,
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    #[error("the JSON is nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    #[error("the payload has no {0}")]
+    MissingField(&'static str),
+    #[error("the payload is not a known {source_kind} event")]
+    UnknownShape { source_kind: &'static str },
+    #[error("content type {0:?} is not accepted here")]
+    UnsupportedMediaType(String),
+}
+
+impl IdentifyError {
+    /// Machine-readable error code for the response body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EmptyBody => "empty_body",
+            Self::NotUtf8 => "invalid_utf8",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::TooDeep { .. } => "json_too_deep",
+            Self::MissingField(_) => "missing_field",
+            Self::UnknownShape { .. } => "unknown_payload",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Why a stored delivery could not be normalized.
+#[derive(Debug, Error)]
+pub enum NormalizeError {
+    #[error("the stored body is not valid JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("the payload has no {0}")]
+    MissingField(&'static str),
+    #[error("invalid amount: {0}")]
+    Money(#[from] MoneyError),
+    #[error("{0}")]
+    Invalid(String),
+    /// Worth retrying: the cause is outside the payload.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl NormalizeError {
+    /// A permanent error parks the delivery as `failed` at once: retrying the same bytes with
+    /// the same code cannot succeed. It stays replayable after a fix.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Transient(_))
+    }
+}
+
+/// What a delivery means for the ledger.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalized {
+    Changes(Vec<LedgerChange>),
+    /// Genuine, but nothing in the ledger follows from it.
+    Ignore(String),
+}
+
+/// What the ingress tells the provider after storing.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt<'a> {
+    pub delivery_id: DeliveryId,
+    pub duplicate: bool,
+    pub identity: &'a Identity,
+}
+
+/// A webhook provider, or a configured family of senders.
+pub trait Source: Send + Sync + 'static {
+    /// The name in routes (`/in/{name}`), metrics and the journal.
+    fn name(&self) -> &str;
+
+    /// The provider scheme, e.g. `cartpanda` or `standard-webhooks`.
+    fn kind(&self) -> &'static str;
+
+    /// Checks the request the way the provider signs it. A source without a secret returns
+    /// [`VerifyError::NoSecretConfigured`]: it refuses traffic, it never silently accepts.
+    fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError>;
+
+    /// Reads the event id, type and dedup key off a verified request.
+    fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError>;
+
+    /// Turns a stored delivery into ledger changes.
+    fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError>;
+
+    /// Header names (lower-case) that carry secrets for this source, redacted before storing.
+    fn secret_headers(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// Query parameters that carry secrets, redacted from the rejection log.
+    fn secret_query_params(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// The body of a 2xx answer.
+    fn accepted_body(&self, receipt: &Receipt<'_>) -> Value {
+        json!({
+            "received": true,
+            "duplicate": receipt.duplicate,
+            "delivery_id": receipt.delivery_id,
+            "event_type": receipt.identity.event_type,
+        })
+    }
+
+    /// The body of an error answer, in the provider's own format where it has one.
+    fn error_body(&self, code: &str, message: &str) -> Value {
+        json!({ "error": { "code": code, "message": message } })
+    }
+}
+
+pub type SharedSource = Arc<dyn Source>;
