@@ -47,6 +47,15 @@ pub fn open_journal(config: &Config, clock: SharedClock) -> Result<SharedJournal
     }
 }
 
+/// Who drives the processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorMode {
+    /// A background task processes whatever is due (production).
+    Background,
+    /// Only explicit `run_pending` calls process (deterministic tests).
+    Manual,
+}
+
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -59,6 +68,16 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds, starts the processor (which resumes whatever a crash left pending) and serves.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Self, ServerError> {
+        Self::start_with(config, clock, ProcessorMode::Background).await
+    }
+
+    /// Like [`RunningServer::start`]; with [`ProcessorMode::Manual`] nothing processes until
+    /// someone calls `state.processor.run_pending()`, so tests drive processing step by step.
+    pub async fn start_with(
+        config: Config,
+        clock: SharedClock,
+        mode: ProcessorMode,
+    ) -> Result<Self, ServerError> {
         let journal = open_journal(&config, clock.clone())?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
         let metrics = Arc::new(Metrics::new(names.iter().map(String::as_str)));
@@ -81,7 +100,10 @@ impl RunningServer {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let processor = tokio::spawn(processor.run(shutdown.clone()));
+        let processor = match mode {
+            ProcessorMode::Background => tokio::spawn(processor.run(shutdown.clone())),
+            ProcessorMode::Manual => tokio::spawn(async {}),
+        };
         let app = http::router(state.clone());
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);

@@ -325,9 +325,10 @@ mod tests {
 
     #[test]
     fn seed_signature_verifies_with_rotated_secret() {
-        let signature = sign(SEED_PAYLOAD);
-        assert!(source().authenticate(&request(SEED_PAYLOAD, Some(&signature)), Timestamp(0)).is_ok());
-        let prefixed = format!("sha256={}", signature.to_uppercase());
+        let prefixed = sign(SEED_PAYLOAD);
+        let bare = prefixed.trim_start_matches("sha256=").to_owned();
+        assert!(source().authenticate(&request(SEED_PAYLOAD, Some(&bare)), Timestamp(0)).is_ok());
+        let prefixed = format!("sha256={}", bare.to_uppercase());
         assert!(source().authenticate(&request(SEED_PAYLOAD, Some(&prefixed)), Timestamp(0)).is_ok());
     }
 

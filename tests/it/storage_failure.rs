@@ -1,0 +1,100 @@
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{count, sale_body, TestApp};
+
+/// A small tmpfs, unmounted on drop. Tests run as root (CI included); if mounting is not
+/// possible this fails loudly rather than skipping.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("mount point");
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount runs");
+        assert!(
+            output.status.success(),
+            "this test fills a small tmpfs and needs to mount one (root with CAP_SYS_ADMIN): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a filler file until the filesystem is full.
+    fn fill(&self) {
+        let mut filler = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).and_then(|()| filler.flush()).is_ok() {}
+        let _ = filler.sync_all();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("filler removed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_answers_503_and_recovers_without_restart() {
+    let tmpfs = Tmpfs::mount("8m");
+    let app = TestApp::builder().database_dir(tmpfs.path()).spawn().await;
+    let mut acked = Vec::new();
+    let first = app.post_cartpanda(sale_body("evt_before", "SALE_before", "sale.approved")).await;
+    assert_eq!(first.status(), 200);
+    acked.push("evt_before".to_owned());
+
+    tmpfs.fill();
+    let mut refused = None;
+    for index in 0..5_000 {
+        let event = format!("evt_full_{index}");
+        let response = app.post_cartpanda(sale_body(&event, &format!("SALE_{index}"), "sale.approved")).await;
+        match response.status().as_u16() {
+            200 => acked.push(event),
+            503 => {
+                refused = Some(response);
+                break;
+            }
+            other => panic!("unexpected status {other} while the disk is full"),
+        }
+    }
+    let refused = refused.expect("a full disk must make ingest answer 503");
+    assert!(refused.headers().get("retry-after").is_some());
+    let answer: Value = refused.json().await.expect("json");
+    assert_eq!(answer["error"]["code"], "journal_unavailable");
+    let health = app.client.get(format!("{}/health", app.base)).send().await.expect("sent");
+    assert_eq!(health.status(), 503);
+    let health: Value = health.json().await.expect("json");
+    assert_eq!(health["status"], "unhealthy");
+
+    tmpfs.free();
+    let recovered = app.post_cartpanda(sale_body("evt_after", "SALE_after", "sale.approved")).await;
+    assert_eq!(recovered.status(), 200, "ingest recovers once space is back, with no restart");
+    acked.push("evt_after".to_owned());
+    let health = app.client.get(format!("{}/health", app.base)).send().await.expect("sent");
+    assert_eq!(health.status(), 200);
+
+    let db = app.db();
+    for event in &acked {
+        let stored = count(&db, &format!("SELECT COUNT(*) FROM deliveries WHERE dedup_key = 'event:{event}'"));
+        assert_eq!(stored, 1, "acked delivery {event} is in the journal");
+    }
+    drop(db);
+    app.shutdown().await;
+}
