@@ -55,7 +55,10 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     pub fn parse(url: &str) -> Result<Self, ConfigError> {
-        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
             if path.is_empty() {
                 return Err(invalid("WHARF_DATABASE", "sqlite URL has no path"));
             }
@@ -160,10 +163,20 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("database", &self.database)
             .field("durability", &self.durability)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("limits", &self.limits)
             .field("processor", &self.processor)
-            .field("sources", &self.sources.iter().map(|s| s.name().to_owned()).collect::<Vec<_>>())
+            .field(
+                "sources",
+                &self
+                    .sources
+                    .iter()
+                    .map(|s| s.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -289,10 +302,18 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Secrets from a comma-separated variable: several at once during a rotation.
 fn secrets_from_env(value: Option<String>) -> Option<Vec<String>> {
-    value.map(|list| list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+    value.map(|list| {
+        list.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
 }
 
-fn parse_env<T: std::str::FromStr>(env: &dyn Environment, name: &str) -> Result<Option<T>, ConfigError>
+fn parse_env<T: std::str::FromStr>(
+    env: &dyn Environment,
+    name: &str,
+) -> Result<Option<T>, ConfigError>
 where
     T::Err: fmt::Display,
 {
@@ -317,7 +338,12 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
     let durability = match env.var("WHARF_DURABILITY").as_deref() {
         Some("fsync") => Durability::Fsync,
         Some("os") => Durability::Os,
-        Some(other) => return Err(invalid("WHARF_DURABILITY", format!("{other:?} is not fsync or os"))),
+        Some(other) => {
+            return Err(invalid(
+                "WHARF_DURABILITY",
+                format!("{other:?} is not fsync or os"),
+            ))
+        }
         None => file.durability.unwrap_or(Durability::Fsync),
     };
     let defaults = Limits::default();
@@ -325,7 +351,10 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
         max_body_bytes: parse_env(env, "WHARF_MAX_BODY_BYTES")?
             .or(file.limits.max_body_bytes)
             .unwrap_or(defaults.max_body_bytes),
-        max_json_depth: file.limits.max_json_depth.unwrap_or(defaults.max_json_depth),
+        max_json_depth: file
+            .limits
+            .max_json_depth
+            .unwrap_or(defaults.max_json_depth),
         request_timeout: file
             .limits
             .request_timeout_ms
@@ -349,7 +378,11 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .backoff_max_ms
             .map(Duration::from_millis)
             .unwrap_or(processor_defaults.backoff_max),
-        batch_size: file.processor.batch_size.unwrap_or(processor_defaults.batch_size).max(1),
+        batch_size: file
+            .processor
+            .batch_size
+            .unwrap_or(processor_defaults.batch_size)
+            .max(1),
         idle_poll: processor_defaults.idle_poll,
     };
     let mut sources = Registry::new();
@@ -360,8 +393,13 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
     }
     for (name, source) in &file.sources {
         validate_source_name(name)?;
-        let env_name = format!("WHARF_SOURCE_{}_SECRET", name.to_ascii_uppercase().replace('-', "_"));
-        let secrets = SecretSet::new(secrets_from_env(env.var(&env_name)).unwrap_or_else(|| source.secrets.clone()));
+        let env_name = format!(
+            "WHARF_SOURCE_{}_SECRET",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        let secrets = SecretSet::new(
+            secrets_from_env(env.var(&env_name)).unwrap_or_else(|| source.secrets.clone()),
+        );
         sources.insert(configured_source(name, source, secrets)?);
         if let Some(limit) = source.rate_limit {
             source_rate_limits.insert(name.clone(), limit);
@@ -385,7 +423,9 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
 fn validate_source_name(name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !valid || name == "cartpanda" {
         return Err(invalid(
             format!("sources.{name}"),
@@ -411,20 +451,31 @@ fn hmac_scheme(
             .unwrap_or("hex")
             .parse::<Encoding>()
             .map_err(|error| invalid(format!("{context}.encoding"), error))?,
-        prefix: prefix.or(default_prefix).filter(|p| !p.is_empty()).map(str::to_owned),
+        prefix: prefix
+            .or(default_prefix)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned),
     })
 }
 
 fn cartpanda(file: &FileCartPanda, env: &dyn Environment) -> Result<CartPanda, ConfigError> {
-    let secrets = secrets_from_env(env.var("CARTPANDA_WEBHOOK_SECRET")).unwrap_or_else(|| file.secrets.clone());
+    let secrets = secrets_from_env(env.var("CARTPANDA_WEBHOOK_SECRET"))
+        .unwrap_or_else(|| file.secrets.clone());
     let mut settings = CartPandaSettings::seed_default(SecretSet::new(secrets));
-    if let Some(header) = env.var("CARTPANDA_SIGNATURE_HEADER").or_else(|| file.signature_header.clone()) {
+    if let Some(header) = env
+        .var("CARTPANDA_SIGNATURE_HEADER")
+        .or_else(|| file.signature_header.clone())
+    {
         settings.signature_header = header.to_ascii_lowercase();
     }
     settings.scheme = hmac_scheme(
         "cartpanda",
-        env.var("CARTPANDA_SIGNATURE_ALGORITHM").as_deref().or(file.algorithm.as_deref()),
-        env.var("CARTPANDA_SIGNATURE_ENCODING").as_deref().or(file.encoding.as_deref()),
+        env.var("CARTPANDA_SIGNATURE_ALGORITHM")
+            .as_deref()
+            .or(file.algorithm.as_deref()),
+        env.var("CARTPANDA_SIGNATURE_ENCODING")
+            .as_deref()
+            .or(file.encoding.as_deref()),
         file.prefix.as_deref(),
         Some("sha256="),
     )?;
@@ -447,13 +498,19 @@ fn configured_source(
             let signature_header = file
                 .signature_header
                 .clone()
-                .ok_or_else(|| invalid(format!("{context}.signature_header"), "is required for kind = \"hmac\""))?
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{context}.signature_header"),
+                        "is required for kind = \"hmac\"",
+                    )
+                })?
                 .to_ascii_lowercase();
-            let locator = |header: &Option<String>, pointer: &Option<String>| match (header, pointer) {
-                (Some(header), _) => Some(Locator::Header(header.to_ascii_lowercase())),
-                (None, Some(pointer)) => Some(Locator::JsonPointer(pointer.clone())),
-                (None, None) => None,
-            };
+            let locator =
+                |header: &Option<String>, pointer: &Option<String>| match (header, pointer) {
+                    (Some(header), _) => Some(Locator::Header(header.to_ascii_lowercase())),
+                    (None, Some(pointer)) => Some(Locator::JsonPointer(pointer.clone())),
+                    (None, None) => None,
+                };
             Ok(Arc::new(GenericHmac::new(
                 name,
                 GenericHmacSettings {
@@ -483,14 +540,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn defaults_need_no_configuration() {
         let config = Config::from_toml("", &env(&[])).expect("config");
         assert_eq!(config.listen, "0.0.0.0:8000".parse().expect("addr"));
-        assert!(matches!(config.database, DatabaseUrl::Sqlite(ref p) if p == Path::new("./wharf.db")));
+        assert!(
+            matches!(config.database, DatabaseUrl::Sqlite(ref p) if p == Path::new("./wharf.db"))
+        );
         assert_eq!(config.limits.max_body_bytes, 1024 * 1024);
         assert!(config.sources.get("cartpanda").is_some());
     }
@@ -499,7 +561,10 @@ mod tests {
     fn environment_overrides_the_file() {
         let config = Config::from_toml(
             "listen = \"127.0.0.1:1\"\ndatabase = \"sqlite://a.db\"",
-            &env(&[("WHARF_LISTEN", "127.0.0.1:2"), ("DATABASE_URL", "sqlite://b.db")]),
+            &env(&[
+                ("WHARF_LISTEN", "127.0.0.1:2"),
+                ("DATABASE_URL", "sqlite://b.db"),
+            ]),
         )
         .expect("config");
         assert_eq!(config.listen.port(), 2);
@@ -518,8 +583,12 @@ mod tests {
             encoding = "base64"
             dedup_pointer = "/id"
         "#;
-        let config = Config::from_toml(text, &env(&[("WHARF_SOURCE_BILLING_SECRET", "whsec_abc")])).expect("config");
-        assert_eq!(config.sources.get("billing").map(|s| s.kind()), Some("standard-webhooks"));
+        let config = Config::from_toml(text, &env(&[("WHARF_SOURCE_BILLING_SECRET", "whsec_abc")]))
+            .expect("config");
+        assert_eq!(
+            config.sources.get("billing").map(|s| s.kind()),
+            Some("standard-webhooks")
+        );
         assert_eq!(config.sources.get("shop").map(|s| s.kind()), Some("hmac"));
     }
 

@@ -54,7 +54,13 @@ pub enum ProcessOutcome {
 }
 
 impl ProcessOutcome {
-    const ALL: [Self; 5] = [Self::Processed, Self::Ignored, Self::Retry, Self::Failed, Self::Dead];
+    const ALL: [Self; 5] = [
+        Self::Processed,
+        Self::Ignored,
+        Self::Retry,
+        Self::Failed,
+        Self::Dead,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -95,12 +101,22 @@ impl Histogram {
         let separator = if labels.is_empty() { "" } else { "," };
         for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{separator}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{separator}le=\"+Inf\"}} {count}"
+        );
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
@@ -115,17 +131,26 @@ pub struct SourceMetrics {
 
 impl SourceMetrics {
     pub fn ingress(&self, outcome: IngressOutcome) {
-        let index = IngressOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        let index = IngressOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
         self.ingress[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn processed(&self, outcome: ProcessOutcome) {
-        let index = ProcessOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        let index = ProcessOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
         self.processed[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn ingress_count(&self, outcome: IngressOutcome) -> u64 {
-        let index = IngressOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        let index = IngressOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
         self.ingress[index].load(Ordering::Relaxed)
     }
 }
@@ -168,7 +193,9 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8 * 1024);
-        out.push_str("# HELP wharf_deliveries_total Requests at the ingress, by source and outcome.\n");
+        out.push_str(
+            "# HELP wharf_deliveries_total Requests at the ingress, by source and outcome.\n",
+        );
         out.push_str("# TYPE wharf_deliveries_total counter\n");
         for (name, source) in &self.sources {
             for (outcome, count) in IngressOutcome::ALL.iter().zip(&source.ingress) {
@@ -180,7 +207,9 @@ impl Metrics {
                 );
             }
         }
-        out.push_str("# HELP wharf_signature_failures_total Requests that failed authentication.\n");
+        out.push_str(
+            "# HELP wharf_signature_failures_total Requests that failed authentication.\n",
+        );
         out.push_str("# TYPE wharf_signature_failures_total counter\n");
         for (name, source) in &self.sources {
             let _ = writeln!(
@@ -189,7 +218,9 @@ impl Metrics {
                 source.ingress_count(IngressOutcome::SignatureFailed)
             );
         }
-        out.push_str("# HELP wharf_processing_attempts_total Processing attempts, by source and outcome.\n");
+        out.push_str(
+            "# HELP wharf_processing_attempts_total Processing attempts, by source and outcome.\n",
+        );
         out.push_str("# TYPE wharf_processing_attempts_total counter\n");
         for (name, source) in &self.sources {
             for (outcome, count) in ProcessOutcome::ALL.iter().zip(&source.processed) {
@@ -209,12 +240,26 @@ impl Metrics {
             .map(|s| s.processed[2].load(Ordering::Relaxed))
             .sum();
         let _ = writeln!(out, "wharf_retries_total {retries}");
-        out.push_str("# HELP wharf_backlog Deliveries pending processing.\n# TYPE wharf_backlog gauge\n");
+        out.push_str(
+            "# HELP wharf_backlog Deliveries pending processing.\n# TYPE wharf_backlog gauge\n",
+        );
         let _ = writeln!(out, "wharf_backlog {}", self.backlog());
         for (name, help, histogram) in [
-            ("wharf_ack_seconds", "Request arrival to acknowledgement.", &self.ack_latency),
-            ("wharf_attempt_seconds", "One processing attempt.", &self.attempt_duration),
-            ("wharf_processing_lag_seconds", "Receipt to ledger commit.", &self.processing_lag),
+            (
+                "wharf_ack_seconds",
+                "Request arrival to acknowledgement.",
+                &self.ack_latency,
+            ),
+            (
+                "wharf_attempt_seconds",
+                "One processing attempt.",
+                &self.attempt_duration,
+            ),
+            (
+                "wharf_processing_lag_seconds",
+                "Receipt to ledger commit.",
+                &self.processing_lag,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             histogram.render(&mut out, name, "");

@@ -95,7 +95,8 @@ impl Processor {
         let now = self.clock.now();
         match self.journal.next_due().await {
             Ok(Some(due)) if due > now => {
-                Duration::from_micros((due.micros() - now.micros()) as u64).min(self.settings.idle_poll)
+                Duration::from_micros((due.micros() - now.micros()) as u64)
+                    .min(self.settings.idle_poll)
             }
             Ok(Some(_)) => Duration::ZERO,
             _ => self.settings.idle_poll,
@@ -118,7 +119,12 @@ impl Processor {
             .collect();
         let results = self
             .journal
-            .complete(completions.into_iter().map(|(_, completion)| completion).collect())
+            .complete(
+                completions
+                    .into_iter()
+                    .map(|(_, completion)| completion)
+                    .collect(),
+            )
             .await?;
         self.record(&received, &results);
         self.progress.send_modify(|generation| *generation += 1);
@@ -126,7 +132,10 @@ impl Processor {
     }
 
     /// Normalizes a batch off the async threads: parsing is CPU work.
-    async fn attempt_all(&self, claimed: Vec<ClaimedDelivery>) -> Vec<(ClaimedDelivery, Completion)> {
+    async fn attempt_all(
+        &self,
+        claimed: Vec<ClaimedDelivery>,
+    ) -> Vec<(ClaimedDelivery, Completion)> {
         let sources = self.sources.clone();
         let clock = self.clock.clone();
         let settings = self.settings.clone();
@@ -161,7 +170,9 @@ impl Processor {
             };
             if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
                 let lag = (now.micros() - received_at.micros()).max(0) as u64;
-                self.metrics.processing_lag.observe(Duration::from_micros(lag));
+                self.metrics
+                    .processing_lag
+                    .observe(Duration::from_micros(lag));
             }
             if let Some(source) = self.metrics.source(source) {
                 source.processed(outcome);
@@ -189,7 +200,11 @@ fn attempt(
             Ok(Normalized::Changes(changes)) => CompletionOutcome::Apply(changes),
             Ok(Normalized::Ignore(reason)) => CompletionOutcome::Ignore(reason),
             Err(error) => {
-                let plan = if error.is_permanent() { RetryPlan::Failed } else { retry };
+                let plan = if error.is_permanent() {
+                    RetryPlan::Failed
+                } else {
+                    retry
+                };
                 tracing::warn!(
                     source = %delivery.source,
                     delivery.id = %delivery.id,
@@ -260,7 +275,10 @@ mod tests {
             assert!((4_000_000..=8_000_000).contains(&delay_after(4)));
         }
         let capped = retry_plan(
-            &ProcessorSettings { max_attempts: 100, ..settings() },
+            &ProcessorSettings {
+                max_attempts: 100,
+                ..settings()
+            },
             40,
             Timestamp(0),
         );
@@ -270,6 +288,9 @@ mod tests {
     #[test]
     fn last_attempt_goes_dead() {
         assert_eq!(retry_plan(&settings(), 5, Timestamp(0)), RetryPlan::Dead);
-        assert!(matches!(retry_plan(&settings(), 4, Timestamp(0)), RetryPlan::RetryAt(_)));
+        assert!(matches!(
+            retry_plan(&settings(), 4, Timestamp(0)),
+            RetryPlan::RetryAt(_)
+        ));
     }
 }

@@ -88,13 +88,20 @@ impl RunningServer {
             config.processor.clone(),
             metrics.clone(),
         ));
-        let state = Arc::new(AppState::new(&config, journal, clock, metrics, processor.clone()));
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
+        let state = Arc::new(AppState::new(
+            &config,
+            journal,
+            clock,
+            metrics,
+            processor.clone(),
+        ));
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,

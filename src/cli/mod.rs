@@ -153,7 +153,9 @@ fn sign(secret: &str, algorithm: &str, encoding: &str) -> anyhow::Result<()> {
         prefix: None,
     };
     let mut body = Vec::new();
-    std::io::stdin().read_to_end(&mut body).context("cannot read stdin")?;
+    std::io::stdin()
+        .read_to_end(&mut body)
+        .context("cannot read stdin")?;
     println!("{}", scheme.sign(secret.as_bytes(), &body));
     Ok(())
 }

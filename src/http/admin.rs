@@ -32,8 +32,12 @@ pub fn router(state: SharedState) -> Router<SharedState> {
 /// Checks the bearer token in constant time.
 async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.admin_token else {
-        return ApiError::new(StatusCode::FORBIDDEN, "admin_disabled", "the admin API is off: set WHARF_ADMIN_TOKEN")
-            .into_response();
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_disabled",
+            "the admin API is off: set WHARF_ADMIN_TOKEN",
+        )
+        .into_response();
     };
     let presented = request
         .headers()
@@ -44,8 +48,12 @@ async fn require_token(State(state): State<SharedState>, request: Request, next:
     if constant_time_eq(presented.as_bytes(), expected.expose_secret().as_bytes()) {
         next.run(request).await
     } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required")
-            .into_response()
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        )
+        .into_response()
     }
 }
 
@@ -63,7 +71,10 @@ async fn list_deliveries(
 ) -> Result<Response, ApiError> {
     let status = match query.status.as_deref() {
         Some(word) => Some(DeliveryStatus::parse(word).ok_or_else(|| {
-            ApiError::bad_request("invalid_status", format!("{word:?} is not a delivery status"))
+            ApiError::bad_request(
+                "invalid_status",
+                format!("{word:?} is not a delivery status"),
+            )
         })?),
         None => None,
     };
@@ -124,7 +135,11 @@ async fn list_rejections(
 async fn stats(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let unavailable = |error| ApiError::journal_unavailable(&error);
     let counts = state.journal.status_counts().await.map_err(unavailable)?;
-    let backlog = state.journal.backlog(state.clock.now()).await.map_err(unavailable)?;
+    let backlog = state
+        .journal
+        .backlog(state.clock.now())
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({ "deliveries": counts, "backlog": backlog })).into_response())
 }
 
@@ -139,7 +154,8 @@ async fn await_idle(
     State(state): State<SharedState>,
     Query(query): Query<IdleQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(query.timeout_ms.unwrap_or(30_000));
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(query.timeout_ms.unwrap_or(30_000));
     let mut progress = state.processor.progress();
     loop {
         progress.borrow_and_update();

@@ -60,9 +60,13 @@ async fn receive_for(
     if let Some(limiter) = &route.limiter {
         if let Err(retry_after) = limiter.try_acquire() {
             route.metrics.ingress(IngressOutcome::RateLimited);
-            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this source")
-                .with_retry_after(retry_after)
-                .for_source(source);
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests for this source",
+            )
+            .with_retry_after(retry_after)
+            .for_source(source);
         }
     }
     let body = match read_body(&headers, body, state.limits.max_body_bytes).await {
@@ -139,7 +143,10 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
-        Err(error) => Err(ApiError::bad_request("unreadable_body", format!("the body could not be read: {error}"))),
+        Err(error) => Err(ApiError::bad_request(
+            "unreadable_body",
+            format!("the body could not be read: {error}"),
+        )),
     }
 }
 
@@ -148,7 +155,10 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
     let request = &rejected.request;
     route.metrics.ingress(IngressOutcome::SignatureFailed);
     if rejected.error == VerifyError::NoSecretConfigured {
-        tracing::warn!(source = source.name(), "request refused: no secret is configured for this source");
+        tracing::warn!(
+            source = source.name(),
+            "request refused: no secret is configured for this source"
+        );
     }
     route.rejections.push(Rejection {
         at: request.received_at.to_rfc3339(),
@@ -173,7 +183,11 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
     ApiError::new(status, rejected.error.code(), message).for_source(source)
 }
 
-fn identify(source: &dyn sources::Source, verified: &Verified, max_depth: usize) -> Result<Identity, IdentifyError> {
+fn identify(
+    source: &dyn sources::Source,
+    verified: &Verified,
+    max_depth: usize,
+) -> Result<Identity, IdentifyError> {
     let body = &verified.request().body;
     let looks_like_json = body
         .iter()
@@ -193,7 +207,11 @@ fn new_delivery(
     identified: &Result<Identity, IdentifyError>,
 ) -> NewDelivery {
     let request = verified.request();
-    let headers = Value::Object(redacted_headers(&request.headers, route.source.secret_headers())).to_string();
+    let headers = Value::Object(redacted_headers(
+        &request.headers,
+        route.source.secret_headers(),
+    ))
+    .to_string();
     let (event_id, event_type, dedup_key, status, last_error) = match identified {
         Ok(identity) => (
             identity.event_id.clone(),
@@ -205,7 +223,10 @@ fn new_delivery(
         Err(error) => (
             None,
             "unidentified".to_owned(),
-            format!("unidentified:sha256:{}", hex::encode(Sha256::digest(&request.body))),
+            format!(
+                "unidentified:sha256:{}",
+                hex::encode(Sha256::digest(&request.body))
+            ),
             DeliveryStatus::Failed,
             Some(format!("{}: {error}", error.code())),
         ),

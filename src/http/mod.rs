@@ -110,13 +110,21 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
 }
 
 /// Bounds every request's time in the server. A delivery stored after its deadline is still
 /// stored: the provider's retry is then answered "duplicate".
 async fn deadline(State(timeout): State<Duration>, request: Request, next: Next) -> Response {
-    let allowed = if request.uri().path().starts_with("/api/admin/processor/idle") {
+    let allowed = if request
+        .uri()
+        .path()
+        .starts_with("/api/admin/processor/idle")
+    {
         Duration::from_secs(600)
     } else {
         timeout

@@ -50,13 +50,21 @@ mod tests {
 
     #[test]
     fn burst_is_served_then_refilled_at_the_rate() {
-        let bucket = TokenBucket::new(RateLimit { per_second: 2, burst: 3 });
+        let bucket = TokenBucket::new(RateLimit {
+            per_second: 2,
+            burst: 3,
+        });
         let start = Instant::now();
         for _ in 0..3 {
             assert_eq!(bucket.try_acquire_at(start), Ok(()));
         }
         assert_eq!(bucket.try_acquire_at(start), Err(1));
-        assert_eq!(bucket.try_acquire_at(start + Duration::from_millis(500)), Ok(()));
-        assert!(bucket.try_acquire_at(start + Duration::from_millis(500)).is_err());
+        assert_eq!(
+            bucket.try_acquire_at(start + Duration::from_millis(500)),
+            Ok(())
+        );
+        assert!(bucket
+            .try_acquire_at(start + Duration::from_millis(500))
+            .is_err());
     }
 }

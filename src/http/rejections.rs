@@ -30,7 +30,9 @@ pub const REDACTED: &str = "[redacted]";
 fn is_secret(name: &str, extra: &[&str]) -> bool {
     SECRET_HEADERS.contains(&name)
         || extra.contains(&name)
-        || SECRET_FRAGMENTS.iter().any(|fragment| name.contains(fragment))
+        || SECRET_FRAGMENTS
+            .iter()
+            .any(|fragment| name.contains(fragment))
 }
 
 /// Headers as a JSON object, secret values replaced; repeated headers joined with ", ".
@@ -87,7 +89,8 @@ pub struct RejectionLog {
 
 impl RejectionLog {
     pub fn push(&self, rejection: Rejection) {
-        self.total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut entries = self.entries.lock();
         if entries.len() == CAPACITY {
             entries.pop_front();
@@ -120,11 +123,17 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer abc"));
         headers.insert("x-shop-token", HeaderValue::from_static("t0k"));
-        headers.insert("x-cartpanda-signature", HeaderValue::from_static("deadbeef"));
+        headers.insert(
+            "x-cartpanda-signature",
+            HeaderValue::from_static("deadbeef"),
+        );
         let shown = Value::Object(redacted_headers(&headers, &[])).to_string();
         assert!(!shown.contains("abc") && !shown.contains("t0k"), "{shown}");
         assert!(shown.contains("deadbeef"));
-        assert_eq!(redacted_query("a=1&api_key=s3&token=x", &[]), "a=1&api_key=[redacted]&token=[redacted]");
+        assert_eq!(
+            redacted_query("a=1&api_key=s3&token=x", &[]),
+            "a=1&api_key=[redacted]&token=[redacted]"
+        );
     }
 
     #[test]

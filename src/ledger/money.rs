@@ -31,8 +31,8 @@ impl Currency {
     /// Digits after the decimal point in this currency's minor unit (ISO 4217).
     pub fn exponent(&self) -> u32 {
         match self.0.as_str() {
-            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"
-            | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
+            "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF"
+            | "UGX" | "UYI" | "VND" | "VUV" | "XAF" | "XOF" | "XPF" => 0,
             "BHD" | "IQD" | "JOD" | "KWD" | "LYD" | "OMR" | "TND" => 3,
             _ => 2,
         }
@@ -153,11 +153,17 @@ mod tests {
 
     #[test]
     fn decimal_string_round_trips_with_currency_exponent() {
-        assert_eq!(brl("99.9").map(|m| m.to_decimal_string()), Ok("99.90".into()));
+        assert_eq!(
+            brl("99.9").map(|m| m.to_decimal_string()),
+            Ok("99.90".into())
+        );
         let yen = Money::parse_decimal("500", Currency::parse("jpy").expect("iso code"));
         assert_eq!(yen.map(|m| m.to_decimal_string()), Ok("500".into()));
         let dinar = Money::parse_decimal("1.5", Currency::parse("KWD").expect("iso code"));
         assert_eq!(dinar.map(|m| m.to_decimal_string()), Ok("1.500".into()));
-        assert_eq!(brl("-0.05").map(|m| m.to_decimal_string()), Ok("-0.05".into()));
+        assert_eq!(
+            brl("-0.05").map(|m| m.to_decimal_string()),
+            Ok("-0.05".into())
+        );
     }
 }

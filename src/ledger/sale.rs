@@ -133,10 +133,18 @@ pub fn merge(current: Option<&Sale>, incoming: &SaleUpsert) -> Result<SaleMerge,
     };
     let pick_opt = |new: &Option<String>, old: &Option<String>| -> Option<String> {
         let new = new.clone().filter(|v| !v.is_empty());
-        if overwrite { new.or_else(|| old.clone()) } else { old.clone().or(new) }
+        if overwrite {
+            new.or_else(|| old.clone())
+        } else {
+            old.clone().or(new)
+        }
     };
     let pick_money = |new: &Option<Money>, old: &Option<Money>| -> Option<Money> {
-        if overwrite { new.clone().or_else(|| old.clone()) } else { old.clone().or_else(|| new.clone()) }
+        if overwrite {
+            new.clone().or_else(|| old.clone())
+        } else {
+            old.clone().or_else(|| new.clone())
+        }
     };
     let merged = Sale {
         cartpanda_id: current.cartpanda_id.clone(),
@@ -166,7 +174,11 @@ pub fn merge(current: Option<&Sale>, incoming: &SaleUpsert) -> Result<SaleMerge,
             current.status_event_at
         },
     };
-    Ok(if merged == *current { SaleMerge::Unchanged } else { SaleMerge::Update(merged) })
+    Ok(if merged == *current {
+        SaleMerge::Unchanged
+    } else {
+        SaleMerge::Update(merged)
+    })
 }
 
 fn create(incoming: &SaleUpsert) -> Result<Sale, IncompleteSale> {
@@ -274,9 +286,17 @@ mod tests {
     #[test]
     fn first_event_inserts_the_sale_and_needs_a_price() {
         let mut first = upsert(Some(SaleStatus::Approved), None);
-        assert!(matches!(merge(None, &first), Err(IncompleteSale { missing: "price", .. })));
+        assert!(matches!(
+            merge(None, &first),
+            Err(IncompleteSale {
+                missing: "price",
+                ..
+            })
+        ));
         first.price = Some(Money::parse_decimal("10", Currency::brl()).expect("decimal"));
-        assert!(matches!(merge(None, &first), Ok(SaleMerge::Insert(sale)) if sale.status == SaleStatus::Approved));
+        assert!(
+            matches!(merge(None, &first), Ok(SaleMerge::Insert(sale)) if sale.status == SaleStatus::Approved)
+        );
     }
 
     #[test]
@@ -289,7 +309,10 @@ mod tests {
     #[test]
     fn approval_after_pending_moves_forward_even_with_older_timestamp() {
         let current = stored(SaleStatus::Pending, Some(200));
-        let sale = updated(merge(Some(&current), &upsert(Some(SaleStatus::Approved), Some(100))));
+        let sale = updated(merge(
+            Some(&current),
+            &upsert(Some(SaleStatus::Approved), Some(100)),
+        ));
         assert_eq!(sale.status, SaleStatus::Approved);
         assert_eq!(sale.customer_email, "new@example.com");
     }
@@ -298,8 +321,14 @@ mod tests {
     fn within_terminal_stage_only_newer_event_wins() {
         let current = stored(SaleStatus::Chargeback, Some(200));
         let older_refund = upsert(Some(SaleStatus::Refunded), Some(100));
-        assert_eq!(merge(Some(&current), &older_refund), Ok(SaleMerge::Unchanged));
-        let newer = updated(merge(Some(&current), &upsert(Some(SaleStatus::Refunded), Some(300))));
+        assert_eq!(
+            merge(Some(&current), &older_refund),
+            Ok(SaleMerge::Unchanged)
+        );
+        let newer = updated(merge(
+            Some(&current),
+            &upsert(Some(SaleStatus::Refunded), Some(300)),
+        ));
         assert_eq!(newer.status, SaleStatus::Refunded);
     }
 
@@ -317,7 +346,9 @@ mod tests {
     fn repeated_event_changes_nothing() {
         let mut event = upsert(Some(SaleStatus::Approved), Some(100));
         event.price = Some(Money::parse_decimal("99.90", Currency::brl()).expect("decimal"));
-        let Ok(SaleMerge::Insert(sale)) = merge(None, &event) else { panic!("insert") };
+        let Ok(SaleMerge::Insert(sale)) = merge(None, &event) else {
+            panic!("insert")
+        };
         assert_eq!(merge(Some(&sale), &event), Ok(SaleMerge::Unchanged));
     }
 
@@ -325,7 +356,10 @@ mod tests {
     fn provider_status_words_map_to_lifecycle() {
         assert_eq!(SaleStatus::parse("paid"), Some(SaleStatus::Approved));
         assert_eq!(SaleStatus::parse("Cancelled"), Some(SaleStatus::Canceled));
-        assert_eq!(SaleStatus::parse("chargedback"), Some(SaleStatus::Chargeback));
+        assert_eq!(
+            SaleStatus::parse("chargedback"),
+            Some(SaleStatus::Chargeback)
+        );
         assert_eq!(SaleStatus::parse("teleported"), None);
     }
 }

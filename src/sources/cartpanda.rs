@@ -101,7 +101,9 @@ impl Source for CartPanda {
         let payload = json::parse_body(&request.request().body)?;
         match shape(&payload) {
             Some(Shape::Sale { event_type }) => identify_sale(&payload, event_type),
-            Some(Shape::Store { event }) => identify_store(&payload, event, &request.request().body),
+            Some(Shape::Store { event }) => {
+                identify_store(&payload, event, &request.request().body)
+            }
             None => Err(IdentifyError::MissingField("type")),
         }
     }
@@ -125,7 +127,10 @@ fn identify_sale(payload: &Value, event_type: &str) -> Result<Identity, Identify
     let dedup_key = match (&event_id, &sale_id) {
         (Some(id), _) => format!("event:{id}"),
         (None, Some(sale)) => format!("{event_type}:{sale}"),
-        (None, None) => format!("{event_type}:sha256:{}", hex_digest(payload.to_string().as_bytes())),
+        (None, None) => format!(
+            "{event_type}:sha256:{}",
+            hex_digest(payload.to_string().as_bytes())
+        ),
     };
     Ok(Identity {
         event_id,
@@ -138,10 +143,15 @@ fn identify_sale(payload: &Value, event_type: &str) -> Result<Identity, Identify
 /// the object's `updated_at` all match.
 fn identify_store(payload: &Value, event: &str, body: &[u8]) -> Result<Identity, IdentifyError> {
     let object = event.split('.').next().unwrap_or(event);
-    let id = text(payload, &format!("/{object}/id")).ok_or(IdentifyError::MissingField("order.id"))?;
+    let id =
+        text(payload, &format!("/{object}/id")).ok_or(IdentifyError::MissingField("order.id"))?;
     let shop = first_text(
         payload,
-        &[&format!("/{object}/shop/slug"), "/shop/slug", "/order/shop/slug"],
+        &[
+            &format!("/{object}/shop/slug"),
+            "/shop/slug",
+            "/order/shop/slug",
+        ],
     )
     .unwrap_or_else(|| "-".to_owned());
     let version = first_text(payload, &[&format!("/{object}/updated_at"), "/updated_at"])
@@ -159,10 +169,15 @@ fn hex_digest(bytes: &[u8]) -> String {
 
 fn normalize_sale(payload: &Value, event_type: &str) -> Result<Normalized, NormalizeError> {
     let Some(action) = event_type.strip_prefix("sale.") else {
-        return Ok(Normalized::Ignore(format!("{event_type} is not a sale event")));
+        return Ok(Normalized::Ignore(format!(
+            "{event_type} is not a sale event"
+        )));
     };
-    let data = payload.get("data").ok_or(NormalizeError::MissingField("data"))?;
-    let cartpanda_id = text(data, "/sale_id").ok_or(NormalizeError::MissingField("data.sale_id"))?;
+    let data = payload
+        .get("data")
+        .ok_or(NormalizeError::MissingField("data"))?;
+    let cartpanda_id =
+        text(data, "/sale_id").ok_or(NormalizeError::MissingField("data.sale_id"))?;
     let currency = match text(data, "/currency").or_else(|| text(data, "/product/currency")) {
         Some(code) => Currency::parse(&code)?,
         None => Currency::brl(),
@@ -194,7 +209,9 @@ fn normalize_store(payload: &Value, event: &str) -> Result<Normalized, Normalize
             "{event} is journaled; only order events change the sales ledger"
         )));
     }
-    let order = payload.get("order").ok_or(NormalizeError::MissingField("order"))?;
+    let order = payload
+        .get("order")
+        .ok_or(NormalizeError::MissingField("order"))?;
     let cartpanda_id = text(order, "/id").ok_or(NormalizeError::MissingField("order.id"))?;
     let currency = match first_text(order, &["/currency", "/presentment_currency"]) {
         Some(code) => Currency::parse(&code)?,
@@ -219,8 +236,23 @@ fn normalize_store(payload: &Value, event: &str) -> Result<Normalized, Normalize
         affiliate_code: first_text(order, &["/affiliate/code", "/affiliate_code"]),
         affiliate_name: first_text(order, &["/affiliate/name", "/affiliate_name"]),
         commission: json::money(order, "/affiliate/commission", &currency)?,
-        payment_method: first_text(order, &["/payment_gateway", "/payment_method", "/gateway", "/payment/method"]),
-        transaction_id: first_text(order, &["/transaction_id", "/payment/transaction_id", "/checkout_token"]),
+        payment_method: first_text(
+            order,
+            &[
+                "/payment_gateway",
+                "/payment_method",
+                "/gateway",
+                "/payment/method",
+            ],
+        ),
+        transaction_id: first_text(
+            order,
+            &[
+                "/transaction_id",
+                "/payment/transaction_id",
+                "/checkout_token",
+            ],
+        ),
         metadata: order.clone(),
         event_at: json::timestamp(order, "/updated_at"),
     })]))
@@ -274,14 +306,20 @@ mod tests {
     fn source() -> CartPanda {
         CartPanda::new(
             "cartpanda",
-            CartPandaSettings::seed_default(SecretSet::new(["old".to_owned(), "s3cret".to_owned()])),
+            CartPandaSettings::seed_default(SecretSet::new([
+                "old".to_owned(),
+                "s3cret".to_owned(),
+            ])),
         )
     }
 
     fn request(body: &str, signature: Option<&str>) -> IncomingRequest {
         let mut headers = HeaderMap::new();
         if let Some(signature) = signature {
-            headers.insert(DEFAULT_SIGNATURE_HEADER, HeaderValue::from_str(signature).expect("ascii"));
+            headers.insert(
+                DEFAULT_SIGNATURE_HEADER,
+                HeaderValue::from_str(signature).expect("ascii"),
+            );
         }
         IncomingRequest {
             method: Method::POST,
@@ -327,9 +365,13 @@ mod tests {
     fn seed_signature_verifies_with_rotated_secret() {
         let prefixed = sign(SEED_PAYLOAD);
         let bare = prefixed.trim_start_matches("sha256=").to_owned();
-        assert!(source().authenticate(&request(SEED_PAYLOAD, Some(&bare)), Timestamp(0)).is_ok());
+        assert!(source()
+            .authenticate(&request(SEED_PAYLOAD, Some(&bare)), Timestamp(0))
+            .is_ok());
         let prefixed = format!("sha256={}", bare.to_uppercase());
-        assert!(source().authenticate(&request(SEED_PAYLOAD, Some(&prefixed)), Timestamp(0)).is_ok());
+        assert!(source()
+            .authenticate(&request(SEED_PAYLOAD, Some(&prefixed)), Timestamp(0))
+            .is_ok());
     }
 
     #[test]
@@ -348,17 +390,27 @@ mod tests {
 
     #[test]
     fn source_without_secret_refuses_everything() {
-        let unconfigured = CartPanda::new("cartpanda", CartPandaSettings::seed_default(SecretSet::default()));
+        let unconfigured = CartPanda::new(
+            "cartpanda",
+            CartPandaSettings::seed_default(SecretSet::default()),
+        );
         assert_eq!(
-            unconfigured.authenticate(&request(SEED_PAYLOAD, Some(&sign(SEED_PAYLOAD))), Timestamp(0)),
+            unconfigured.authenticate(
+                &request(SEED_PAYLOAD, Some(&sign(SEED_PAYLOAD))),
+                Timestamp(0)
+            ),
             Err(VerifyError::NoSecretConfigured)
         );
     }
 
     #[test]
     fn seed_payload_is_identified_by_event_id() {
-        let verified = authenticate(&source(), request(SEED_PAYLOAD, Some(&sign(SEED_PAYLOAD))), Timestamp(0))
-            .expect("verified");
+        let verified = authenticate(
+            &source(),
+            request(SEED_PAYLOAD, Some(&sign(SEED_PAYLOAD))),
+            Timestamp(0),
+        )
+        .expect("verified");
         let identity = source().identify(&verified).expect("identified");
         assert_eq!(identity.event_id.as_deref(), Some("12345"));
         assert_eq!(identity.event_type, "sale.approved");
@@ -367,23 +419,40 @@ mod tests {
 
     #[test]
     fn store_payload_is_identified_by_shop_order_event_and_version() {
-        let verified = authenticate(&source(), request(STORE_PAYLOAD, Some(&sign(STORE_PAYLOAD))), Timestamp(0))
-            .expect("verified");
+        let verified = authenticate(
+            &source(),
+            request(STORE_PAYLOAD, Some(&sign(STORE_PAYLOAD))),
+            Timestamp(0),
+        )
+        .expect("verified");
         let identity = source().identify(&verified).expect("identified");
         assert_eq!(identity.event_id, None);
         assert_eq!(identity.event_type, "order.paid");
-        assert_eq!(identity.dedup_key, "lojadoze:order:987654:order.paid:2024-01-05T10:31:00Z");
+        assert_eq!(
+            identity.dedup_key,
+            "lojadoze:order:987654:order.paid:2024-01-05T10:31:00Z"
+        );
     }
 
     #[test]
     fn seed_sale_normalizes_every_field_exactly() {
-        let sale = sale(source().normalize(&claimed(SEED_PAYLOAD)).expect("normalized"));
+        let sale = sale(
+            source()
+                .normalize(&claimed(SEED_PAYLOAD))
+                .expect("normalized"),
+        );
         assert_eq!(sale.cartpanda_id, "SALE_12345");
         assert_eq!(sale.customer_email.as_deref(), Some("customer@example.com"));
         assert_eq!(sale.customer_name.as_deref(), Some("John Doe"));
         assert_eq!(sale.product_name.as_deref(), Some("Product Name"));
         assert_eq!(sale.product_id.as_deref(), Some("PROD_123"));
-        assert_eq!(sale.price, Some(Money { minor_units: 9990, currency: Currency::brl() }));
+        assert_eq!(
+            sale.price,
+            Some(Money {
+                minor_units: 9990,
+                currency: Currency::brl()
+            })
+        );
         assert_eq!(sale.commission.map(|money| money.minor_units), Some(2997));
         assert_eq!(sale.status, Some(SaleStatus::Approved));
         assert_eq!(sale.affiliate_code.as_deref(), Some("AFF123"));
@@ -394,26 +463,40 @@ mod tests {
 
     #[test]
     fn store_order_normalizes_to_a_sale() {
-        let sale = sale(source().normalize(&claimed(STORE_PAYLOAD)).expect("normalized"));
+        let sale = sale(
+            source()
+                .normalize(&claimed(STORE_PAYLOAD))
+                .expect("normalized"),
+        );
         assert_eq!(sale.cartpanda_id, "987654");
         assert_eq!(sale.customer_email.as_deref(), Some("maria@example.com"));
         assert_eq!(sale.customer_name.as_deref(), Some("Maria Silva"));
         assert_eq!(sale.product_name.as_deref(), Some("Kit Skincare, Sabonete"));
         assert_eq!(sale.price.map(|money| money.minor_units), Some(15980));
         assert_eq!(sale.status, Some(SaleStatus::Approved));
-        assert_eq!(sale.event_at, Timestamp::parse_rfc3339("2024-01-05T10:31:00Z"));
+        assert_eq!(
+            sale.event_at,
+            Timestamp::parse_rfc3339("2024-01-05T10:31:00Z")
+        );
     }
 
     #[test]
     fn product_events_are_ignored_not_failed() {
         let body = r#"{"event":"product.updated","product":{"id":5,"title":"Kit"}}"#;
-        assert!(matches!(source().normalize(&claimed(body)), Ok(Normalized::Ignore(_))));
+        assert!(matches!(
+            source().normalize(&claimed(body)),
+            Ok(Normalized::Ignore(_))
+        ));
     }
 
     #[test]
     fn sale_event_without_sale_id_is_a_clear_error() {
         let body = r#"{"id":"1","type":"sale.approved","data":{}}"#;
-        let verified = authenticate(&source(), request(body, Some(&sign(body))), Timestamp(0)).expect("verified");
-        assert!(matches!(source().identify(&verified), Err(IdentifyError::MissingField("data.sale_id"))));
+        let verified = authenticate(&source(), request(body, Some(&sign(body))), Timestamp(0))
+            .expect("verified");
+        assert!(matches!(
+            source().identify(&verified),
+            Err(IdentifyError::MissingField("data.sale_id"))
+        ));
     }
 }

@@ -6,7 +6,9 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified};
+use super::{
+    json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified,
+};
 use crate::clock::Timestamp;
 use crate::journal::ClaimedDelivery;
 use crate::verify::{HmacScheme, SecretSet, VerifyError};
@@ -66,7 +68,9 @@ impl Source for GenericHmac {
             return Err(VerifyError::NoSecretConfigured);
         }
         let signature = request.header(&self.settings.signature_header);
-        self.settings.scheme.verify(&self.settings.secrets, &request.body, signature)
+        self.settings
+            .scheme
+            .verify(&self.settings.secrets, &request.body, signature)
     }
 
     fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError> {
@@ -96,8 +100,9 @@ impl Source for GenericHmac {
         Ok(Identity {
             event_id: dedup_key.clone(),
             event_type,
-            dedup_key: dedup_key
-                .unwrap_or_else(|| format!("sha256:{}", hex::encode(Sha256::digest(&request.body)))),
+            dedup_key: dedup_key.unwrap_or_else(|| {
+                format!("sha256:{}", hex::encode(Sha256::digest(&request.body)))
+            }),
         })
     }
 
@@ -121,7 +126,11 @@ mod tests {
             GenericHmacSettings {
                 secrets: SecretSet::new(["k".to_owned()]),
                 signature_header: "x-signature".into(),
-                scheme: HmacScheme { algorithm: Algorithm::Sha512, encoding: Encoding::Base64, prefix: None },
+                scheme: HmacScheme {
+                    algorithm: Algorithm::Sha512,
+                    encoding: Encoding::Base64,
+                    prefix: None,
+                },
                 dedup_key,
                 event_type: Some(Locator::JsonPointer("/kind".into())),
             },
@@ -131,7 +140,10 @@ mod tests {
     fn request(source: &GenericHmac, body: &str) -> IncomingRequest {
         let signature = source.settings.scheme.sign(b"k", body.as_bytes());
         let mut headers = HeaderMap::new();
-        headers.insert("x-signature", HeaderValue::from_str(&signature).expect("ascii"));
+        headers.insert(
+            "x-signature",
+            HeaderValue::from_str(&signature).expect("ascii"),
+        );
         headers.insert("x-delivery", HeaderValue::from_static("d-1"));
         IncomingRequest {
             method: Method::POST,
@@ -146,31 +158,48 @@ mod tests {
     #[test]
     fn dedup_key_comes_from_the_configured_pointer() {
         let source = source(Some(Locator::JsonPointer("/id".into())));
-        let verified = authenticate(&source, request(&source, r#"{"id":77,"kind":"x.y"}"#), Timestamp(0))
-            .expect("verified");
+        let verified = authenticate(
+            &source,
+            request(&source, r#"{"id":77,"kind":"x.y"}"#),
+            Timestamp(0),
+        )
+        .expect("verified");
         let identity = source.identify(&verified).expect("identified");
-        assert_eq!((identity.dedup_key.as_str(), identity.event_type.as_str()), ("77", "x.y"));
+        assert_eq!(
+            (identity.dedup_key.as_str(), identity.event_type.as_str()),
+            ("77", "x.y")
+        );
     }
 
     #[test]
     fn dedup_key_comes_from_the_configured_header() {
         let source = source(Some(Locator::Header("x-delivery".into())));
-        let verified = authenticate(&source, request(&source, "{}"), Timestamp(0)).expect("verified");
-        assert_eq!(source.identify(&verified).expect("identified").dedup_key, "d-1");
+        let verified =
+            authenticate(&source, request(&source, "{}"), Timestamp(0)).expect("verified");
+        assert_eq!(
+            source.identify(&verified).expect("identified").dedup_key,
+            "d-1"
+        );
     }
 
     #[test]
     fn missing_dedup_key_is_a_clear_error() {
         let source = source(Some(Locator::JsonPointer("/id".into())));
-        let verified = authenticate(&source, request(&source, r#"{"kind":"x"}"#), Timestamp(0)).expect("verified");
-        assert!(matches!(source.identify(&verified), Err(IdentifyError::MissingField(_))));
+        let verified = authenticate(&source, request(&source, r#"{"kind":"x"}"#), Timestamp(0))
+            .expect("verified");
+        assert!(matches!(
+            source.identify(&verified),
+            Err(IdentifyError::MissingField(_))
+        ));
     }
 
     #[test]
     fn without_dedup_config_identical_bodies_share_a_key() {
         let source = source(None);
-        let first = authenticate(&source, request(&source, "{\"kind\":\"a\"}"), Timestamp(0)).expect("verified");
-        let second = authenticate(&source, request(&source, "{\"kind\":\"a\"}"), Timestamp(0)).expect("verified");
+        let first = authenticate(&source, request(&source, "{\"kind\":\"a\"}"), Timestamp(0))
+            .expect("verified");
+        let second = authenticate(&source, request(&source, "{\"kind\":\"a\"}"), Timestamp(0))
+            .expect("verified");
         assert_eq!(
             source.identify(&first).expect("identified").dedup_key,
             source.identify(&second).expect("identified").dedup_key

@@ -69,7 +69,11 @@ pub fn first_text(value: &Value, pointers: &[&str]) -> Option<String> {
 }
 
 /// An amount at `pointer`, from a JSON number (exact, thanks to arbitrary precision) or string.
-pub fn money(value: &Value, pointer: &str, currency: &Currency) -> Result<Option<Money>, NormalizeError> {
+pub fn money(
+    value: &Value,
+    pointer: &str,
+    currency: &Currency,
+) -> Result<Option<Money>, NormalizeError> {
     match text(value, pointer) {
         Some(amount) => Ok(Some(Money::parse_decimal(&amount, currency.clone())?)),
         None => Ok(None),
@@ -103,8 +107,14 @@ mod tests {
     #[test]
     fn empty_and_non_utf8_bodies_are_named() {
         assert!(matches!(parse_body(b"  \n"), Err(IdentifyError::EmptyBody)));
-        assert!(matches!(parse_body(b"{\"a\":\"\xff\"}"), Err(IdentifyError::NotUtf8)));
-        assert!(matches!(parse_body(b"{\"a\":"), Err(IdentifyError::InvalidJson(_))));
+        assert!(matches!(
+            parse_body(b"{\"a\":\"\xff\"}"),
+            Err(IdentifyError::NotUtf8)
+        ));
+        assert!(matches!(
+            parse_body(b"{\"a\":"),
+            Err(IdentifyError::InvalidJson(_))
+        ));
     }
 
     #[test]

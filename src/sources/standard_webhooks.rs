@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use super::{json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified};
+use super::{
+    json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified,
+};
 use crate::clock::Timestamp;
 use crate::journal::ClaimedDelivery;
 use crate::verify::{SecretSet, StandardWebhooks as Scheme, VerifyError};
@@ -114,8 +116,12 @@ mod tests {
             "{\"test\": 2432232314}",
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
         );
-        let verified = authenticate(&source(), request, Timestamp::from_unix_seconds(1_614_265_330))
-            .expect("verified");
+        let verified = authenticate(
+            &source(),
+            request,
+            Timestamp::from_unix_seconds(1_614_265_330),
+        )
+        .expect("verified");
         let identity = source().identify(&verified).expect("identified");
         assert_eq!(identity.dedup_key, "msg_p5jXN8AQM9LWM0D4loKWxJek");
         assert_eq!(identity.event_type, "message");
@@ -129,7 +135,10 @@ mod tests {
             &request("msg_1", 1_000, body, &signature),
             Timestamp::from_unix_seconds(1_000 + 301),
         );
-        assert!(matches!(result, Err(VerifyError::TimestampOutsideTolerance { .. })));
+        assert!(matches!(
+            result,
+            Err(VerifyError::TimestampOutsideTolerance { .. })
+        ));
     }
 
     #[test]
@@ -142,6 +151,9 @@ mod tests {
             Timestamp::from_unix_seconds(1_000),
         )
         .expect("verified");
-        assert_eq!(source().identify(&verified).expect("identified").event_type, "invoice.paid");
+        assert_eq!(
+            source().identify(&verified).expect("identified").event_type,
+            "invoice.paid"
+        );
     }
 }

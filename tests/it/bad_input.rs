@@ -5,18 +5,41 @@ use crate::support::{count, sale_body, sign, TestApp};
 async fn post_signed(app: &TestApp, body: Vec<u8>) -> (u16, Value) {
     let response = app.post_cartpanda(body).await;
     let status = response.status().as_u16();
-    (status, response.json().await.expect("error bodies are JSON"))
+    (
+        status,
+        response.json().await.expect("error bodies are JSON"),
+    )
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
     let app = TestApp::spawn().await;
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("malformed JSON", br#"{"id":"1","type":"sale.approved","data":"#.to_vec(), 400, "invalid_json"),
-        ("deeply nested JSON", format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(), 400, "json_too_deep"),
-        ("invalid UTF-8", b"{\"id\":\"\xff\xfe\",\"type\":\"sale.approved\"}".to_vec(), 400, "invalid_utf8"),
+        (
+            "malformed JSON",
+            br#"{"id":"1","type":"sale.approved","data":"#.to_vec(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "deeply nested JSON",
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            400,
+            "json_too_deep",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"id\":\"\xff\xfe\",\"type\":\"sale.approved\"}".to_vec(),
+            400,
+            "invalid_utf8",
+        ),
         ("empty body", Vec::new(), 400, "empty_body"),
-        ("no event type", br#"{"hello":"world"}"#.to_vec(), 400, "missing_field"),
+        (
+            "no event type",
+            br#"{"hello":"world"}"#.to_vec(),
+            400,
+            "missing_field",
+        ),
     ];
     for (label, body, status, code) in cases {
         let (got_status, answer) = post_signed(&app, body).await;
@@ -39,12 +62,31 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
 
     // Genuine-but-unparseable deliveries are kept, as failed, for an operator to see and replay.
     let db = app.db();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'"), 5);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE status <> 'failed'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'failed'"
+        ),
+        5
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status <> 'failed'"
+        ),
+        0
+    );
 
-    let health = app.client.get(format!("{}/health", app.base)).send().await.expect("sent");
+    let health = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), 200);
-    let ok = app.post_cartpanda(sale_body("evt_ok", "SALE_OK", "sale.approved")).await;
+    let ok = app
+        .post_cartpanda(sale_body("evt_ok", "SALE_OK", "sale.approved"))
+        .await;
     assert_eq!(ok.status(), 200);
     app.run_pending().await;
     assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 1);
@@ -53,11 +95,22 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = TestApp::spawn().await;
-    let missing = app.client.post(format!("{}/in/nope", app.base)).body("{}").send().await.expect("sent");
+    let missing = app
+        .client
+        .post(format!("{}/in/nope", app.base))
+        .body("{}")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(missing.status(), 404);
     let answer: Value = missing.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "not_found");
-    let wrong_method = app.client.get(format!("{}/webhook/cartpanda", app.base)).send().await.expect("sent");
+    let wrong_method = app
+        .client
+        .get(format!("{}/webhook/cartpanda", app.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(wrong_method.status(), 405);
 }
 
@@ -69,7 +122,13 @@ async fn a_source_over_its_rate_limit_gets_429_with_retry_after() {
         .await;
     let mut statuses = Vec::new();
     for index in 0..3 {
-        let response = app.post_cartpanda(sale_body(&format!("e{index}"), &format!("S{index}"), "sale.approved")).await;
+        let response = app
+            .post_cartpanda(sale_body(
+                &format!("e{index}"),
+                &format!("S{index}"),
+                "sale.approved",
+            ))
+            .await;
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
             assert!(response.headers().get("retry-after").is_some());

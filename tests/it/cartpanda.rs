@@ -23,9 +23,9 @@ async fn signed_seed_sale_lands_in_sales_with_every_field_right() {
              FROM sales ORDER BY created_at DESC LIMIT 50",
             [],
             |row| {
-                Ok((0..18)
+                (0..18)
                     .map(|index| row.get::<_, Option<String>>(index))
-                    .collect::<Result<Vec<_>, _>>()?)
+                    .collect::<Result<Vec<_>, _>>()
             },
         )
         .expect("one sale");
@@ -48,10 +48,18 @@ async fn signed_seed_sale_lands_in_sales_with_every_field_right() {
     assert!(!field(14).is_empty() && !field(15).is_empty() && !field(16).is_empty());
     assert_eq!(field(17).len(), 36, "id is a UUID");
     let minor: (i64, i64) = db
-        .query_row("SELECT price_minor, commission_minor FROM sales", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT price_minor, commission_minor FROM sales", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("minor units");
     assert_eq!(minor, (9990, 2997));
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"), 1);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
+        ),
+        1
+    );
 }
 
 #[tokio::test]
@@ -74,21 +82,34 @@ async fn wrong_missing_and_stale_signatures_are_401_and_store_nothing() {
         let response = request.send().await.expect("sent");
         assert_eq!(response.status(), 401, "{label} signature");
         let answer: Value = response.json().await.expect("json");
-        assert!(answer["error"]["code"].as_str().is_some(), "{label}: machine-readable code");
+        assert!(
+            answer["error"]["code"].as_str().is_some(),
+            "{label}: machine-readable code"
+        );
     }
     app.run_pending().await;
     let db = app.db();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 0);
     assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 0);
-    let log: Value = app.admin_get("/api/sources/cartpanda/rejections").await.json().await.expect("json");
+    let log: Value = app
+        .admin_get("/api/sources/cartpanda/rejections")
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(log["total"], 4);
     assert_eq!(log["rejections"][0]["code"], "missing_signature");
 }
 
 #[tokio::test]
 async fn source_without_secret_refuses_traffic() {
-    let app = TestApp::builder().without_env("CARTPANDA_WEBHOOK_SECRET").spawn().await;
-    let response = app.post_cartpanda(sale_body("evt_1", "SALE_1", "sale.approved")).await;
+    let app = TestApp::builder()
+        .without_env("CARTPANDA_WEBHOOK_SECRET")
+        .spawn()
+        .await;
+    let response = app
+        .post_cartpanda(sale_body("evt_1", "SALE_1", "sale.approved"))
+        .await;
     assert_eq!(response.status(), 401);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "no_secret_configured");
@@ -109,26 +130,40 @@ async fn store_shaped_order_events_update_one_sale_in_lifecycle_order() {
     app.run_pending().await;
     let db = app.db();
     let (status, price): (String, String) = db
-        .query_row("SELECT status, price FROM sales WHERE cartpanda_id = '987654'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT status, price FROM sales WHERE cartpanda_id = '987654'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .expect("sale");
     assert_eq!((status.as_str(), price.as_str()), ("refunded", "159.80"));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 1);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"), 2);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
+        ),
+        2
+    );
 }
 
 #[tokio::test]
 async fn later_status_updates_the_sale_and_bumps_updated_at() {
     let app = TestApp::spawn().await;
-    app.post_cartpanda(sale_body("evt_1", "SALE_9", "sale.approved")).await;
+    app.post_cartpanda(sale_body("evt_1", "SALE_9", "sale.approved"))
+        .await;
     app.run_pending().await;
     let db = app.db();
-    let before: String = db.query_row("SELECT updated_at FROM sales", [], |r| r.get(0)).expect("row");
-    app.post_cartpanda(sale_body("evt_2", "SALE_9", "sale.refunded")).await;
+    let before: String = db
+        .query_row("SELECT updated_at FROM sales", [], |r| r.get(0))
+        .expect("row");
+    app.post_cartpanda(sale_body("evt_2", "SALE_9", "sale.refunded"))
+        .await;
     app.run_pending().await;
     let (status, after): (String, String) = db
-        .query_row("SELECT status, updated_at FROM sales", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT status, updated_at FROM sales", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("row");
     assert_eq!(status, "refunded");
     assert!(after > before, "updated_at moved: {before} -> {after}");

@@ -8,10 +8,19 @@ use crate::support::{count, TestApp};
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
 }
 
-async fn send_standard(app: &TestApp, id: &str, timestamp: i64, body: &str, secret: &str) -> reqwest::Response {
+async fn send_standard(
+    app: &TestApp,
+    id: &str,
+    timestamp: i64,
+    body: &str,
+    secret: &str,
+) -> reqwest::Response {
     let signature = StandardWebhooks::sign(secret, id, timestamp, body.as_bytes()).expect("sign");
     app.client
         .post(format!("{}/in/billing", app.base))
@@ -28,28 +37,47 @@ async fn send_standard(app: &TestApp, id: &str, timestamp: i64, body: &str, secr
 async fn standard_webhooks_source_verifies_dedups_and_processes() {
     let app = TestApp::builder()
         .toml("[sources.billing]\nkind = \"standard-webhooks\"")
-        .env("WHARF_SOURCE_BILLING_SECRET", &format!("whsec_b2xk,{WHSEC}"))
+        .env(
+            "WHARF_SOURCE_BILLING_SECRET",
+            &format!("whsec_b2xk,{WHSEC}"),
+        )
         .spawn()
         .await;
     let body = r#"{"type":"invoice.paid","data":{"id":"in_1"}}"#;
     let first = send_standard(&app, "msg_1", now(), body, WHSEC).await;
     assert_eq!(first.status(), 200);
-    let again: Value = send_standard(&app, "msg_1", now(), body, WHSEC).await.json().await.expect("json");
+    let again: Value = send_standard(&app, "msg_1", now(), body, WHSEC)
+        .await
+        .json()
+        .await
+        .expect("json");
     assert_eq!(again["duplicate"], true);
     let stale = send_standard(&app, "msg_2", now() - 3600, body, WHSEC).await;
     assert_eq!(stale.status(), 401);
     let answer: Value = stale.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "timestamp_outside_tolerance");
-    let forged = send_standard(&app, "msg_3", now(), body, "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY").await;
+    let forged = send_standard(
+        &app,
+        "msg_3",
+        now(),
+        body,
+        "whsec_QUJDREVGR0hJSktMTU5PUFFSU1RVVldY",
+    )
+    .await;
     assert_eq!(forged.status(), 401);
 
     app.run_pending().await;
     let db = app.db();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
     let (event_type, status): (String, String) = db
-        .query_row("SELECT event_type, status FROM deliveries", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT event_type, status FROM deliveries", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("row");
-    assert_eq!((event_type.as_str(), status.as_str()), ("invoice.paid", "processed"));
+    assert_eq!(
+        (event_type.as_str(), status.as_str()),
+        ("invoice.paid", "processed")
+    );
 }
 
 #[tokio::test]
@@ -62,7 +90,11 @@ async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer() {
         )
         .spawn()
         .await;
-    let scheme = HmacScheme { algorithm: Algorithm::Sha512, encoding: Encoding::Base64, prefix: Some("sha512=".into()) };
+    let scheme = HmacScheme {
+        algorithm: Algorithm::Sha512,
+        encoding: Encoding::Base64,
+        prefix: Some("sha512=".into()),
+    };
     let body = r#"{"topic":"stock.low","delivery":{"id":"d-42"}}"#;
     for _ in 0..2 {
         let response = app
@@ -77,7 +109,9 @@ async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer() {
     }
     let row: (String, String) = app
         .db()
-        .query_row("SELECT dedup_key, event_type FROM deliveries", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT dedup_key, event_type FROM deliveries", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .expect("one row");
     assert_eq!(row, ("d-42".to_owned(), "stock.low".to_owned()));
 }

@@ -22,7 +22,12 @@ async fn sigkill_during_a_burst_loses_no_acked_delivery_and_processes_each_once(
     let progress = Arc::new(progress);
     let mut burst = JoinSet::new();
     for worker in 0..WORKERS {
-        let (client, base, acked, progress) = (client.clone(), server.base.clone(), acked.clone(), progress.clone());
+        let (client, base, acked, progress) = (
+            client.clone(),
+            server.base.clone(),
+            acked.clone(),
+            progress.clone(),
+        );
         burst.spawn(async move {
             for index in 0..10_000 {
                 let sale = format!("W{worker}-{index}");
@@ -38,13 +43,17 @@ async fn sigkill_during_a_burst_loses_no_acked_delivery_and_processes_each_once(
                         acked.lock().push(sale);
                         progress.send_modify(|n| *n += 1);
                     }
-                    Ok(response) => panic!("unexpected status {} before the kill", response.status()),
+                    Ok(response) => {
+                        panic!("unexpected status {} before the kill", response.status())
+                    }
                     Err(_) => return, // the server is gone
                 }
             }
         });
     }
-    acks.wait_for(|n| *n >= KILL_AFTER_ACKS).await.expect("acks arrive");
+    acks.wait_for(|n| *n >= KILL_AFTER_ACKS)
+        .await
+        .expect("acks arrive");
     server.kill_9().await;
     burst.join_all().await;
     let acked = acked.lock().clone();
@@ -63,11 +72,20 @@ async fn sigkill_during_a_burst_loses_no_acked_delivery_and_processes_each_once(
     for sale in &acked {
         let (status, processed, sales): (String, i64, i64) = statement
             .query_row([sale], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-            .unwrap_or_else(|error| panic!("acked delivery {sale} is missing from the journal: {error}"));
-        assert_eq!((status.as_str(), processed, sales), ("processed", 1, 1), "delivery {sale}");
+            .unwrap_or_else(|error| {
+                panic!("acked delivery {sale} is missing from the journal: {error}")
+            });
+        assert_eq!(
+            (status.as_str(), processed, sales),
+            ("processed", 1, 1),
+            "delivery {sale}"
+        );
     }
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM deliveries WHERE status <> 'processed'"),
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status <> 'processed'"
+        ),
         0,
         "everything stored before the kill was processed after the restart"
     );

@@ -22,9 +22,14 @@ async fn duplicate_storm_writes_one_row_and_one_sale() {
         });
     }
     let answers = storm.join_all().await;
-    let fresh = answers.iter().filter(|answer| answer["duplicate"] == false).count();
+    let fresh = answers
+        .iter()
+        .filter(|answer| answer["duplicate"] == false)
+        .count();
     assert_eq!(fresh, 1, "exactly one request stored the delivery");
-    assert!(answers.iter().all(|answer| answer["delivery_id"] == answers[0]["delivery_id"]));
+    assert!(answers
+        .iter()
+        .all(|answer| answer["delivery_id"] == answers[0]["delivery_id"]));
     app.run_pending().await;
     let db = app.db();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);

@@ -8,8 +8,7 @@ use wharf::sources::Registry;
 
 use crate::support::{at, count, sale_body, TestApp};
 
-const ORDER_UPDATED_FOR_UNKNOWN_ORDER: &str =
-    r#"{"event":"order.updated","order":{"id":555,"email":"late@example.com","updated_at":"2024-01-05T12:00:00Z","shop":{"slug":"s"}}}"#;
+const ORDER_UPDATED_FOR_UNKNOWN_ORDER: &str = r#"{"event":"order.updated","order":{"id":555,"email":"late@example.com","updated_at":"2024-01-05T12:00:00Z","shop":{"slug":"s"}}}"#;
 
 fn status_and_attempts(app: &TestApp, dedup_like: &str) -> (String, i64) {
     app.db()
@@ -24,16 +23,35 @@ fn status_and_attempts(app: &TestApp, dedup_like: &str) -> (String, i64) {
 #[tokio::test]
 async fn failing_delivery_retries_with_backoff_then_goes_dead() {
     let clock = ManualClock::at(at(1_700_000_000));
-    let app = TestApp::builder().manual_clock(clock.clone()).env("WHARF_MAX_ATTEMPTS", "3").spawn().await;
-    assert_eq!(app.post_cartpanda(ORDER_UPDATED_FOR_UNKNOWN_ORDER).await.status(), 200);
+    let app = TestApp::builder()
+        .manual_clock(clock.clone())
+        .env("WHARF_MAX_ATTEMPTS", "3")
+        .spawn()
+        .await;
+    assert_eq!(
+        app.post_cartpanda(ORDER_UPDATED_FOR_UNKNOWN_ORDER)
+            .await
+            .status(),
+        200
+    );
 
     assert_eq!(app.run_pending().await, 1);
-    assert_eq!(status_and_attempts(&app, "%order:555%"), ("pending".into(), 1));
-    assert_eq!(app.run_pending().await, 0, "the retry is not due before its backoff");
+    assert_eq!(
+        status_and_attempts(&app, "%order:555%"),
+        ("pending".into(), 1)
+    );
+    assert_eq!(
+        app.run_pending().await,
+        0,
+        "the retry is not due before its backoff"
+    );
 
     clock.advance_millis(3_600_000);
     assert_eq!(app.run_pending().await, 1);
-    assert_eq!(status_and_attempts(&app, "%order:555%"), ("pending".into(), 2));
+    assert_eq!(
+        status_and_attempts(&app, "%order:555%"),
+        ("pending".into(), 2)
+    );
 
     clock.advance_millis(3_600_000);
     app.run_pending().await;
@@ -46,9 +64,14 @@ async fn failing_delivery_retries_with_backoff_then_goes_dead() {
         .expect("rows")
         .collect::<Result<_, _>>()
         .expect("attempts");
-    let kinds: Vec<&str> = outcomes.iter().map(|(outcome, _)| outcome.as_str()).collect();
+    let kinds: Vec<&str> = outcomes
+        .iter()
+        .map(|(outcome, _)| outcome.as_str())
+        .collect();
     assert_eq!(kinds, ["retry", "retry", "dead"]);
-    assert!(outcomes.iter().all(|(_, error)| error.contains("does not exist yet")));
+    assert!(outcomes
+        .iter()
+        .all(|(_, error)| error.contains("does not exist yet")));
     assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 0);
 }
 
@@ -65,12 +88,23 @@ async fn update_that_arrives_before_its_order_applies_once_the_order_exists() {
     app.run_pending().await;
     let (status, email): (String, String) = app
         .db()
-        .query_row("SELECT status, customer_email FROM sales WHERE cartpanda_id = '555'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT status, customer_email FROM sales WHERE cartpanda_id = '555'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .expect("sale");
-    assert_eq!((status.as_str(), email.as_str()), ("approved", "late@example.com"));
-    assert_eq!(count(&app.db(), "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"), 2);
+    assert_eq!(
+        (status.as_str(), email.as_str()),
+        ("approved", "late@example.com")
+    );
+    assert_eq!(
+        count(
+            &app.db(),
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
+        ),
+        2
+    );
 }
 
 #[tokio::test]
@@ -92,7 +126,11 @@ async fn permanent_payload_error_is_parked_as_failed_without_retries() {
 async fn two_processors_racing_apply_each_delivery_exactly_once() {
     let app = TestApp::spawn().await;
     for index in 0..300 {
-        let body = sale_body(&format!("evt_{index}"), &format!("SALE_{index}"), "sale.approved");
+        let body = sale_body(
+            &format!("evt_{index}"),
+            &format!("SALE_{index}"),
+            "sale.approved",
+        );
         assert_eq!(app.post_cartpanda(body).await.status(), 200);
     }
     let state = app.state();
@@ -105,7 +143,10 @@ async fn two_processors_racing_apply_each_delivery_exactly_once() {
             state.journal.clone(),
             sources.clone(),
             state.clock.clone() as SharedClock,
-            ProcessorSettings { batch_size: 16, ..ProcessorSettings::default() },
+            ProcessorSettings {
+                batch_size: 16,
+                ..ProcessorSettings::default()
+            },
             Arc::new(Metrics::default()),
         ))
     };
@@ -117,7 +158,17 @@ async fn two_processors_racing_apply_each_delivery_exactly_once() {
     a.expect("joined").expect("first processor");
     b.expect("joined").expect("second processor");
     let db = app.db();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"), 300);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM attempts"), 300, "no delivery was attempted twice");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
+        ),
+        300
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attempts"),
+        300,
+        "no delivery was attempted twice"
+    );
     assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 300);
 }

@@ -36,7 +36,11 @@ impl Tmpfs {
     fn fill(&self) {
         let mut filler = std::fs::File::create(self.path().join("filler")).expect("filler");
         let chunk = vec![0u8; 64 * 1024];
-        while filler.write_all(&chunk).and_then(|()| filler.flush()).is_ok() {}
+        while filler
+            .write_all(&chunk)
+            .and_then(|()| filler.flush())
+            .is_ok()
+        {}
         let _ = filler.sync_all();
     }
 
@@ -47,7 +51,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -56,7 +63,9 @@ async fn full_disk_answers_503_and_recovers_without_restart() {
     let tmpfs = Tmpfs::mount("8m");
     let app = TestApp::builder().database_dir(tmpfs.path()).spawn().await;
     let mut acked = Vec::new();
-    let first = app.post_cartpanda(sale_body("evt_before", "SALE_before", "sale.approved")).await;
+    let first = app
+        .post_cartpanda(sale_body("evt_before", "SALE_before", "sale.approved"))
+        .await;
     assert_eq!(first.status(), 200);
     acked.push("evt_before".to_owned());
 
@@ -64,7 +73,9 @@ async fn full_disk_answers_503_and_recovers_without_restart() {
     let mut refused = None;
     for index in 0..5_000 {
         let event = format!("evt_full_{index}");
-        let response = app.post_cartpanda(sale_body(&event, &format!("SALE_{index}"), "sale.approved")).await;
+        let response = app
+            .post_cartpanda(sale_body(&event, &format!("SALE_{index}"), "sale.approved"))
+            .await;
         match response.status().as_u16() {
             200 => acked.push(event),
             503 => {
@@ -78,21 +89,40 @@ async fn full_disk_answers_503_and_recovers_without_restart() {
     assert!(refused.headers().get("retry-after").is_some());
     let answer: Value = refused.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "journal_unavailable");
-    let health = app.client.get(format!("{}/health", app.base)).send().await.expect("sent");
+    let health = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), 503);
     let health: Value = health.json().await.expect("json");
     assert_eq!(health["status"], "unhealthy");
 
     tmpfs.free();
-    let recovered = app.post_cartpanda(sale_body("evt_after", "SALE_after", "sale.approved")).await;
-    assert_eq!(recovered.status(), 200, "ingest recovers once space is back, with no restart");
+    let recovered = app
+        .post_cartpanda(sale_body("evt_after", "SALE_after", "sale.approved"))
+        .await;
+    assert_eq!(
+        recovered.status(),
+        200,
+        "ingest recovers once space is back, with no restart"
+    );
     acked.push("evt_after".to_owned());
-    let health = app.client.get(format!("{}/health", app.base)).send().await.expect("sent");
+    let health = app
+        .client
+        .get(format!("{}/health", app.base))
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(health.status(), 200);
 
     let db = app.db();
     for event in &acked {
-        let stored = count(&db, &format!("SELECT COUNT(*) FROM deliveries WHERE dedup_key = 'event:{event}'"));
+        let stored = count(
+            &db,
+            &format!("SELECT COUNT(*) FROM deliveries WHERE dedup_key = 'event:{event}'"),
+        );
         assert_eq!(stored, 1, "acked delivery {event} is in the journal");
     }
     drop(db);

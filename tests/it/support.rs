@@ -74,7 +74,10 @@ impl TestAppBuilder {
         let db_path = dir.join("wharf.db");
         let mut env = self.env;
         env.insert("WHARF_LISTEN".into(), "127.0.0.1:0".into());
-        env.insert("WHARF_DATABASE".into(), format!("sqlite://{}", db_path.display()));
+        env.insert(
+            "WHARF_DATABASE".into(),
+            format!("sqlite://{}", db_path.display()),
+        );
         let config = Config::from_toml(&self.toml, &env).expect("test config");
         let clock: SharedClock = match &self.clock {
             Some(clock) => Arc::new(clock.clone()),
@@ -124,7 +127,12 @@ impl TestApp {
 
     /// Drives the processor until nothing is due; returns how many deliveries it attempted.
     pub async fn run_pending(&self) -> usize {
-        self.server().state.processor.run_pending().await.expect("processor runs")
+        self.server()
+            .state
+            .processor
+            .run_pending()
+            .await
+            .expect("processor runs")
     }
 
     pub async fn post_cartpanda(&self, body: impl Into<Vec<u8>>) -> reqwest::Response {
@@ -166,7 +174,8 @@ pub fn open_read_only(path: &Path) -> Connection {
 }
 
 pub fn count(db: &Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |row| row.get(0)).expect("count query")
+    db.query_row(sql, [], |row| row.get(0))
+        .expect("count query")
 }
 
 pub fn at(seconds: i64) -> Timestamp {
@@ -222,7 +231,10 @@ impl BinaryServer {
     /// Waits until nothing is due for processing.
     pub async fn await_idle(&self, client: &reqwest::Client) {
         let response = client
-            .get(format!("{}/api/admin/processor/idle?timeout_ms=60000", self.base))
+            .get(format!(
+                "{}/api/admin/processor/idle?timeout_ms=60000",
+                self.base
+            ))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await

@@ -87,7 +87,9 @@ fn read_sale_row(row: &Row<'_>) -> rusqlite::Result<RawSale> {
             status_event_at: row.get::<_, Option<i64>>(15)?.map(Timestamp),
         },
         price_minor: row.get(6)?,
-        currency: row.get::<_, Option<String>>(7)?.unwrap_or_else(|| "BRL".into()),
+        currency: row
+            .get::<_, Option<String>>(7)?
+            .unwrap_or_else(|| "BRL".into()),
         status: row.get(8)?,
         commission_minor: row.get(11)?,
         metadata: row.get(14)?,
@@ -96,7 +98,8 @@ fn read_sale_row(row: &Row<'_>) -> rusqlite::Result<RawSale> {
 
 impl RawSale {
     fn into_sale(self) -> Result<(String, Sale), ApplyError> {
-        let currency = Currency::parse(&self.currency).map_err(|_| ApplyError::Corrupt("currency"))?;
+        let currency =
+            Currency::parse(&self.currency).map_err(|_| ApplyError::Corrupt("currency"))?;
         let mut sale = self.sale;
         sale.status = SaleStatus::parse(&self.status).ok_or(ApplyError::Corrupt("status"))?;
         sale.price = Money {
@@ -108,7 +111,9 @@ impl RawSale {
             currency,
         });
         sale.metadata = match self.metadata {
-            Some(text) => serde_json::from_str(&text).map_err(|_| ApplyError::Corrupt("metadata"))?,
+            Some(text) => {
+                serde_json::from_str(&text).map_err(|_| ApplyError::Corrupt("metadata"))?
+            }
             None => serde_json::Value::Null,
         };
         Ok((self.id, sale))
@@ -159,7 +164,12 @@ fn insert_sale(
     Ok(())
 }
 
-fn update_sale(conn: &Connection, row_id: &str, sale: &Sale, now: Timestamp) -> rusqlite::Result<()> {
+fn update_sale(
+    conn: &Connection,
+    row_id: &str,
+    sale: &Sale,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE sales SET customer_email = ?2, customer_name = ?3, product_name = ?4, \
          product_id = ?5, price = ?6, currency = ?7, status = ?8, affiliate_code = ?9, \

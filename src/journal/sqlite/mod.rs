@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::writer::{Command, Writer, WriterConfig};
 use super::{
-    Appended, AttemptView, Backlog, ClaimedDelivery, Completed, Completion, DeliveryFilter, DeliveryId,
-    DeliveryView, Journal, JournalError, NewDelivery, StatusCounts,
+    Appended, AttemptView, Backlog, ClaimedDelivery, Completed, Completion, DeliveryFilter,
+    DeliveryId, DeliveryView, Journal, JournalError, NewDelivery, StatusCounts,
 };
 use crate::clock::{SharedClock, Timestamp};
 
@@ -147,7 +147,10 @@ fn open_write_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Checkpoints from their own connection, so the writer never waits on one. PASSIVE never
 /// blocks the writer; the WAL restarts from its beginning once a checkpoint has caught up.
-fn spawn_checkpointer(options: &SqliteOptions, running: Arc<AtomicBool>) -> Result<(), JournalError> {
+fn spawn_checkpointer(
+    options: &SqliteOptions,
+    running: Arc<AtomicBool>,
+) -> Result<(), JournalError> {
     let conn = Connection::open(&options.path).map_err(JournalError::storage)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
         .map_err(JournalError::storage)?;
@@ -262,7 +265,12 @@ impl Journal for SqliteJournal {
     async fn close(&self) {
         self.checkpointer.store(false, Ordering::Relaxed);
         let (reply, done) = oneshot::channel();
-        if self.commands.send(Command::Shutdown { reply }).await.is_ok() {
+        if self
+            .commands
+            .send(Command::Shutdown { reply })
+            .await
+            .is_ok()
+        {
             let _ = done.await;
         }
         let handle = self.writer_thread.lock().take();

@@ -6,8 +6,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::clock::Timestamp;
 use crate::journal::{
-    AttemptView, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryId, DeliveryStatus, DeliveryView,
-    StatusCounts,
+    AttemptView, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryId, DeliveryStatus,
+    DeliveryView, StatusCounts,
 };
 
 pub(super) fn due(
@@ -37,11 +37,9 @@ pub(super) fn due(
 }
 
 pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<Timestamp>> {
-    conn.prepare_cached(
-        "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'",
-    )?
-    .query_row([], |row| row.get::<_, Option<i64>>(0))
-    .map(|at| at.map(Timestamp))
+    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")?
+        .query_row([], |row| row.get::<_, Option<i64>>(0))
+        .map(|at| at.map(Timestamp))
 }
 
 pub(super) fn backlog(conn: &Connection, now: Timestamp) -> rusqlite::Result<Backlog> {
@@ -61,7 +59,9 @@ pub(super) fn status_counts(conn: &Connection) -> rusqlite::Result<StatusCounts>
     let mut counts = StatusCounts::default();
     let mut statement =
         conn.prepare_cached("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
-    let rows = statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?)))?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, u64>(1)?))
+    })?;
     for row in rows {
         let (status, count) = row?;
         match DeliveryStatus::parse(&status) {
@@ -101,7 +101,10 @@ pub(super) fn deliveries(
     rows.collect()
 }
 
-pub(super) fn delivery(conn: &Connection, id: DeliveryId) -> rusqlite::Result<Option<DeliveryView>> {
+pub(super) fn delivery(
+    conn: &Connection,
+    id: DeliveryId,
+) -> rusqlite::Result<Option<DeliveryView>> {
     let sql = format!("SELECT {VIEW_COLUMNS}, headers, body FROM deliveries WHERE id = ?1");
     conn.prepare_cached(&sql)?
         .query_row([id.0], |row| {

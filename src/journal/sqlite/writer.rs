@@ -341,7 +341,13 @@ fn apply_outcome(conn: &Connection, completion: &Completion) -> Result<Completed
             Ok(Completed::Processed)
         }
         CompletionOutcome::Ignore(reason) => {
-            if !mark(conn, completion, DeliveryStatus::Ignored, Some(reason), None)? {
+            if !mark(
+                conn,
+                completion,
+                DeliveryStatus::Ignored,
+                Some(reason),
+                None,
+            )? {
                 return Ok(Completed::Stale);
             }
             record_attempt(conn, completion, "ignored", Some(reason))?;
@@ -388,7 +394,8 @@ fn mark(
     error: Option<&str>,
     next_attempt_at: Option<Timestamp>,
 ) -> rusqlite::Result<bool> {
-    let processed_at = (status != DeliveryStatus::Pending).then(|| finished_at(completion).micros());
+    let processed_at =
+        (status != DeliveryStatus::Pending).then(|| finished_at(completion).micros());
     let changed = conn
         .prepare_cached(
             "UPDATE deliveries SET status = ?1, attempts = attempts + 1, last_error = ?2, \
