@@ -223,6 +223,7 @@ fn attempt(
     Completion {
         delivery: delivery.id,
         claimed_attempts: delivery.attempts,
+        received_at: delivery.received_at,
         started_at: now,
         duration_micros: started.elapsed().as_micros() as i64,
         outcome,

@@ -122,6 +122,8 @@ pub struct Completion {
     pub delivery: DeliveryId,
     /// `attempts` as claimed: if another worker completed it meanwhile, this completion is stale.
     pub claimed_attempts: u32,
+    /// When the delivery arrived (the ledger's `webhook_received_at`).
+    pub received_at: Timestamp,
     pub started_at: Timestamp,
     pub duration_micros: i64,
     pub outcome: CompletionOutcome,

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::ledger_sql::{self, ApplyError};
@@ -334,9 +334,8 @@ fn apply_outcome(conn: &Connection, completion: &Completion) -> Result<Completed
                 return Ok(Completed::Stale);
             }
             record_attempt(conn, completion, "processed", None)?;
-            let received_at = received_at(conn, completion.delivery)?;
             for change in changes {
-                ledger_sql::apply(conn, change, received_at, finished_at(completion))?;
+                ledger_sql::apply(conn, change, completion.received_at, finished_at(completion))?;
             }
             Ok(Completed::Processed)
         }
@@ -432,13 +431,6 @@ fn record_attempt(
         error,
     ])?;
     Ok(())
-}
-
-fn received_at(conn: &Connection, id: DeliveryId) -> rusqlite::Result<Timestamp> {
-    conn.prepare_cached("SELECT received_at FROM deliveries WHERE id = ?1")?
-        .query_row([id.0], |row| row.get(0))
-        .optional()
-        .map(|found| Timestamp(found.unwrap_or_default()))
 }
 
 fn probe(conn: &Connection, now: Timestamp) -> rusqlite::Result<()> {
