@@ -129,6 +129,9 @@ pub struct ProcessorSettings {
     pub batch_size: usize,
     /// Longest sleep between looks for due retries when nothing wakes the processor.
     pub idle_poll: Duration,
+    /// After new deliveries wake the processor, it waits this long so that one batch (one
+    /// transaction) carries many deliveries instead of one commit per request.
+    pub batch_window: Duration,
 }
 
 impl Default for ProcessorSettings {
@@ -139,6 +142,7 @@ impl Default for ProcessorSettings {
             backoff_max: Duration::from_secs(3600),
             batch_size: 512,
             idle_poll: Duration::from_secs(1),
+            batch_window: Duration::from_millis(10),
         }
     }
 }
@@ -216,6 +220,7 @@ struct FileProcessor {
     backoff_base_ms: Option<u64>,
     backoff_max_ms: Option<u64>,
     batch_size: Option<usize>,
+    batch_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +389,11 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .unwrap_or(processor_defaults.batch_size)
             .max(1),
         idle_poll: processor_defaults.idle_poll,
+        batch_window: file
+            .processor
+            .batch_window_ms
+            .map(Duration::from_millis)
+            .unwrap_or(processor_defaults.batch_window),
     };
     let mut sources = Registry::new();
     let mut source_rate_limits = BTreeMap::new();

@@ -18,6 +18,9 @@ use crate::journal::{
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Normalized, Registry};
 
+/// Deliveries per completion transaction.
+const COMPLETION_CHUNK: usize = 64;
+
 pub struct Processor {
     journal: SharedJournal,
     sources: Registry,
@@ -64,7 +67,9 @@ impl Processor {
                 }
             };
             tokio::select! {
-                () = appended.notified() => {}
+                () = appended.notified() => {
+                    tokio::time::sleep(self.settings.batch_window).await;
+                }
                 () = tokio::time::sleep(pause) => {}
                 () = shutdown.cancelled() => {}
             }
@@ -117,15 +122,17 @@ impl Processor {
             .iter()
             .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
             .collect();
-        let results = self
-            .journal
-            .complete(
-                completions
-                    .into_iter()
-                    .map(|(_, completion)| completion)
-                    .collect(),
-            )
-            .await?;
+        let mut results = Vec::with_capacity(count);
+        let mut pending: Vec<Completion> = completions
+            .into_iter()
+            .map(|(_, completion)| completion)
+            .collect();
+        // Small transactions keep the single writer free for acks between them.
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(COMPLETION_CHUNK));
+            results.extend(self.journal.complete(pending).await?);
+            pending = rest;
+        }
         self.record(&received, &results);
         self.progress.send_modify(|generation| *generation += 1);
         Ok(count)

@@ -1,4 +1,5 @@
--- The journal: every genuine delivery, its raw bytes, and where it stands.
+-- The journal: every genuine delivery and where it stands. Rows stay small (no payload) so
+-- that a status change rewrites a few bytes, not the body.
 CREATE TABLE deliveries (
     id              INTEGER PRIMARY KEY,
     source          TEXT    NOT NULL,
@@ -6,17 +7,22 @@ CREATE TABLE deliveries (
     event_type      TEXT    NOT NULL,
     dedup_key       TEXT    NOT NULL,
     received_at     INTEGER NOT NULL,          -- unix microseconds
-    headers         TEXT    NOT NULL,          -- JSON object, secrets redacted
-    body            BLOB    NOT NULL,          -- exactly as received
     status          TEXT    NOT NULL,          -- pending | processed | failed | dead | ignored
     attempts        INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
     next_attempt_at INTEGER,                   -- unix microseconds, while pending
     processed_at    INTEGER,                   -- unix microseconds
+    body_bytes      INTEGER NOT NULL,
     UNIQUE (source, dedup_key)
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
-CREATE INDEX deliveries_by_status ON deliveries (status, id) WHERE status <> 'processed';
+
+-- What the provider sent, exactly, written once and never updated.
+CREATE TABLE delivery_payloads (
+    delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),
+    headers     TEXT NOT NULL,                 -- JSON object, secrets redacted
+    body        BLOB NOT NULL                  -- exactly as received
+);
 
 -- Every processing attempt, with its error.
 CREATE TABLE attempts (

@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 body_bytes,
             };
             let report = runtime.block_on(bench::run(&options))?;
-            println!("{report}");
+            print!("{report}");
             Ok(())
         }
         Command::BenchFloor { listen, secret } => runtime.block_on(bench_floor(&listen, secret)),

@@ -2,8 +2,6 @@
 //! back: a status only moves forward along the lifecycle, and within one stage only a newer
 //! event wins.
 
-use serde_json::Value;
-
 use super::Money;
 use crate::clock::Timestamp;
 
@@ -75,7 +73,8 @@ pub struct SaleUpsert {
     pub commission: Option<Money>,
     pub payment_method: Option<String>,
     pub transaction_id: Option<String>,
-    pub metadata: Value,
+    /// The provider's own record of the sale, as JSON text (seed 000's `metadata JSONB`).
+    pub metadata: Option<String>,
     /// When the provider says the event happened; orders events that share a stage.
     pub event_at: Option<Timestamp>,
 }
@@ -95,7 +94,8 @@ pub struct Sale {
     pub commission: Option<Money>,
     pub payment_method: Option<String>,
     pub transaction_id: Option<String>,
-    pub metadata: Value,
+    /// The provider's own record of the sale, as JSON text (seed 000's `metadata JSONB`).
+    pub metadata: Option<String>,
     pub status_event_at: Option<Timestamp>,
 }
 
@@ -163,10 +163,12 @@ pub fn merge(current: Option<&Sale>, incoming: &SaleUpsert) -> Result<SaleMerge,
         commission: pick_money(&incoming.commission, &current.commission),
         payment_method: pick_opt(&incoming.payment_method, &current.payment_method),
         transaction_id: pick_opt(&incoming.transaction_id, &current.transaction_id),
-        metadata: if overwrite && !incoming.metadata.is_null() {
-            incoming.metadata.clone()
-        } else {
-            current.metadata.clone()
+        metadata: match (&incoming.metadata, overwrite) {
+            (Some(metadata), true) => Some(metadata.clone()),
+            _ => current
+                .metadata
+                .clone()
+                .or_else(|| incoming.metadata.clone()),
         },
         status_event_at: if take_status || (overwrite && incoming.event_at.is_some()) {
             incoming.event_at.or(current.status_event_at)
@@ -252,7 +254,7 @@ mod tests {
             commission: None,
             payment_method: None,
             transaction_id: None,
-            metadata: Value::Null,
+            metadata: None,
             event_at: at.map(Timestamp::from_unix_seconds),
         }
     }
@@ -271,7 +273,7 @@ mod tests {
             commission: None,
             payment_method: None,
             transaction_id: None,
-            metadata: Value::Null,
+            metadata: None,
             status_event_at: at.map(Timestamp::from_unix_seconds),
         }
     }

@@ -197,7 +197,7 @@ fn normalize_sale(payload: &Value, event_type: &str) -> Result<Normalized, Norma
         commission: json::money(data, "/affiliate/commission", &currency)?,
         payment_method: text(data, "/payment/method"),
         transaction_id: text(data, "/payment/transaction_id"),
-        metadata: data.clone(),
+        metadata: Some(data.to_string()),
         event_at: json::timestamp(data, "/updated_at")
             .or_else(|| json::timestamp(payload, "/created_at")),
     })]))
@@ -253,7 +253,7 @@ fn normalize_store(payload: &Value, event: &str) -> Result<Normalized, Normalize
                 "/checkout_token",
             ],
         ),
-        metadata: order.clone(),
+        metadata: Some(order.to_string()),
         event_at: json::timestamp(order, "/updated_at"),
     })]))
 }

@@ -16,9 +16,11 @@ pub(super) fn due(
     limit: usize,
 ) -> rusqlite::Result<Vec<ClaimedDelivery>> {
     let mut statement = conn.prepare_cached(
-        "SELECT id, source, event_id, event_type, dedup_key, received_at, headers, body, attempts \
-         FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?1 \
-         ORDER BY next_attempt_at, id LIMIT ?2",
+        "SELECT d.id, d.source, d.event_id, d.event_type, d.dedup_key, d.received_at, p.headers, \
+         p.body, d.attempts \
+         FROM deliveries d JOIN delivery_payloads p ON p.delivery_id = d.id \
+         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
+         ORDER BY d.next_attempt_at, d.id LIMIT ?2",
     )?;
     let rows = statement.query_map(params![now.micros(), limit as i64], |row| {
         Ok(ClaimedDelivery {
@@ -77,7 +79,7 @@ pub(super) fn status_counts(conn: &Connection) -> rusqlite::Result<StatusCounts>
 }
 
 const VIEW_COLUMNS: &str = "id, source, event_id, event_type, dedup_key, received_at, status, \
-     attempts, last_error, next_attempt_at, processed_at, length(body)";
+     attempts, last_error, next_attempt_at, processed_at, body_bytes";
 
 pub(super) fn deliveries(
     conn: &Connection,
@@ -105,7 +107,10 @@ pub(super) fn delivery(
     conn: &Connection,
     id: DeliveryId,
 ) -> rusqlite::Result<Option<DeliveryView>> {
-    let sql = format!("SELECT {VIEW_COLUMNS}, headers, body FROM deliveries WHERE id = ?1");
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS}, p.headers, p.body FROM deliveries \
+         JOIN delivery_payloads p ON p.delivery_id = deliveries.id WHERE id = ?1"
+    );
     conn.prepare_cached(&sql)?
         .query_row([id.0], |row| {
             let mut view = view_from_row(row)?;

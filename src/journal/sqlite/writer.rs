@@ -18,6 +18,7 @@ use crate::journal::{
     Appended, Completed, Completion, CompletionOutcome, DeliveryId, DeliveryStatus, JournalError,
     NewDelivery, RetryPlan, StorageFault,
 };
+use crate::ledger::LedgerChange;
 
 /// A request to the writer.
 pub(super) enum Command {
@@ -85,6 +86,8 @@ pub(super) struct Writer {
     config: WriterConfig,
     appended: Arc<Notify>,
     clock: SharedClock,
+    /// Used only if the sync thread could not be started.
+    inline_wal: WalHandle,
 }
 
 impl Writer {
@@ -101,6 +104,7 @@ impl Writer {
             config,
             appended,
             clock,
+            inline_wal: WalHandle::default(),
         }
     }
 
@@ -136,7 +140,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            shutdown = self.execute(&mut batch, jobs.as_ref());
+            shutdown = self.execute_acks_first(&mut batch, jobs.as_ref());
         }
         drop(jobs);
         if let Some(handle) = sync_thread {
@@ -148,6 +152,27 @@ impl Writer {
         if let Some(reply) = shutdown {
             let _ = reply.send(());
         }
+    }
+
+    /// Commits what waits for an ack (appends, probes) first, in one transaction, so that a
+    /// large completion batch never delays an ack; then each completion batch in its own.
+    fn execute_acks_first(
+        &mut self,
+        batch: &mut Vec<Command>,
+        syncer: Option<&std_mpsc::Sender<SyncJob>>,
+    ) -> Option<oneshot::Sender<()>> {
+        let (mut acks, completions): (Vec<Command>, Vec<Command>) = batch
+            .drain(..)
+            .partition(|command| !matches!(command, Command::Complete { .. }));
+        let mut shutdown = None;
+        if !acks.is_empty() {
+            shutdown = self.execute(&mut acks, syncer);
+        }
+        for completion in completions {
+            let mut single = vec![completion];
+            self.execute(&mut single, syncer);
+        }
+        shutdown
     }
 
     /// Commits one batch and routes every answer; returns the shutdown reply if asked to stop.
@@ -190,7 +215,7 @@ impl Writer {
     }
 
     fn hand_to_syncer(
-        &self,
+        &mut self,
         replies: Vec<DurableReply>,
         stored_any: bool,
         syncer: Option<&std_mpsc::Sender<SyncJob>>,
@@ -210,7 +235,7 @@ impl Writer {
             None => job,
         };
         let synced = if self.config.fsync {
-            sync_inline(&self.config.wal_path)
+            self.inline_wal.sync(&self.config.wal_path)
         } else {
             Ok(())
         };
@@ -278,8 +303,8 @@ fn append(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Appende
     let inserted = conn
         .prepare_cached(
             "INSERT INTO deliveries (source, event_id, event_type, dedup_key, received_at, \
-             headers, body, status, last_error, next_attempt_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             status, last_error, next_attempt_at, body_bytes) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (source, dedup_key) DO NOTHING",
         )?
         .execute(params![
@@ -288,14 +313,18 @@ fn append(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Appende
             delivery.event_type,
             delivery.dedup_key,
             delivery.received_at.micros(),
-            delivery.headers_json,
-            &delivery.body[..],
             delivery.status.as_str(),
             delivery.last_error,
             next_attempt_at,
+            delivery.body.len() as i64,
         ])?;
     if inserted == 1 {
-        return Ok(Appended::Stored(DeliveryId(conn.last_insert_rowid())));
+        let id = conn.last_insert_rowid();
+        conn.prepare_cached(
+            "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id, delivery.headers_json, &delivery.body[..]])?;
+        return Ok(Appended::Stored(DeliveryId(id)));
     }
     let existing: i64 = conn
         .prepare_cached("SELECT id FROM deliveries WHERE source = ?1 AND dedup_key = ?2")?
@@ -305,40 +334,13 @@ fn append(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Appende
     Ok(Appended::Duplicate(DeliveryId(existing)))
 }
 
-/// Applies one completion inside its own savepoint.
+/// Applies one completion. The claim is taken first (a stale claimer writes nothing); the
+/// ledger decision is made before the ledger is written, and a single-change apply is one
+/// statement, so no savepoint is needed, which spares SQLite a sub-journal copy of every page
+/// the completion touches. Several changes share a savepoint so that they land together.
 fn complete(conn: &Connection, completion: &Completion) -> rusqlite::Result<Completed> {
-    conn.execute_batch("SAVEPOINT completion")?;
-    match apply_outcome(conn, completion) {
-        Ok(completed) => {
-            conn.execute_batch("RELEASE completion")?;
-            Ok(completed)
-        }
-        Err(ApplyError::Sql(error)) if is_storage_failure(&error) => Err(error),
-        Err(error) => {
-            conn.execute_batch("ROLLBACK TO completion; RELEASE completion")?;
-            let plan = completion.if_apply_fails;
-            let message = format!("applying to the ledger failed: {error}");
-            if record_failure(conn, completion, &message, plan)? {
-                Ok(Completed::Failed(plan))
-            } else {
-                Ok(Completed::Stale)
-            }
-        }
-    }
-}
-
-fn apply_outcome(conn: &Connection, completion: &Completion) -> Result<Completed, ApplyError> {
     match &completion.outcome {
-        CompletionOutcome::Apply(changes) => {
-            if !mark(conn, completion, DeliveryStatus::Processed, None, None)? {
-                return Ok(Completed::Stale);
-            }
-            record_attempt(conn, completion, "processed", None)?;
-            for change in changes {
-                ledger_sql::apply(conn, change, completion.received_at, finished_at(completion))?;
-            }
-            Ok(Completed::Processed)
-        }
+        CompletionOutcome::Apply(changes) => apply_changes(conn, completion, changes),
         CompletionOutcome::Ignore(reason) => {
             if !mark(
                 conn,
@@ -353,12 +355,101 @@ fn apply_outcome(conn: &Connection, completion: &Completion) -> Result<Completed
             Ok(Completed::Ignored)
         }
         CompletionOutcome::Fail { error, plan } => {
-            if record_failure(conn, completion, error, *plan)? {
-                Ok(Completed::Failed(*plan))
-            } else {
-                Ok(Completed::Stale)
+            if !record_failure(conn, completion, error, *plan)? {
+                return Ok(Completed::Stale);
             }
+            Ok(Completed::Failed(*plan))
         }
+    }
+}
+
+fn apply_changes(
+    conn: &Connection,
+    completion: &Completion,
+    changes: &[LedgerChange],
+) -> rusqlite::Result<Completed> {
+    if !mark(conn, completion, DeliveryStatus::Processed, None, None)? {
+        return Ok(Completed::Stale);
+    }
+    let applied = match changes {
+        [single] => apply_one(conn, completion, single),
+        several => in_savepoint(conn, || {
+            several
+                .iter()
+                .try_for_each(|change| apply_one(conn, completion, change))
+        }),
+    };
+    match applied {
+        Ok(()) => {
+            record_attempt(conn, completion, "processed", None)?;
+            Ok(Completed::Processed)
+        }
+        Err(ApplyError::Sql(error)) if is_storage_failure(&error) => Err(error),
+        Err(error) => {
+            let plan = completion.if_apply_fails;
+            let message = format!("applying to the ledger failed: {error}");
+            remark_failure(conn, completion, &message, plan)?;
+            Ok(Completed::Failed(plan))
+        }
+    }
+}
+
+fn apply_one(
+    conn: &Connection,
+    completion: &Completion,
+    change: &LedgerChange,
+) -> Result<(), ApplyError> {
+    ledger_sql::apply(
+        conn,
+        change,
+        completion.received_at,
+        finished_at(completion),
+    )
+}
+
+fn in_savepoint(
+    conn: &Connection,
+    work: impl FnOnce() -> Result<(), ApplyError>,
+) -> Result<(), ApplyError> {
+    conn.prepare_cached("SAVEPOINT changes")?.execute([])?;
+    let result = work();
+    if result.is_err() {
+        conn.prepare_cached("ROLLBACK TO changes")?.execute([])?;
+    }
+    conn.prepare_cached("RELEASE changes")?.execute([])?;
+    result
+}
+
+/// Turns a delivery just marked processed into the failure its plan says, when the ledger
+/// refused the change after the claim was taken.
+fn remark_failure(
+    conn: &Connection,
+    completion: &Completion,
+    error: &str,
+    plan: RetryPlan,
+) -> rusqlite::Result<()> {
+    let (status, next, outcome) = plan_columns(plan);
+    let processed_at =
+        (status != DeliveryStatus::Pending).then(|| finished_at(completion).micros());
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = ?1, last_error = ?2, next_attempt_at = ?3, \
+         processed_at = ?4 WHERE id = ?5",
+    )?
+    .execute(params![
+        status.as_str(),
+        error,
+        next.map(Timestamp::micros),
+        processed_at,
+        completion.delivery.0,
+    ])?;
+    record_attempt(conn, completion, outcome, Some(error))
+}
+
+fn plan_columns(plan: RetryPlan) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
+    match plan {
+        RetryPlan::RetryAt(at) => (DeliveryStatus::Pending, Some(at), "retry"),
+        RetryPlan::Dead => (DeliveryStatus::Dead, None, "dead"),
+        RetryPlan::Failed => (DeliveryStatus::Failed, None, "failed"),
     }
 }
 
@@ -369,11 +460,7 @@ fn record_failure(
     error: &str,
     plan: RetryPlan,
 ) -> rusqlite::Result<bool> {
-    let (status, next, outcome) = match plan {
-        RetryPlan::RetryAt(at) => (DeliveryStatus::Pending, Some(at), "retry"),
-        RetryPlan::Dead => (DeliveryStatus::Dead, None, "dead"),
-        RetryPlan::Failed => (DeliveryStatus::Failed, None, "failed"),
-    };
+    let (status, next, outcome) = plan_columns(plan);
     if !mark(conn, completion, status, Some(error), next)? {
         return Ok(false);
     }
@@ -486,10 +573,6 @@ fn finish_job(job: SyncJob, synced: &Result<(), JournalError>, appended: &Notify
     if job.stored_any && synced.is_ok() {
         appended.notify_one();
     }
-}
-
-fn sync_inline(wal_path: &Path) -> Result<(), JournalError> {
-    WalHandle::default().sync(wal_path)
 }
 
 /// An open handle on the WAL file, reopened if the file is ever replaced.

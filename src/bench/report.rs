@@ -1,0 +1,719 @@
+//! Results of a bench run: the numbers, how they are summarised, and the
+//! human-readable table. Kept apart from the measuring code so the report can
+//! be built and checked from plain data in tests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags};
+
+use super::load::{PhaseOutcome, WallWindow};
+
+/// Wharf must sustain at least this fraction of the floor's req/s.
+pub const RATIO_TARGET: f64 = 0.70;
+/// p99 request latency target at half load.
+pub const HALF_LOAD_P99_TARGET_MS: f64 = 5.0;
+/// p99 processing-lag target at half load.
+pub const LAG_P99_TARGET_MS: f64 = 50.0;
+
+/// Everything one `bench` run measured. `Display` renders the table.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub connections: usize,
+    /// Length of a typical request body actually sent.
+    pub body_bytes: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    /// Phase 1: the bare axum + HMAC server, closed loop.
+    pub floor: PhaseStats,
+    /// Phase 2: Wharf, closed loop.
+    pub wharf: PhaseStats,
+    /// Phase 3: Wharf, open loop at half of phase 2's rate.
+    pub wharf_half: PhaseStats,
+    /// The rate phase 3 asked for.
+    pub half_load_target_rps: f64,
+    pub processing: ProcessingStats,
+    pub memory: MemoryStats,
+    /// Last lines `wharf serve` wrote to stderr (run with `RUST_LOG=warn`),
+    /// shown because warnings under load are worth seeing.
+    pub wharf_stderr: Vec<String>,
+}
+
+/// Throughput and latency of one phase.
+#[derive(Debug, Clone, Default)]
+pub struct PhaseStats {
+    /// 2xx answers per second in the measured window.
+    pub rps: f64,
+    /// 2xx answers in the measured window.
+    pub requests: u64,
+    /// Latency of those answers; in the open loop corrected for coordinated
+    /// omission (waits behind slow answers count, generator lateness not).
+    pub latency: Option<Percentiles>,
+    /// Every 2xx of the phase, warmup included.
+    pub acked_total: u64,
+    /// Non-2xx answers by status over the whole phase.
+    pub non_2xx: BTreeMap<u16, u64>,
+    /// Transport errors over the whole phase.
+    pub errors: u64,
+    /// A few distinct error messages.
+    pub error_samples: Vec<String>,
+    /// How the machine's CPU was split during the phase (Linux only).
+    pub cpu: Option<CpuUsage>,
+}
+
+/// CPU used during a phase, in percent of one core (a 2-core machine has 200).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuUsage {
+    /// The server process under test.
+    pub server: f64,
+    /// The bench process: load generator and body signing.
+    pub generator: f64,
+    /// Busy time neither accounts for: other processes, hypervisor steal,
+    /// interrupts. More than [`OTHER_CPU_LIMIT`] means other work disturbed
+    /// the run.
+    pub other: f64,
+    /// Unused CPU.
+    pub idle: f64,
+}
+
+/// Share of a core that other work may take before a phase counts as disturbed.
+pub const OTHER_CPU_LIMIT: f64 = 20.0;
+
+impl PhaseStats {
+    pub(crate) fn from_outcome(outcome: &PhaseOutcome, cpu: Option<CpuUsage>) -> Self {
+        Self {
+            rps: outcome.rps(),
+            requests: outcome.latencies_us.len() as u64,
+            latency: Percentiles::from_sorted_micros(&outcome.latencies_us),
+            acked_total: outcome.acked_total,
+            non_2xx: outcome.non_2xx.clone(),
+            errors: outcome.errors,
+            error_samples: outcome.error_samples.clone(),
+            cpu,
+        }
+    }
+
+    pub fn non_2xx_total(&self) -> u64 {
+        self.non_2xx.values().sum()
+    }
+
+    fn failures(&self) -> u64 {
+        self.non_2xx_total() + self.errors
+    }
+}
+
+/// Nearest-rank percentiles of a set of durations, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// `None` for an empty set. `sorted_us` must be ascending.
+    pub(crate) fn from_sorted_micros<T: Copy + Into<u64>>(sorted_us: &[T]) -> Option<Self> {
+        let max = *sorted_us.last()?;
+        Some(Self {
+            count: sorted_us.len() as u64,
+            p50_ms: micros_to_ms(nearest_rank(sorted_us, 0.50)?),
+            p99_ms: micros_to_ms(nearest_rank(sorted_us, 0.99)?),
+            max_ms: micros_to_ms(max),
+        })
+    }
+}
+
+fn nearest_rank<T: Copy>(sorted: &[T], quantile: f64) -> Option<T> {
+    let rank = (quantile * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().checked_sub(1)?))
+        .copied()
+}
+
+fn micros_to_ms<T: Into<u64>>(micros: T) -> f64 {
+    micros.into() as f64 / 1000.0
+}
+
+/// How a wait for Wharf's processor to drain its backlog ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IdleOutcome {
+    /// The idle endpoint answered 200 after this long.
+    Idle { waited: Duration },
+    /// The idle endpoint answered 504: backlog not empty within its timeout.
+    TimedOut,
+    /// No usable answer (unreachable, unexpected status, ...).
+    Failed(String),
+}
+
+/// Whether everything acked was processed, and how long processing took.
+#[derive(Debug, Clone)]
+pub struct ProcessingStats {
+    /// 2xx answers from Wharf over phases 2 and 3, warmups included.
+    pub acked: u64,
+    pub drain_after_full: IdleOutcome,
+    pub drain_after_half: IdleOutcome,
+    /// What the database says, or why it could not be read.
+    pub database: Result<DatabaseStats, String>,
+}
+
+/// Counts and processing lag read from Wharf's SQLite file.
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseStats {
+    /// Deliveries with status `processed`.
+    pub processed: u64,
+    /// `deliveries` rows by status.
+    pub by_status: Vec<(String, u64)>,
+    /// Rows in `sales`.
+    pub sales: u64,
+    /// `processed_at - received_at` of every processed delivery.
+    pub lag_all: Option<Percentiles>,
+    /// Same, for deliveries received during phase 2.
+    pub lag_full_load: Option<Percentiles>,
+    /// Same, for deliveries received during phase 3.
+    pub lag_half_load: Option<Percentiles>,
+}
+
+/// Wharf's resident memory at three points, in MiB (`None` if unreadable).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemoryStats {
+    pub start_mib: Option<f64>,
+    pub after_full_mib: Option<f64>,
+    pub after_half_mib: Option<f64>,
+}
+
+/// Reads counts and lag from Wharf's database, read-only, while the server
+/// is still running (so its WAL is visible). `full` and `half` are the
+/// wall-clock spans of phases 2 and 3, matched against `received_at`.
+pub(crate) fn read_database(
+    path: &Path,
+    full: WallWindow,
+    half: WallWindow,
+) -> anyhow::Result<DatabaseStats> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let db = Connection::open_with_flags(path, flags)
+        .with_context(|| format!("opening {} read-only", path.display()))?;
+    db.busy_timeout(Duration::from_secs(10))
+        .context("setting busy timeout")?;
+    let by_status = deliveries_by_status(&db)?;
+    let sales = db
+        .query_row("SELECT COUNT(*) FROM sales", [], |row| row.get::<_, i64>(0))
+        .context("counting sales")?;
+    let lags = processed_lags(&db)?;
+    let lag_of = |window: Option<WallWindow>| {
+        let mut micros: Vec<u64> = lags
+            .iter()
+            .filter(|(received, _)| window.is_none_or(|w| w.contains(*received)))
+            .map(|&(_, lag)| lag)
+            .collect();
+        micros.sort_unstable();
+        Percentiles::from_sorted_micros(&micros)
+    };
+    Ok(DatabaseStats {
+        processed: by_status
+            .iter()
+            .find(|(status, _)| status == "processed")
+            .map_or(0, |&(_, count)| count),
+        sales: u64::try_from(sales).unwrap_or(0),
+        lag_all: lag_of(None),
+        lag_full_load: lag_of(Some(full)),
+        lag_half_load: lag_of(Some(half)),
+        by_status,
+    })
+}
+
+fn deliveries_by_status(db: &Connection) -> anyhow::Result<Vec<(String, u64)>> {
+    let mut statement = db
+        .prepare("SELECT status, COUNT(*) FROM deliveries GROUP BY status ORDER BY status")
+        .context("preparing deliveries-by-status query")?;
+    let rows = statement
+        .query_map([], |row| {
+            let count: i64 = row.get(1)?;
+            Ok((row.get::<_, String>(0)?, u64::try_from(count).unwrap_or(0)))
+        })
+        .context("counting deliveries by status")?;
+    rows.collect::<Result<_, _>>()
+        .context("reading deliveries by status")
+}
+
+/// `(received_at, lag)` in µs for every processed delivery; a negative lag
+/// (clock step) counts as zero.
+fn processed_lags(db: &Connection) -> anyhow::Result<Vec<(i64, u64)>> {
+    let mut statement = db
+        .prepare(
+            "SELECT received_at, processed_at - received_at FROM deliveries \
+             WHERE status = 'processed' AND processed_at IS NOT NULL",
+        )
+        .context("preparing processing-lag query")?;
+    let rows = statement
+        .query_map([], |row| {
+            let lag: i64 = row.get(1)?;
+            Ok((row.get::<_, i64>(0)?, u64::try_from(lag).unwrap_or(0)))
+        })
+        .context("querying processing lag")?;
+    rows.collect::<Result<_, _>>()
+        .context("reading processing lag")
+}
+
+impl BenchReport {
+    /// Wharf's closed-loop req/s as a fraction of the floor's.
+    pub fn ratio(&self) -> f64 {
+        if self.floor.rps > 0.0 {
+            self.wharf.rps / self.floor.rps
+        } else {
+            0.0
+        }
+    }
+
+    /// Integrity problems that make the run untrustworthy (failed requests,
+    /// lost deliveries, a processor that never went idle), as opposed to
+    /// performance targets missed. Empty when the run is clean.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let phases = [
+            ("floor", &self.floor),
+            ("wharf", &self.wharf),
+            ("wharf at half load", &self.wharf_half),
+        ];
+        for (name, phase) in phases {
+            if let Some(cpu) = phase.cpu.filter(|cpu| cpu.other > OTHER_CPU_LIMIT) {
+                problems.push(format!(
+                    "{name}: other work used {:.0}% of a core meanwhile (limit {OTHER_CPU_LIMIT:.0}%): numbers disturbed",
+                    cpu.other
+                ));
+            }
+            if phase.failures() > 0 {
+                problems.push(format!(
+                    "{name}: {} non-2xx answers and {} errors",
+                    phase.non_2xx_total(),
+                    phase.errors
+                ));
+            }
+        }
+        let drains = [
+            ("after full load", &self.processing.drain_after_full),
+            ("after half load", &self.processing.drain_after_half),
+        ];
+        for (when, outcome) in drains {
+            match outcome {
+                IdleOutcome::Idle { .. } => {}
+                IdleOutcome::TimedOut => {
+                    problems.push(format!("processor not idle {when} (idle endpoint: 504)"))
+                }
+                IdleOutcome::Failed(why) => {
+                    problems.push(format!("idle wait {when} failed: {why}"))
+                }
+            }
+        }
+        match &self.processing.database {
+            Err(why) => problems.push(format!("could not read Wharf's database: {why}")),
+            Ok(db) if db.processed != self.processing.acked => problems.push(format!(
+                "MISMATCH: {} acked but {} processed",
+                self.processing.acked, db.processed
+            )),
+            Ok(_) => {}
+        }
+        problems
+    }
+}
+
+/// Status word for a target check.
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+/// "10 s", "2.5 s": whole seconds without decimals.
+fn secs(duration: Duration) -> String {
+    let s = duration.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+fn mib(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} MiB"))
+}
+
+fn lag_text(lag: Option<&Percentiles>) -> String {
+    lag.map_or_else(
+        || "no processed deliveries".to_owned(),
+        |l| {
+            format!(
+                "lag p50 {:.1} ms p99 {:.1} ms max {:.1} ms over {}",
+                l.p50_ms, l.p99_ms, l.max_ms, l.count
+            )
+        },
+    )
+}
+
+fn drain_text(outcome: &IdleOutcome) -> String {
+    match outcome {
+        IdleOutcome::Idle { waited } => format!("backlog drained in {:.2} s", waited.as_secs_f64()),
+        IdleOutcome::TimedOut => "backlog NOT drained (idle endpoint timed out)".to_owned(),
+        IdleOutcome::Failed(why) => format!("idle wait FAILED: {why}"),
+    }
+}
+
+fn write_phase_row(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    phase: &PhaseStats,
+    note: &str,
+) -> fmt::Result {
+    let (p50, p99, max) = phase.latency.map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
+        (l.p50_ms, l.p99_ms, l.max_ms)
+    });
+    write!(
+        f,
+        "{name:<24}{:>8.0}{:>10.2}{:>9.2}{:>9.1}{:>10}",
+        phase.rps,
+        p50,
+        p99,
+        max,
+        phase.non_2xx_total()
+    )?;
+    if phase.errors > 0 {
+        write!(f, "  errors {}", phase.errors)?;
+    }
+    if !note.is_empty() {
+        write!(f, "    {note}")?;
+    }
+    writeln!(f)?;
+    write_failure_detail(f, phase)
+}
+
+fn write_failure_detail(f: &mut fmt::Formatter<'_>, phase: &PhaseStats) -> fmt::Result {
+    if !phase.non_2xx.is_empty() {
+        let statuses: Vec<String> = phase
+            .non_2xx
+            .iter()
+            .map(|(status, count)| format!("{status} x{count}"))
+            .collect();
+        writeln!(f, "    !! non-2xx: {}", statuses.join(", "))?;
+    }
+    for sample in &phase.error_samples {
+        writeln!(f, "    !! error: {sample}")?;
+    }
+    Ok(())
+}
+
+impl BenchReport {
+    fn write_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24}{:>8}{:>10}{:>9}{:>9}{:>10}",
+            "", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx"
+        )?;
+        write_phase_row(f, "floor (axum + HMAC)", &self.floor, "")?;
+        let ratio = self.ratio();
+        let ratio_note = format!(
+            "ratio {:.1}% of floor (target >= {:.0}%: {})",
+            ratio * 100.0,
+            RATIO_TARGET * 100.0,
+            verdict(ratio >= RATIO_TARGET)
+        );
+        write_phase_row(f, "wharf (durable ingest)", &self.wharf, &ratio_note)?;
+        let p99_met = self
+            .wharf_half
+            .latency
+            .is_some_and(|l| l.p99_ms < HALF_LOAD_P99_TARGET_MS);
+        let half_note = format!(
+            "asked {:.0}/s (target p99 < {HALF_LOAD_P99_TARGET_MS} ms: {})",
+            self.half_load_target_rps,
+            verdict(p99_met)
+        );
+        write_phase_row(f, "wharf at half load", &self.wharf_half, &half_note)
+    }
+
+    fn write_cpu(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<24}{:>8}{:>11}{:>9}{:>8}",
+            "cpu, % of one core", "server", "generator", "other", "idle"
+        )?;
+        let phases = [
+            ("floor", &self.floor),
+            ("wharf", &self.wharf),
+            ("wharf at half load", &self.wharf_half),
+        ];
+        for (name, phase) in phases {
+            match phase.cpu {
+                Some(cpu) => writeln!(
+                    f,
+                    "{name:<24}{:>8.0}{:>11.0}{:>9.0}{:>8.0}",
+                    cpu.server, cpu.generator, cpu.other, cpu.idle
+                )?,
+                None => writeln!(f, "{name:<24}{:>8}", "n/a")?,
+            }
+        }
+        Ok(())
+    }
+
+    fn write_processing(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let processing = &self.processing;
+        let db = match &processing.database {
+            Ok(db) => db,
+            Err(why) => {
+                writeln!(
+                    f,
+                    "processing: {} acked; !! database unreadable: {why}",
+                    processing.acked
+                )?;
+                return Ok(());
+            }
+        };
+        writeln!(
+            f,
+            "processing: {} acked, {} processed, {}",
+            processing.acked,
+            db.processed,
+            lag_text(db.lag_all.as_ref())
+        )?;
+        if db.processed != processing.acked {
+            writeln!(
+                f,
+                "  !! MISMATCH: {} acked but {} processed ({:+})",
+                processing.acked,
+                db.processed,
+                i128::from(db.processed) - i128::from(processing.acked)
+            )?;
+        }
+        writeln!(
+            f,
+            "  full load: {}; {}",
+            lag_text(db.lag_full_load.as_ref()),
+            drain_text(&processing.drain_after_full)
+        )?;
+        let lag_met = db
+            .lag_half_load
+            .is_some_and(|l| l.p99_ms < LAG_P99_TARGET_MS);
+        writeln!(
+            f,
+            "  half load: {} (target p99 < {LAG_P99_TARGET_MS} ms: {}); {}",
+            lag_text(db.lag_half_load.as_ref()),
+            verdict(lag_met),
+            drain_text(&processing.drain_after_half)
+        )?;
+        let statuses: Vec<String> = db
+            .by_status
+            .iter()
+            .map(|(status, count)| format!("{status} {count}"))
+            .collect();
+        writeln!(
+            f,
+            "  deliveries by status: {}; sales rows: {}",
+            if statuses.is_empty() {
+                "none".to_owned()
+            } else {
+                statuses.join(", ")
+            },
+            db.sales
+        )
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "wharf bench — {} connections, ~{} B signed bodies, {} per phase (after {} warmup)",
+            self.connections,
+            self.body_bytes,
+            secs(self.duration),
+            secs(self.warmup)
+        )?;
+        self.write_table(f)?;
+        self.write_processing(f)?;
+        writeln!(
+            f,
+            "memory (VmRSS): start {}, after full load {}, after half load {}",
+            mib(self.memory.start_mib),
+            mib(self.memory.after_full_mib),
+            mib(self.memory.after_half_mib)
+        )?;
+        self.write_cpu(f)?;
+        if !self.wharf_stderr.is_empty() {
+            writeln!(f, "wharf stderr (last {} lines):", self.wharf_stderr.len())?;
+            for line in &self.wharf_stderr {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        let problems = self.problems();
+        if !problems.is_empty() {
+            writeln!(
+                f,
+                "!! {} problem(s) make this run untrustworthy:",
+                problems.len()
+            )?;
+            for problem in problems {
+                writeln!(f, "!!   {problem}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let micros: Vec<u32> = (1..=1000).collect();
+        let p = Percentiles::from_sorted_micros(&micros).expect("non-empty");
+        assert_eq!(p.count, 1000);
+        assert!((p.p50_ms - 0.5).abs() < 1e-9);
+        assert!((p.p99_ms - 0.99).abs() < 1e-9);
+        assert!((p.max_ms - 1.0).abs() < 1e-9);
+        assert_eq!(Percentiles::from_sorted_micros::<u32>(&[]), None);
+        let one = Percentiles::from_sorted_micros(&[7u32]).expect("non-empty");
+        assert!((one.p50_ms - 0.007).abs() < 1e-12 && (one.p99_ms - 0.007).abs() < 1e-12);
+    }
+
+    fn phase(rps: f64) -> PhaseStats {
+        PhaseStats {
+            rps,
+            requests: 10,
+            latency: Percentiles::from_sorted_micros(&[400u32, 500, 2000]),
+            acked_total: 12,
+            ..PhaseStats::default()
+        }
+    }
+
+    fn sample_report(processed: u64) -> BenchReport {
+        BenchReport {
+            connections: 32,
+            body_bytes: 1024,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            floor: phase(1000.0),
+            wharf: phase(750.0),
+            wharf_half: phase(375.0),
+            half_load_target_rps: 375.0,
+            processing: ProcessingStats {
+                acked: 24,
+                drain_after_full: IdleOutcome::Idle {
+                    waited: Duration::from_millis(120),
+                },
+                drain_after_half: IdleOutcome::Idle {
+                    waited: Duration::from_millis(3),
+                },
+                database: Ok(DatabaseStats {
+                    processed,
+                    by_status: vec![("processed".to_owned(), processed)],
+                    sales: processed,
+                    ..DatabaseStats::default()
+                }),
+            },
+            memory: MemoryStats {
+                start_mib: Some(12.25),
+                after_full_mib: None,
+                after_half_mib: Some(40.0),
+            },
+            wharf_stderr: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn clean_report_renders_targets_and_has_no_problems() {
+        let report = sample_report(24);
+        assert!(report.problems().is_empty());
+        let text = report.to_string();
+        assert!(text.starts_with("wharf bench — 32 connections, ~1024 B signed bodies, 10 s per phase (after 2 s warmup)\n"));
+        assert!(
+            text.contains("ratio 75.0% of floor (target >= 70%: ok)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("processing: 24 acked, 24 processed"),
+            "{text}"
+        );
+        assert!(
+            text.contains("start 12.2 MiB, after full load n/a, after half load 40.0 MiB"),
+            "{text}"
+        );
+        assert!(!text.contains("!!"), "{text}");
+    }
+
+    #[test]
+    fn lost_deliveries_are_flagged_loudly() {
+        let report = sample_report(20);
+        let text = report.to_string();
+        assert!(
+            text.contains("!! MISMATCH: 24 acked but 20 processed (-4)"),
+            "{text}"
+        );
+        assert_eq!(
+            report.problems(),
+            vec!["MISMATCH: 24 acked but 20 processed".to_owned()]
+        );
+    }
+
+    #[test]
+    fn other_work_on_the_machine_is_flagged() {
+        let mut report = sample_report(24);
+        report.wharf.cpu = Some(CpuUsage {
+            server: 90.0,
+            generator: 60.0,
+            other: 45.0,
+            idle: 5.0,
+        });
+        let text = report.to_string();
+        assert!(
+            text.contains("wharf                         90         60       45       5"),
+            "{text}"
+        );
+        assert_eq!(
+            report.problems(),
+            vec![
+                "wharf: other work used 45% of a core meanwhile (limit 20%): numbers disturbed"
+                    .to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn reads_counts_and_splits_lag_by_phase_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let db = Connection::open(&path).expect("create db");
+        db.execute_batch(
+            "CREATE TABLE deliveries (status TEXT, received_at INTEGER, processed_at INTEGER);
+             CREATE TABLE sales (id INTEGER);
+             INSERT INTO sales VALUES (1), (2);
+             INSERT INTO deliveries VALUES ('processed', 100, 1100), ('processed', 200, 5200),
+                                           ('processed', 900, 903000), ('failed', 950, NULL);",
+        )
+        .expect("seed db");
+        drop(db);
+        let full = WallWindow {
+            start_us: 0,
+            end_us: 500,
+        };
+        let half = WallWindow {
+            start_us: 800,
+            end_us: 1000,
+        };
+        let stats = read_database(&path, full, half).expect("read");
+        assert_eq!(stats.processed, 3);
+        assert_eq!(stats.sales, 2);
+        assert_eq!(
+            stats.by_status,
+            vec![("failed".to_owned(), 1), ("processed".to_owned(), 3)]
+        );
+        assert_eq!(stats.lag_all.map(|l| l.count), Some(3));
+        let full_lag = stats.lag_full_load.expect("full-load lag");
+        assert_eq!((full_lag.count, full_lag.max_ms), (2, 5.0));
+        let half_lag = stats.lag_half_load.expect("half-load lag");
+        assert_eq!((half_lag.count, half_lag.p50_ms), (1, 902.1));
+    }
+}
