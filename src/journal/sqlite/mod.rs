@@ -52,7 +52,7 @@ impl SqliteOptions {
             durability: Durability::Fsync,
             max_batch: 1024,
             queue_capacity: 16 * 1024,
-            checkpoint_interval: Duration::from_millis(2000),
+            checkpoint_interval: Duration::from_millis(1000),
         }
     }
 }
