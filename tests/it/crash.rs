@@ -96,3 +96,45 @@ async fn sigkill_during_a_burst_loses_no_acked_delivery_and_processes_each_once(
     );
     restarted.kill_9().await;
 }
+
+/// SIGTERM: in-flight work finishes, the journal is flushed (WAL checkpointed and truncated),
+/// and the process exits cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_gracefully_and_flushes_the_journal() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let db_path = dir.path().join("wharf.db");
+    let mut server = BinaryServer::start(&db_path, &[]).await;
+    let client = reqwest::Client::new();
+    for index in 0..20 {
+        let body = sale_body(
+            &format!("evt_term_{index}"),
+            &format!("TERM_{index}"),
+            "sale.approved",
+        );
+        let response = client
+            .post(format!("{}/webhook/cartpanda", server.base))
+            .header("x-cartpanda-signature", sign(body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+    }
+    let pid = server.child.id().expect("running").to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(signalled.success());
+    let status = server.child.wait().await.expect("exits");
+    assert!(status.success(), "graceful exit, got {status:?}");
+    let wal = std::fs::metadata(dir.path().join("wharf.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert_eq!(
+        wal, 0,
+        "the WAL was checkpointed into the database on shutdown"
+    );
+    let db = open_read_only(&db_path);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 20);
+}
