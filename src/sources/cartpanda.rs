@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 use super::json::{self, first_text, text};
 use super::{
-    IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified,
+    verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source,
+    Verified,
 };
 use crate::clock::Timestamp;
 use crate::journal::ClaimedDelivery;
@@ -88,13 +89,12 @@ impl Source for CartPanda {
     }
 
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
-        if self.settings.secrets.is_empty() {
-            return Err(VerifyError::NoSecretConfigured);
-        }
-        let signature = request.header(&self.settings.signature_header);
-        self.settings
-            .scheme
-            .verify(&self.settings.secrets, &request.body, signature)
+        verify_body_hmac(
+            request,
+            &self.settings.secrets,
+            &self.settings.signature_header,
+            &self.settings.scheme,
+        )
     }
 
     fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError> {

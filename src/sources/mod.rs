@@ -19,7 +19,7 @@ pub use self::registry::Registry;
 use crate::clock::Timestamp;
 use crate::journal::{ClaimedDelivery, DeliveryId};
 use crate::ledger::{LedgerChange, MoneyError};
-use crate::verify::VerifyError;
+use crate::verify::{HmacScheme, SecretSet, VerifyError};
 
 /// A request as it arrived, before anyone trusts it.
 #[derive(Debug, Clone)]
@@ -103,6 +103,20 @@ pub fn authenticate(
         Ok(()) => Ok(Verified(request)),
         Err(error) => Err(Box::new(Rejected { request, error })),
     }
+}
+
+/// Checks the most common scheme: an HMAC of the raw body in one header. No secret means
+/// refusal, never acceptance.
+pub fn verify_body_hmac(
+    request: &IncomingRequest,
+    secrets: &SecretSet,
+    header: &str,
+    scheme: &HmacScheme,
+) -> Result<(), VerifyError> {
+    if secrets.is_empty() {
+        return Err(VerifyError::NoSecretConfigured);
+    }
+    scheme.verify(secrets, &request.body, request.header(header))
 }
 
 /// What a source reads off a verified request before it is stored.
