@@ -71,10 +71,6 @@ impl ManualClock {
     pub fn advance_millis(&self, millis: i64) {
         self.0.fetch_add(millis * 1_000, Ordering::SeqCst);
     }
-
-    pub fn set(&self, to: Timestamp) {
-        self.0.store(to.0, Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {

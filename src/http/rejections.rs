@@ -8,8 +8,6 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::clock::Timestamp;
-
 const CAPACITY: usize = 100;
 
 /// Header names whose values are secrets everywhere.
@@ -106,10 +104,6 @@ impl RejectionLog {
     pub fn total(&self) -> u64 {
         self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
-}
-
-pub fn now_text(now: Timestamp) -> String {
-    now.to_rfc3339()
 }
 
 #[cfg(test)]

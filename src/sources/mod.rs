@@ -80,10 +80,6 @@ impl Verified {
     pub fn request(&self) -> &IncomingRequest {
         &self.0
     }
-
-    pub fn into_request(self) -> IncomingRequest {
-        self.0
-    }
 }
 
 /// A request that failed authentication, kept whole for the rejection log.

@@ -9,12 +9,7 @@ async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts() {
         .await;
     app.run_pending().await;
 
-    let anonymous = app
-        .client
-        .get(format!("{}/api/deliveries", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let anonymous = app.get("/api/deliveries").await;
     assert_eq!(anonymous.status(), 401);
     let wrong = app
         .client
@@ -59,12 +54,7 @@ async fn admin_api_is_off_without_a_token() {
         .without_env("WHARF_ADMIN_TOKEN")
         .spawn()
         .await;
-    let response = app
-        .client
-        .get(format!("{}/api/stats", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let response = app.get("/api/stats").await;
     assert_eq!(response.status(), 403);
     let answer: Value = response.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "admin_disabled");
@@ -73,30 +63,14 @@ async fn admin_api_is_off_without_a_token() {
 #[tokio::test]
 async fn health_and_metrics_speak_their_formats() {
     let app = TestApp::spawn().await;
-    let health: Value = app
-        .client
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.get("/health").await.json().await.expect("json");
     assert_eq!(health["status"], "healthy");
     assert!(health["timestamp"]
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
     app.post_cartpanda(sale_body("evt_m", "SALE_M", "sale.approved"))
         .await;
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.get("/metrics").await.text().await.expect("text");
     assert!(metrics.contains("wharf_deliveries_total{source=\"cartpanda\",outcome=\"stored\"} 1"));
     assert!(metrics.contains("wharf_ack_seconds_count 1"));
 }

@@ -77,12 +77,7 @@ async fn bad_input_gets_a_clear_4xx_and_the_server_keeps_serving() {
         0
     );
 
-    let health = app
-        .client
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(health.status(), 200);
     let ok = app
         .post_cartpanda(sale_body("evt_ok", "SALE_OK", "sale.approved"))
@@ -105,12 +100,7 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(missing.status(), 404);
     let answer: Value = missing.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "not_found");
-    let wrong_method = app
-        .client
-        .get(format!("{}/webhook/cartpanda", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let wrong_method = app.get("/webhook/cartpanda").await;
     assert_eq!(wrong_method.status(), 405);
 }
 

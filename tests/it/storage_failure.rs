@@ -89,12 +89,7 @@ async fn full_disk_answers_503_and_recovers_without_restart() {
     assert!(refused.headers().get("retry-after").is_some());
     let answer: Value = refused.json().await.expect("json");
     assert_eq!(answer["error"]["code"], "journal_unavailable");
-    let health = app
-        .client
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(health.status(), 503);
     let health: Value = health.json().await.expect("json");
     assert_eq!(health["status"], "unhealthy");
@@ -109,12 +104,7 @@ async fn full_disk_answers_503_and_recovers_without_restart() {
         "ingest recovers once space is back, with no restart"
     );
     acked.push("evt_after".to_owned());
-    let health = app
-        .client
-        .get(format!("{}/health", app.base))
-        .send()
-        .await
-        .expect("sent");
+    let health = app.get("/health").await;
     assert_eq!(health.status(), 200);
 
     let db = app.db();

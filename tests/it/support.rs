@@ -148,6 +148,15 @@ impl TestApp {
             .expect("request sent")
     }
 
+    /// A plain GET, without credentials.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn admin_get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))

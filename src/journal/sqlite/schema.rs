@@ -9,11 +9,6 @@ const MIGRATIONS: &[(&str, &str)] = &[(
     include_str!("../../../migrations/sqlite/0001_init.sql"),
 )];
 
-/// The schema version this build expects.
-pub fn latest_version() -> u32 {
-    MIGRATIONS.len() as u32
-}
-
 /// Applies every migration newer than the database, each in its own transaction. Returns the
 /// names of the migrations applied.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<Vec<&'static str>> {
