@@ -132,6 +132,9 @@ pub struct ProcessorSettings {
     /// After new deliveries wake the processor, it waits this long so that one batch (one
     /// transaction) carries many deliveries instead of one commit per request.
     pub batch_window: Duration,
+    /// How long a claim keeps other processors (other instances on PostgreSQL) away from a
+    /// delivery; a claim held by a dead instance is taken over once it runs out.
+    pub lease: Duration,
 }
 
 impl Default for ProcessorSettings {
@@ -143,6 +146,7 @@ impl Default for ProcessorSettings {
             batch_size: 512,
             idle_poll: Duration::from_secs(1),
             batch_window: Duration::from_millis(10),
+            lease: Duration::from_secs(60),
         }
     }
 }
@@ -221,6 +225,8 @@ struct FileProcessor {
     backoff_max_ms: Option<u64>,
     batch_size: Option<usize>,
     batch_window_ms: Option<u64>,
+    lease_ms: Option<u64>,
+    idle_poll_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -388,7 +394,15 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .batch_size
             .unwrap_or(processor_defaults.batch_size)
             .max(1),
-        idle_poll: processor_defaults.idle_poll,
+        idle_poll: parse_env(env, "WHARF_IDLE_POLL_MS")?
+            .or(file.processor.idle_poll_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(processor_defaults.idle_poll),
+        lease: parse_env(env, "WHARF_LEASE_MS")?
+            .or(file.processor.lease_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(processor_defaults.lease)
+            .max(Duration::from_millis(100)),
         batch_window: file
             .processor
             .batch_window_ms

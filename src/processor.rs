@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
 use crate::journal::{
-    ClaimedDelivery, Completed, Completion, CompletionOutcome, JournalError, RetryPlan,
-    SharedJournal,
+    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, JournalError,
+    RetryPlan, Storage,
 };
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Normalized, Registry};
@@ -22,7 +22,7 @@ use crate::sources::{Normalized, Registry};
 const COMPLETION_CHUNK: usize = 64;
 
 pub struct Processor {
-    journal: SharedJournal,
+    storage: Storage,
     sources: Registry,
     clock: SharedClock,
     settings: ProcessorSettings,
@@ -33,14 +33,14 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(
-        journal: SharedJournal,
+        storage: Storage,
         sources: Registry,
         clock: SharedClock,
         settings: ProcessorSettings,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            journal,
+            storage,
             sources,
             clock,
             settings,
@@ -57,7 +57,7 @@ impl Processor {
     /// Runs until `shutdown`: drains what is due, then sleeps until new deliveries arrive, a
     /// retry falls due, or the idle poll interval passes.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let appended = self.journal.appended_signal();
+        let appended = self.storage.log.appended_signal();
         while !shutdown.is_cancelled() {
             let pause = match self.run_pending().await {
                 Ok(_) => self.time_until_next_due().await,
@@ -90,7 +90,7 @@ impl Processor {
     }
 
     async fn publish_backlog(&self) {
-        if let Ok(backlog) = self.journal.backlog(self.clock.now()).await {
+        if let Ok(backlog) = self.storage.read.backlog(self.clock.now()).await {
             self.metrics.set_backlog(backlog.pending);
         }
         self.progress.send_modify(|generation| *generation += 1);
@@ -98,7 +98,7 @@ impl Processor {
 
     async fn time_until_next_due(&self) -> Duration {
         let now = self.clock.now();
-        match self.journal.next_due().await {
+        match self.storage.log.next_due().await {
             Ok(Some(due)) if due > now => {
                 Duration::from_micros((due.micros() - now.micros()) as u64)
                     .min(self.settings.idle_poll)
@@ -110,8 +110,13 @@ impl Processor {
 
     async fn run_batch(&self) -> Result<usize, JournalError> {
         let claimed = self
-            .journal
-            .claim_due(self.clock.now(), self.settings.batch_size)
+            .storage
+            .log
+            .claim_due(ClaimRequest {
+                now: self.clock.now(),
+                limit: self.settings.batch_size,
+                lease: self.settings.lease,
+            })
             .await?;
         if claimed.is_empty() {
             return Ok(0);
@@ -130,7 +135,7 @@ impl Processor {
         // Small transactions keep the single writer free for acks between them.
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(COMPLETION_CHUNK));
-            results.extend(self.journal.complete(pending).await?);
+            results.extend(self.storage.log.complete(pending).await?);
             pending = rest;
         }
         self.record(&received, &results);
@@ -229,6 +234,8 @@ fn attempt(
     };
     Completion {
         delivery: delivery.id,
+        source: delivery.source.clone(),
+        claim: delivery.claim,
         claimed_attempts: delivery.attempts,
         received_at: delivery.received_at,
         started_at: now,

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::SharedClock;
 use crate::config::{Config, DatabaseUrl};
 use crate::http::{self, AppState, SharedState};
+use crate::journal::postgres::{PostgresOptions, PostgresStorage};
 use crate::journal::sqlite::{SqliteJournal, SqliteOptions};
-use crate::journal::{JournalError, SharedJournal};
+use crate::journal::{JournalError, Storage};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
 
@@ -29,21 +30,22 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Unsupported(String),
 }
 
-/// Opens the journal the config names.
-pub fn open_journal(config: &Config, clock: SharedClock) -> Result<SharedJournal, ServerError> {
+/// Opens (and migrates) the storage the config names; also returns the migrations applied.
+pub async fn open_storage(
+    config: &Config,
+    clock: SharedClock,
+) -> Result<(Storage, Vec<String>), JournalError> {
     match &config.database {
         DatabaseUrl::Sqlite(path) => {
             let mut options = SqliteOptions::new(path);
             options.durability = config.durability;
-            Ok(Arc::new(SqliteJournal::open(options, clock)?))
+            SqliteJournal::open_storage(options, clock)
         }
-        DatabaseUrl::Postgres(_) => Err(ServerError::Unsupported(
-            "the PostgreSQL journal is not built yet; use sqlite://PATH".to_owned(),
-        )),
+        DatabaseUrl::Postgres(url) => {
+            PostgresStorage::open(PostgresOptions::new(url.clone()), clock).await
+        }
     }
 }
 
@@ -78,11 +80,11 @@ impl RunningServer {
         clock: SharedClock,
         mode: ProcessorMode,
     ) -> Result<Self, ServerError> {
-        let journal = open_journal(&config, clock.clone())?;
+        let (storage, _) = open_storage(&config, clock.clone()).await?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
         let metrics = Arc::new(Metrics::new(names.iter().map(String::as_str)));
         let processor = Arc::new(Processor::new(
-            journal.clone(),
+            storage.clone(),
             config.sources.clone(),
             clock.clone(),
             config.processor.clone(),
@@ -90,7 +92,7 @@ impl RunningServer {
         ));
         let state = Arc::new(AppState::new(
             &config,
-            journal,
+            storage,
             clock,
             metrics,
             processor.clone(),
@@ -150,6 +152,6 @@ impl RunningServer {
         }
         self.shutdown.cancel();
         let _ = self.processor.await;
-        self.state.journal.close().await;
+        self.state.storage.log.close().await;
     }
 }

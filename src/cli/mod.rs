@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::bench::{self, BenchOptions};
 use crate::clock::SystemClock;
 use crate::config::{Config, ProcessEnv};
-use crate::server::{open_journal, RunningServer};
+use crate::server::{open_storage, RunningServer};
 use crate::verify::{Algorithm, Encoding, HmacScheme};
 
 /// The line a supervisor (or a test) reads to learn the bound address.
@@ -140,9 +140,13 @@ async fn wait_for_signal() {
 
 async fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &ProcessEnv)?;
-    let journal = open_journal(&config, Arc::new(SystemClock))?;
-    journal.close().await;
-    println!("migrated {:?}", config.database);
+    let (storage, applied) = open_storage(&config, Arc::new(SystemClock)).await?;
+    storage.log.close().await;
+    if applied.is_empty() {
+        println!("{:?} is up to date", config.database);
+    } else {
+        println!("{:?}: applied {}", config.database, applied.join(", "));
+    }
     Ok(())
 }
 

@@ -85,7 +85,8 @@ async fn list_deliveries(
         limit: query.limit.unwrap_or(50),
     };
     let deliveries = state
-        .journal
+        .storage
+        .read
         .deliveries(filter)
         .await
         .map_err(|error| ApiError::journal_unavailable(&error))?;
@@ -98,9 +99,9 @@ async fn show_delivery(
 ) -> Result<Response, ApiError> {
     let id = DeliveryId(id);
     let unavailable = |error| ApiError::journal_unavailable(&error);
-    let delivery = state.journal.delivery(id).await.map_err(unavailable)?;
+    let delivery = state.storage.read.delivery(id).await.map_err(unavailable)?;
     let delivery = delivery.ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
-    let attempts = state.journal.attempts(id).await.map_err(unavailable)?;
+    let attempts = state.storage.read.attempts(id).await.map_err(unavailable)?;
     Ok(Json(json!({ "delivery": delivery, "attempts": attempts })).into_response())
 }
 
@@ -134,9 +135,15 @@ async fn list_rejections(
 
 async fn stats(State(state): State<SharedState>) -> Result<Response, ApiError> {
     let unavailable = |error| ApiError::journal_unavailable(&error);
-    let counts = state.journal.status_counts().await.map_err(unavailable)?;
+    let counts = state
+        .storage
+        .read
+        .status_counts()
+        .await
+        .map_err(unavailable)?;
     let backlog = state
-        .journal
+        .storage
+        .read
         .backlog(state.clock.now())
         .await
         .map_err(unavailable)?;
@@ -160,7 +167,8 @@ async fn await_idle(
     loop {
         progress.borrow_and_update();
         let backlog = state
-            .journal
+            .storage
+            .read
             .backlog(state.clock.now())
             .await
             .map_err(|error| ApiError::journal_unavailable(&error))?;

@@ -92,7 +92,7 @@ async fn receive_for(
     };
     let identified = identify(source, &verified, state.limits.max_json_depth);
     let delivery = new_delivery(route, &verified, &identified);
-    let appended = match state.journal.append(delivery).await {
+    let appended = match state.storage.log.append(delivery).await {
         Ok(appended) => appended,
         Err(error) => {
             route.metrics.ingress(IngressOutcome::Unavailable);

@@ -25,7 +25,7 @@ use self::rate_limit::TokenBucket;
 use self::rejections::RejectionLog;
 use crate::clock::SharedClock;
 use crate::config::{Config, Limits};
-use crate::journal::SharedJournal;
+use crate::journal::Storage;
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::processor::Processor;
 use crate::sources::SharedSource;
@@ -40,7 +40,7 @@ pub struct SourceRoute {
 
 /// Everything a handler may reach.
 pub struct AppState {
-    pub journal: SharedJournal,
+    pub storage: Storage,
     pub routes: BTreeMap<String, SourceRoute>,
     pub clock: SharedClock,
     pub limits: Limits,
@@ -52,7 +52,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         config: &Config,
-        journal: SharedJournal,
+        storage: Storage,
         clock: SharedClock,
         metrics: Arc<Metrics>,
         processor: Arc<Processor>,
@@ -77,7 +77,7 @@ impl AppState {
             })
             .collect();
         Self {
-            journal,
+            storage,
             routes,
             clock,
             limits: config.limits.clone(),

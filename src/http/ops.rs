@@ -13,7 +13,7 @@ use super::SharedState;
 /// Healthy only if the journal can be written right now.
 pub async fn health(State(state): State<SharedState>) -> Response {
     let timestamp = state.clock.now().to_rfc3339();
-    let probe = tokio::time::timeout(Duration::from_secs(2), state.journal.probe()).await;
+    let probe = tokio::time::timeout(Duration::from_secs(2), state.storage.log.probe()).await;
     match probe {
         Ok(Ok(())) => Json(json!({ "status": "healthy", "timestamp": timestamp })).into_response(),
         Ok(Err(error)) => unhealthy(&timestamp, &error.to_string()),

@@ -1,7 +1,10 @@
-//! The durable, deduplicated log of deliveries and their processing attempts, and the only
-//! place that speaks SQL. Invariant: [`Journal::append`] returns only after the delivery is
-//! committed with the configured durability, so an ack always means "stored".
+//! Storage, split by job: the [`DeliveryLog`] (append with group commit and dedup, claim due
+//! work under a lease, complete), the [`ReadModel`] for operators, and per backend a ledger
+//! store that applies [`crate::ledger`] rows inside the completing transaction. This module and
+//! its backends are the only place that speaks SQL. Invariant: [`DeliveryLog::append`] returns
+//! only after the delivery is committed with the configured durability, so an ack means "stored".
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::error::Error as StdError;
@@ -15,6 +18,13 @@ use thiserror::Error;
 
 use crate::clock::Timestamp;
 use crate::ledger::LedgerChange;
+
+/// Which engine a [`Storage`] runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
 
 /// The journal's row id of a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -101,10 +111,39 @@ impl Appended {
     }
 }
 
+/// Proof that a claim is still ours: a completion lands only if the delivery still carries the
+/// token it was claimed with, so a claim that expired and was taken over elsewhere is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClaimToken(pub i64);
+
+impl ClaimToken {
+    /// A fresh random token; never zero.
+    pub fn random() -> Self {
+        Self(fastrand::i64(1..i64::MAX))
+    }
+}
+
+/// What a processor asks for: due deliveries, held for `lease` from `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    pub limit: usize,
+    /// How long the claim excludes other claimers. A claim held by a dead instance is taken
+    /// over once its lease runs out.
+    pub lease: std::time::Duration,
+}
+
+impl ClaimRequest {
+    pub fn lease_until(&self) -> Timestamp {
+        Timestamp(self.now.micros() + self.lease.as_micros() as i64)
+    }
+}
+
 /// A delivery handed to the processor.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub id: DeliveryId,
+    pub claim: ClaimToken,
     pub source: String,
     pub event_id: Option<String>,
     pub event_type: String,
@@ -120,6 +159,9 @@ pub struct ClaimedDelivery {
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub delivery: DeliveryId,
+    /// The source the delivery came from: ledger rows are keyed by (source, external id).
+    pub source: String,
+    pub claim: ClaimToken,
     /// `attempts` as claimed: if another worker completed it meanwhile, this completion is stale.
     pub claimed_attempts: u32,
     /// When the delivery arrived (the ledger's `webhook_received_at`).
@@ -262,6 +304,9 @@ pub enum JournalError {
     Closed,
     #[error("journal configuration is invalid: {0}")]
     Config(String),
+    /// Another process owns the database (SQLite serves one server).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl JournalError {
@@ -270,29 +315,37 @@ impl JournalError {
     }
 }
 
-/// Storage of deliveries, attempts and the ledger. One implementation per backend; the same
-/// tests run against each.
+/// The durable log of deliveries and the work queue over it. One implementation per backend;
+/// the same conformance story runs against each.
 #[async_trait]
-pub trait Journal: Send + Sync + 'static {
+pub trait DeliveryLog: Send + Sync + 'static {
     /// Appends a delivery; returns once it is durable (or found to be a duplicate).
     async fn append(&self, delivery: NewDelivery) -> Result<Appended, JournalError>;
 
-    /// Pending deliveries due at `now`, oldest first.
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<ClaimedDelivery>, JournalError>;
+    /// Claims pending deliveries due at `request.now`, oldest first, under a fresh lease: no
+    /// other claimer gets them until the lease runs out or they are completed.
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>, JournalError>;
 
-    /// Records a batch of attempts; each applies its ledger changes and status atomically.
+    /// Records a batch of attempts; each applies its ledger changes and status atomically, and
+    /// only while its claim still holds.
     async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError>;
 
-    /// Proves the journal can be written now (health checks).
+    /// Proves the log can be written now (health checks).
     async fn probe(&self) -> Result<(), JournalError>;
 
-    /// When the next pending delivery becomes due, if any.
+    /// When the next pending delivery becomes claimable (due and not leased), if any.
     async fn next_due(&self) -> Result<Option<Timestamp>, JournalError>;
 
+    /// Notified whenever new deliveries become durable, so the processor wakes without polling.
+    fn appended_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Makes everything written so far durable and stops writing; later calls fail `Closed`.
+    async fn close(&self);
+}
+
+/// What operators and the dashboard read: domain types, never SQL.
+#[async_trait]
+pub trait ReadModel: Send + Sync + 'static {
     async fn status_counts(&self) -> Result<StatusCounts, JournalError>;
 
     /// Pending deliveries: how many are due at `now`, and how many in all.
@@ -303,12 +356,20 @@ pub trait Journal: Send + Sync + 'static {
     async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError>;
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError>;
-
-    /// Notified whenever new deliveries become durable, so the processor wakes without polling.
-    fn appended_signal(&self) -> Arc<tokio::sync::Notify>;
-
-    /// Makes everything written so far durable and stops the writer; later calls fail `Closed`.
-    async fn close(&self);
 }
 
-pub type SharedJournal = Arc<dyn Journal>;
+/// One backend's storage, by job.
+#[derive(Clone)]
+pub struct Storage {
+    pub backend: Backend,
+    pub log: Arc<dyn DeliveryLog>,
+    pub read: Arc<dyn ReadModel>,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}

@@ -2,7 +2,8 @@
 //! back: a status only moves forward along the lifecycle, and within one stage only a newer
 //! event wins.
 
-use super::Money;
+use super::table::{Cell, Column, ColumnType, CorruptRow, RowReader, RowWrite, Table};
+use super::{LedgerError, Money};
 use crate::clock::Timestamp;
 
 /// Where a sale is in its lifecycle. The order of [`SaleStatus::stage`] is the order a sale
@@ -232,6 +233,153 @@ fn is_newer(incoming: Option<Timestamp>, current: Option<Timestamp>) -> bool {
         (Some(new), Some(old)) => new >= old,
         (Some(_), None) | (None, None) => true,
         (None, Some(_)) => false,
+    }
+}
+
+/// Seed 000's `sales` table, keyed by (source, cartpanda_id) so that two stores configured as
+/// two sources never collide on an order id.
+pub static SALES: Table = Table {
+    name: "sales",
+    key: &["source", "cartpanda_id"],
+    columns: &[
+        Column::fixed("id", ColumnType::Uuid),
+        Column::fixed("source", ColumnType::Text),
+        Column::fixed("cartpanda_id", ColumnType::Text),
+        Column::updatable("customer_email", ColumnType::Text),
+        Column::updatable("customer_name", ColumnType::Text),
+        Column::updatable("product_name", ColumnType::Text),
+        Column::updatable("product_id", ColumnType::Text),
+        Column::updatable("price", ColumnType::Decimal),
+        Column::updatable("currency", ColumnType::Text),
+        Column::updatable("status", ColumnType::Text),
+        Column::updatable("affiliate_code", ColumnType::Text),
+        Column::updatable("affiliate_name", ColumnType::Text),
+        Column::updatable("commission_value", ColumnType::Decimal),
+        Column::updatable("payment_method", ColumnType::Text),
+        Column::updatable("transaction_id", ColumnType::Text),
+        Column::fixed("webhook_received_at", ColumnType::Timestamp),
+        Column::updatable("metadata", ColumnType::Json),
+        Column::fixed("created_at", ColumnType::Timestamp),
+        Column::updatable("updated_at", ColumnType::Timestamp),
+        Column::updatable("price_minor", ColumnType::Integer),
+        Column::updatable("commission_minor", ColumnType::Integer),
+        Column::updatable("status_event_at", ColumnType::Timestamp),
+    ],
+};
+
+/// When a row is written: the delivery's arrival and the moment of the write.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteTimes {
+    pub received_at: Timestamp,
+    pub now: Timestamp,
+}
+
+impl SaleUpsert {
+    pub fn key(&self, source: &str) -> Vec<Cell> {
+        vec![Cell::text(source), Cell::text(&self.cartpanda_id)]
+    }
+
+    /// Decides, with [`merge`], what this event does to the stored row (if any).
+    pub fn decide(
+        &self,
+        source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<RowWrite, LedgerError> {
+        let current = current.map(Sale::from_row).transpose()?;
+        Ok(match merge(current.as_ref().map(|(_, sale)| sale), self)? {
+            SaleMerge::Insert(sale) => RowWrite::Insert(sale.to_row(
+                uuid::Uuid::now_v7(),
+                source,
+                times.received_at,
+                times,
+            )),
+            SaleMerge::Update(sale) => {
+                let id = current.map(|(id, _)| id).unwrap_or_default();
+                RowWrite::Update(sale.to_row(id, source, times.received_at, times))
+            }
+            SaleMerge::Unchanged => RowWrite::Unchanged,
+        })
+    }
+}
+
+impl Sale {
+    /// A full `sales` row. `id` is time-ordered (v7) on insert, so the primary-key index grows
+    /// at its end instead of dirtying a random page per sale.
+    fn to_row(
+        &self,
+        id: uuid::Uuid,
+        source: &str,
+        received_at: Timestamp,
+        times: WriteTimes,
+    ) -> Vec<Cell> {
+        let decimal = |money: &Money| Cell::Decimal(money.to_decimal_string());
+        vec![
+            Cell::Uuid(id),
+            Cell::text(source),
+            Cell::text(&self.cartpanda_id),
+            Cell::text(&self.customer_email),
+            Cell::text(&self.customer_name),
+            Cell::text(&self.product_name),
+            Cell::opt_text(self.product_id.as_deref()),
+            decimal(&self.price),
+            Cell::text(self.price.currency.code()),
+            Cell::text(self.status.as_str()),
+            Cell::opt_text(self.affiliate_code.as_deref()),
+            Cell::opt_text(self.affiliate_name.as_deref()),
+            self.commission.as_ref().map_or(Cell::Null, decimal),
+            Cell::opt_text(self.payment_method.as_deref()),
+            Cell::opt_text(self.transaction_id.as_deref()),
+            Cell::Timestamp(received_at),
+            self.metadata.clone().map_or(Cell::Null, Cell::Json),
+            Cell::Timestamp(times.now),
+            Cell::Timestamp(times.now),
+            Cell::Integer(self.price.minor_units),
+            self.commission
+                .as_ref()
+                .map_or(Cell::Null, |money| Cell::Integer(money.minor_units)),
+            self.status_event_at.map_or(Cell::Null, Cell::Timestamp),
+        ]
+    }
+
+    /// Reads a stored row back; money comes from the exact minor-units columns.
+    fn from_row(cells: &[Cell]) -> Result<(uuid::Uuid, Sale), CorruptRow> {
+        let row = RowReader::new(&SALES, cells);
+        let corrupt = |column| CorruptRow {
+            table: SALES.name,
+            column,
+        };
+        let id = match cells.first() {
+            Some(Cell::Uuid(id)) => *id,
+            _ => return Err(corrupt("id")),
+        };
+        let currency = row
+            .opt_text("currency")?
+            .map_or(Ok(super::Currency::brl()), |code| {
+                super::Currency::parse(&code)
+            })
+            .map_err(|_| corrupt("currency"))?;
+        let money = |minor_units| Money {
+            minor_units,
+            currency: currency.clone(),
+        };
+        let sale = Sale {
+            cartpanda_id: row.text("cartpanda_id")?,
+            customer_email: row.text("customer_email")?,
+            customer_name: row.text("customer_name")?,
+            product_name: row.text("product_name")?,
+            product_id: row.opt_text("product_id")?,
+            price: money(row.integer("price_minor")?),
+            status: SaleStatus::parse(&row.text("status")?).ok_or(corrupt("status"))?,
+            affiliate_code: row.opt_text("affiliate_code")?,
+            affiliate_name: row.opt_text("affiliate_name")?,
+            commission: row.opt_integer("commission_minor")?.map(money),
+            payment_method: row.opt_text("payment_method")?,
+            transaction_id: row.opt_text("transaction_id")?,
+            metadata: row.opt_text("metadata")?,
+            status_event_at: row.opt_timestamp("status_event_at")?,
+        };
+        Ok((id, sale))
     }
 }
 

@@ -296,7 +296,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::journal::DeliveryId;
+    use crate::journal::{ClaimToken, DeliveryId};
     use crate::ledger::Money;
     use crate::sources::authenticate;
 
@@ -340,6 +340,7 @@ mod tests {
     fn claimed(body: &str) -> ClaimedDelivery {
         ClaimedDelivery {
             id: DeliveryId(1),
+            claim: ClaimToken(1),
             source: "cartpanda".into(),
             event_id: None,
             event_type: String::new(),

@@ -140,7 +140,7 @@ async fn two_processors_racing_apply_each_delivery_exactly_once() {
     }
     let processor = || {
         Arc::new(Processor::new(
-            state.journal.clone(),
+            state.storage.clone(),
             sources.clone(),
             state.clock.clone() as SharedClock,
             ProcessorSettings {

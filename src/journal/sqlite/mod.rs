@@ -1,12 +1,15 @@
-//! The embedded journal: SQLite in WAL mode, one writer thread that group-commits (see
+//! The embedded backend: SQLite in WAL mode, one writer thread that group-commits (see
 //! [`writer`]), a checkpoint thread so checkpoints never stall the writer, and a small pool of
-//! read-only connections for the processor and the admin API.
+//! read-only connections for the admin API. One process owns the file: a second `wharf` on the
+//! same database refuses to start (an exclusive lock on `<database>.lock`).
 
-mod ledger_sql;
+mod ledger;
 mod read;
 pub mod schema;
 mod writer;
 
+use std::fs::{File, OpenOptions};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -19,8 +22,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::writer::{Command, Writer, WriterConfig};
 use super::{
-    Appended, AttemptView, Backlog, ClaimedDelivery, Completed, Completion, DeliveryFilter,
-    DeliveryId, DeliveryView, Journal, JournalError, NewDelivery, StatusCounts,
+    Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
+    DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
+    StatusCounts, Storage,
 };
 use crate::clock::{SharedClock, Timestamp};
 
@@ -58,6 +62,10 @@ impl SqliteOptions {
 }
 
 pub struct SqliteJournal {
+    /// Held for the journal's life: the exclusive lock that keeps a second process out.
+    _owner: File,
+    /// The migrations this open applied.
+    applied: Vec<String>,
     commands: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     appended: Arc<Notify>,
@@ -68,11 +76,20 @@ pub struct SqliteJournal {
 impl SqliteJournal {
     /// Opens (creating if needed) and migrates the database, then starts the writer.
     pub fn open(options: SqliteOptions, clock: SharedClock) -> Result<Self, JournalError> {
+        let owner = lock_exclusively(&options.path)?;
         let mut conn = open_write_connection(&options.path).map_err(JournalError::storage)?;
         let applied = schema::migrate(&mut conn).map_err(JournalError::storage)?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, path = %options.path.display(), "journal migrated");
         }
+        // This process holds the database alone, so every lease left in it belongs to a
+        // process that is gone: release them so the work resumes now, not when they expire.
+        conn.execute(
+            "UPDATE deliveries SET lease_token = NULL, lease_until = NULL \
+             WHERE lease_token IS NOT NULL",
+            [],
+        )
+        .map_err(JournalError::storage)?;
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let appended = Arc::new(Notify::new());
         let writer = Writer::new(
@@ -93,12 +110,34 @@ impl SqliteJournal {
         let checkpointer = Arc::new(AtomicBool::new(true));
         spawn_checkpointer(&options, checkpointer.clone())?;
         Ok(Self {
+            _owner: owner,
+            applied,
             commands,
             readers: Arc::new(ReaderPool::new(options.path)),
             appended,
             writer_thread: Mutex::new(Some(writer_thread)),
             checkpointer,
         })
+    }
+
+    /// The migrations this open applied (empty when the schema was up to date).
+    pub fn applied_migrations(&self) -> &[String] {
+        &self.applied
+    }
+
+    /// Opens the database as a [`Storage`]: one journal serves as log and read model.
+    pub fn open_storage(
+        options: SqliteOptions,
+        clock: SharedClock,
+    ) -> Result<(Storage, Vec<String>), JournalError> {
+        let journal = Arc::new(Self::open(options, clock)?);
+        let applied = journal.applied.clone();
+        let storage = Storage {
+            backend: Backend::Sqlite,
+            log: journal.clone(),
+            read: journal,
+        };
+        Ok((storage, applied))
     }
 
     async fn send<T>(
@@ -121,6 +160,38 @@ impl SqliteJournal {
         tokio::task::spawn_blocking(move || readers.with(query))
             .await
             .map_err(|_| JournalError::Closed)?
+    }
+}
+
+/// Takes the exclusive lock on `<database>.lock`, or explains who holds it. The kernel drops
+/// the lock when the process dies, so a crash never leaves the database locked.
+fn lock_exclusively(db: &Path) -> Result<File, JournalError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = PathBuf::from(name);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(JournalError::storage)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(JournalError::storage)?;
+            writeln!(file, "{}", std::process::id()).map_err(JournalError::storage)?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(JournalError::InUse(format!(
+                "{} is in use by another wharf process (pid {}); one SQLite database serves \
+                 one server: stop the other, or use PostgreSQL to run several",
+                db.display(),
+                holder.trim()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(error)) => Err(JournalError::storage(error)),
     }
 }
 
@@ -221,17 +292,13 @@ impl ReaderPool {
 }
 
 #[async_trait]
-impl Journal for SqliteJournal {
+impl DeliveryLog for SqliteJournal {
     async fn append(&self, delivery: NewDelivery) -> Result<Appended, JournalError> {
         self.send(|reply| Command::Append { delivery, reply }).await
     }
 
-    async fn claim_due(
-        &self,
-        now: Timestamp,
-        limit: usize,
-    ) -> Result<Vec<ClaimedDelivery>, JournalError> {
-        self.read(move |conn| read::due(conn, now, limit)).await
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>, JournalError> {
+        self.send(|reply| Command::Claim { request, reply }).await
     }
 
     async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError> {
@@ -247,26 +314,6 @@ impl Journal for SqliteJournal {
 
     async fn next_due(&self) -> Result<Option<Timestamp>, JournalError> {
         self.read(read::next_due).await
-    }
-
-    async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
-        self.read(read::status_counts).await
-    }
-
-    async fn backlog(&self, now: Timestamp) -> Result<Backlog, JournalError> {
-        self.read(move |conn| read::backlog(conn, now)).await
-    }
-
-    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryView>, JournalError> {
-        self.read(move |conn| read::deliveries(conn, &filter)).await
-    }
-
-    async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError> {
-        self.read(move |conn| read::delivery(conn, id)).await
-    }
-
-    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
-        self.read(move |conn| read::attempts(conn, id)).await
     }
 
     fn appended_signal(&self) -> Arc<Notify> {
@@ -288,5 +335,28 @@ impl Journal for SqliteJournal {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+    }
+}
+
+#[async_trait]
+impl ReadModel for SqliteJournal {
+    async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
+        self.read(read::status_counts).await
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, JournalError> {
+        self.read(move |conn| read::backlog(conn, now)).await
+    }
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryView>, JournalError> {
+        self.read(move |conn| read::deliveries(conn, &filter)).await
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError> {
+        self.read(move |conn| read::delivery(conn, id)).await
+    }
+
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
+        self.read(move |conn| read::attempts(conn, id)).await
     }
 }

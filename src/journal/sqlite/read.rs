@@ -6,42 +6,44 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::clock::Timestamp;
 use crate::journal::{
-    AttemptView, Backlog, ClaimedDelivery, DeliveryFilter, DeliveryId, DeliveryStatus,
+    AttemptView, Backlog, ClaimToken, ClaimedDelivery, DeliveryFilter, DeliveryId, DeliveryStatus,
     DeliveryView, StatusCounts,
 };
 
-pub(super) fn due(
+/// One claimed delivery with its payload, read inside the claiming transaction.
+pub(super) fn claimed(
     conn: &Connection,
-    now: Timestamp,
-    limit: usize,
-) -> rusqlite::Result<Vec<ClaimedDelivery>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT d.id, d.source, d.event_id, d.event_type, d.dedup_key, d.received_at, p.headers, \
+    id: DeliveryId,
+    claim: ClaimToken,
+) -> rusqlite::Result<ClaimedDelivery> {
+    conn.prepare_cached(
+        "SELECT d.source, d.event_id, d.event_type, d.dedup_key, d.received_at, p.headers, \
          p.body, d.attempts \
-         FROM deliveries d JOIN delivery_payloads p ON p.delivery_id = d.id \
-         WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 \
-         ORDER BY d.next_attempt_at, d.id LIMIT ?2",
-    )?;
-    let rows = statement.query_map(params![now.micros(), limit as i64], |row| {
+         FROM deliveries d JOIN delivery_payloads p ON p.delivery_id = d.id WHERE d.id = ?1",
+    )?
+    .query_row([id.0], |row| {
         Ok(ClaimedDelivery {
-            id: DeliveryId(row.get(0)?),
-            source: row.get(1)?,
-            event_id: row.get(2)?,
-            event_type: row.get(3)?,
-            dedup_key: row.get(4)?,
-            received_at: Timestamp(row.get(5)?),
-            headers_json: row.get(6)?,
-            body: Bytes::from(row.get::<_, Vec<u8>>(7)?),
-            attempts: row.get(8)?,
+            id,
+            claim,
+            source: row.get(0)?,
+            event_id: row.get(1)?,
+            event_type: row.get(2)?,
+            dedup_key: row.get(3)?,
+            received_at: Timestamp(row.get(4)?),
+            headers_json: row.get(5)?,
+            body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
+            attempts: row.get(7)?,
         })
-    })?;
-    rows.collect()
+    })
 }
 
 pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<Timestamp>> {
-    conn.prepare_cached("SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'")?
-        .query_row([], |row| row.get::<_, Option<i64>>(0))
-        .map(|at| at.map(Timestamp))
+    conn.prepare_cached(
+        "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
+         WHERE status = 'pending'",
+    )?
+    .query_row([], |row| row.get::<_, Option<i64>>(0))
+    .map(|at| at.map(Timestamp))
 }
 
 pub(super) fn backlog(conn: &Connection, now: Timestamp) -> rusqlite::Result<Backlog> {

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::ledger_sql::{self, ApplyError};
+use super::ledger::{self, ApplyError};
+use super::read;
 use crate::clock::{SharedClock, Timestamp};
 use crate::journal::{
-    Appended, Completed, Completion, CompletionOutcome, DeliveryId, DeliveryStatus, JournalError,
-    NewDelivery, RetryPlan, StorageFault,
+    Appended, ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
+    DeliveryId, DeliveryStatus, JournalError, NewDelivery, RetryPlan, StorageFault,
 };
-use crate::ledger::LedgerChange;
+use crate::ledger::{LedgerChange, WriteTimes};
 
 /// A request to the writer.
 pub(super) enum Command {
@@ -29,6 +30,10 @@ pub(super) enum Command {
     Complete {
         batch: Vec<Completion>,
         reply: oneshot::Sender<Result<Vec<Completed>, JournalError>>,
+    },
+    Claim {
+        request: ClaimRequest,
+        reply: oneshot::Sender<Result<Vec<ClaimedDelivery>, JournalError>>,
     },
     Probe {
         reply: oneshot::Sender<Result<(), JournalError>>,
@@ -42,6 +47,7 @@ pub(super) enum Command {
 enum Produced {
     Appended(Appended),
     Completed(Vec<Completed>),
+    Claimed(Vec<ClaimedDelivery>),
     Probed,
     Shutdown,
 }
@@ -155,15 +161,16 @@ impl Writer {
     }
 
     /// Commits what waits for an ack (appends, probes) first, in one transaction, so that a
-    /// large completion batch never delays an ack; then each completion batch in its own.
+    /// large completion batch never delays an ack; then each claim or completion in its own.
     fn execute_acks_first(
         &mut self,
         batch: &mut Vec<Command>,
         syncer: Option<&std_mpsc::Sender<SyncJob>>,
     ) -> Option<oneshot::Sender<()>> {
-        let (mut acks, completions): (Vec<Command>, Vec<Command>) = batch
-            .drain(..)
-            .partition(|command| !matches!(command, Command::Complete { .. }));
+        let (mut acks, completions): (Vec<Command>, Vec<Command>) =
+            batch.drain(..).partition(|command| {
+                !matches!(command, Command::Complete { .. } | Command::Claim { .. })
+            });
         let mut shutdown = None;
         if !acks.is_empty() {
             shutdown = self.execute(&mut acks, syncer);
@@ -202,6 +209,11 @@ impl Writer {
                     // Losing a completion in a crash loses its ledger change with it (same
                     // transaction), so completions need not wait for the sync.
                     let _ = reply.send(Ok(results));
+                }
+                (Command::Claim { reply, .. }, Produced::Claimed(claimed)) => {
+                    // A claim lost in a crash only delays the delivery until the next open,
+                    // which clears every lease (this process held the database alone).
+                    let _ = reply.send(Ok(claimed));
                 }
                 (Command::Probe { reply }, Produced::Probed) => {
                     durable.push(DurableReply::Probe(reply));
@@ -259,6 +271,7 @@ impl Writer {
                     }
                     Produced::Completed(results)
                 }
+                Command::Claim { request, .. } => Produced::Claimed(claim(&tx, request)?),
                 Command::Probe { .. } => {
                     probe(&tx, self.clock.now())?;
                     Produced::Probed
@@ -286,6 +299,9 @@ fn fail_all(
                 let _ = reply.send(Err(error.clone()));
             }
             Command::Complete { reply, .. } => {
+                let _ = reply.send(Err(error.clone()));
+            }
+            Command::Claim { reply, .. } => {
                 let _ = reply.send(Err(error.clone()));
             }
             Command::Probe { reply } => {
@@ -399,12 +415,41 @@ fn apply_one(
     completion: &Completion,
     change: &LedgerChange,
 ) -> Result<(), ApplyError> {
-    ledger_sql::apply(
-        conn,
-        change,
-        completion.received_at,
-        finished_at(completion),
-    )
+    let times = WriteTimes {
+        received_at: completion.received_at,
+        now: finished_at(completion),
+    };
+    ledger::apply(conn, change, &completion.source, times)
+}
+
+/// Leases the oldest due deliveries to one claimer: they are not due for anyone else until the
+/// lease runs out or they are completed.
+fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    let token = ClaimToken::random();
+    let now = request.now.micros();
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "UPDATE deliveries SET lease_token = ?1, lease_until = ?2 WHERE id IN ( \
+             SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
+             AND (lease_until IS NULL OR lease_until <= ?3) \
+             ORDER BY next_attempt_at, id LIMIT ?4) RETURNING id",
+        )?
+        .query_map(
+            params![
+                token.0,
+                request.lease_until().micros(),
+                now,
+                request.limit as i64
+            ],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut claimed = ids
+        .into_iter()
+        .map(|id| read::claimed(conn, DeliveryId(id), token))
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    claimed.sort_by_key(|delivery| delivery.id);
+    Ok(claimed)
 }
 
 fn in_savepoint(
@@ -472,7 +517,8 @@ fn finished_at(completion: &Completion) -> Timestamp {
     Timestamp(completion.started_at.micros() + completion.duration_micros)
 }
 
-/// Moves a delivery to `status` if it is still pending at the claimed attempt count.
+/// Moves a delivery to `status` if it is still pending at the claimed attempt count and still
+/// under this claim's lease token (a claim taken over after its lease ran out is stale).
 fn mark(
     conn: &Connection,
     completion: &Completion,
@@ -485,8 +531,8 @@ fn mark(
     let changed = conn
         .prepare_cached(
             "UPDATE deliveries SET status = ?1, attempts = attempts + 1, last_error = ?2, \
-             next_attempt_at = ?3, processed_at = ?4 \
-             WHERE id = ?5 AND status = 'pending' AND attempts = ?6",
+             next_attempt_at = ?3, processed_at = ?4, lease_token = NULL, lease_until = NULL \
+             WHERE id = ?5 AND status = 'pending' AND attempts = ?6 AND lease_token = ?7",
         )?
         .execute(params![
             status.as_str(),
@@ -495,6 +541,7 @@ fn mark(
             processed_at,
             completion.delivery.0,
             completion.claimed_attempts,
+            completion.claim.0,
         ])?;
     Ok(changed == 1)
 }

@@ -1,6 +1,8 @@
+-- The first schema, as the foundation shipped it. Idempotent (IF NOT EXISTS) so that a database
+-- made before migrations were tracked by refinery adopts this history without error.
 -- The journal: every genuine delivery and where it stands. Rows stay small (no payload) so
 -- that a status change rewrites a few bytes, not the body.
-CREATE TABLE deliveries (
+CREATE TABLE IF NOT EXISTS deliveries (
     id              INTEGER PRIMARY KEY,
     source          TEXT    NOT NULL,
     event_id        TEXT,
@@ -15,17 +17,17 @@ CREATE TABLE deliveries (
     body_bytes      INTEGER NOT NULL,
     UNIQUE (source, dedup_key)
 );
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (next_attempt_at, id) WHERE status = 'pending';
 
 -- What the provider sent, exactly, written once and never updated.
-CREATE TABLE delivery_payloads (
+CREATE TABLE IF NOT EXISTS delivery_payloads (
     delivery_id INTEGER PRIMARY KEY REFERENCES deliveries (id),
     headers     TEXT NOT NULL,                 -- JSON object, secrets redacted
     body        BLOB NOT NULL                  -- exactly as received
 );
 
 -- Every processing attempt, with its error.
-CREATE TABLE attempts (
+CREATE TABLE IF NOT EXISTS attempts (
     delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
     attempt     INTEGER NOT NULL,
     started_at  INTEGER NOT NULL,
@@ -38,7 +40,7 @@ CREATE TABLE attempts (
 -- Seed 000's sales table, column for column. Money is exact: `price` and `commission_value`
 -- hold decimal text (SQLite would turn a DECIMAL column into a binary float), and the
 -- `_minor` columns hold integer minor units for arithmetic.
-CREATE TABLE sales (
+CREATE TABLE IF NOT EXISTS sales (
     id                  TEXT PRIMARY KEY,
     cartpanda_id        TEXT UNIQUE NOT NULL,
     customer_email      TEXT NOT NULL,
@@ -61,19 +63,19 @@ CREATE TABLE sales (
     commission_minor    INTEGER,
     status_event_at     INTEGER
 );
-CREATE INDEX idx_sales_customer_email ON sales (customer_email);
-CREATE INDEX idx_sales_affiliate_code ON sales (affiliate_code);
-CREATE INDEX idx_sales_created_at ON sales (created_at DESC);
-CREATE INDEX idx_sales_status ON sales (status);
+CREATE INDEX IF NOT EXISTS idx_sales_customer_email ON sales (customer_email);
+CREATE INDEX IF NOT EXISTS idx_sales_affiliate_code ON sales (affiliate_code);
+CREATE INDEX IF NOT EXISTS idx_sales_created_at ON sales (created_at DESC);
+CREATE INDEX IF NOT EXISTS idx_sales_status ON sales (status);
 
 -- Seed 000's updated_at trigger: a hand-made UPDATE that leaves updated_at alone still moves it.
-CREATE TRIGGER update_sales_updated_at AFTER UPDATE ON sales
+CREATE TRIGGER IF NOT EXISTS update_sales_updated_at AFTER UPDATE ON sales
 FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at
 BEGIN
     UPDATE sales SET updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = NEW.id;
 END;
 
-CREATE TABLE wharf_meta (
+CREATE TABLE IF NOT EXISTS wharf_meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );

@@ -1,0 +1,148 @@
+//! The SQLite ledger store: turns [`crate::ledger`] rows into SQL for this dialect (numeric
+//! affinity for decimals, RFC 3339 text for times, hyphenated text for UUIDs). It runs on the
+//! writer thread, inside the transaction that completes the delivery; the writer is the only
+//! writer, so a plain read-then-write cannot race.
+
+use rusqlite::types::{Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row};
+use thiserror::Error;
+
+use crate::clock::Timestamp;
+use crate::ledger::{Cell, ColumnType, LedgerChange, LedgerError, RowWrite, Table, WriteTimes};
+
+#[derive(Debug, Error)]
+pub(super) enum ApplyError {
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Loads the row the change touches, lets the ledger decide, and writes what it decided.
+pub(super) fn apply(
+    conn: &Connection,
+    change: &LedgerChange,
+    source: &str,
+    times: WriteTimes,
+) -> Result<(), ApplyError> {
+    let table = change.table();
+    let key = change.key(source);
+    let current = load(conn, table, &key)?;
+    match change.decide(source, current.as_deref(), times)? {
+        RowWrite::Insert(row) => insert(conn, table, &row)?,
+        RowWrite::Update(row) => update(conn, table, &key, &row)?,
+        RowWrite::Unchanged => {}
+    }
+    Ok(())
+}
+
+fn key_clause(table: &Table, first_param: usize) -> String {
+    table
+        .key
+        .iter()
+        .enumerate()
+        .map(|(i, column)| format!("{column} = ?{}", first_param + i))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+fn load(conn: &Connection, table: &Table, key: &[Cell]) -> rusqlite::Result<Option<Vec<Cell>>> {
+    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        columns.join(", "),
+        table.name,
+        key_clause(table, 1)
+    );
+    let params: Vec<Value> = key.iter().map(to_value).collect();
+    conn.prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(params), |row| {
+            read_row(table, row)
+        })
+        .optional()
+}
+
+fn insert(conn: &Connection, table: &Table, row: &[Cell]) -> rusqlite::Result<()> {
+    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
+    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let sql = format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        table.name,
+        columns.join(", "),
+        placeholders.join(", ")
+    );
+    let params: Vec<Value> = row.iter().map(to_value).collect();
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(params))?;
+    Ok(())
+}
+
+fn update(conn: &Connection, table: &Table, key: &[Cell], row: &[Cell]) -> rusqlite::Result<()> {
+    let updatable: Vec<(usize, &str)> = table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, column)| column.updatable)
+        .map(|(at, column)| (at, column.name))
+        .collect();
+    let assignments: Vec<String> = updatable
+        .iter()
+        .enumerate()
+        .map(|(i, (_, name))| format!("{name} = ?{}", i + 1))
+        .collect();
+    let sql = format!(
+        "UPDATE {} SET {} WHERE {}",
+        table.name,
+        assignments.join(", "),
+        key_clause(table, updatable.len() + 1)
+    );
+    let mut params: Vec<Value> = updatable
+        .iter()
+        .map(|(at, _)| to_value(&row[*at]))
+        .collect();
+    params.extend(key.iter().map(to_value));
+    conn.prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(params))?;
+    Ok(())
+}
+
+fn to_value(cell: &Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::Text(text) | Cell::Decimal(text) | Cell::Json(text) => Value::Text(text.clone()),
+        Cell::Integer(value) => Value::Integer(*value),
+        Cell::Timestamp(at) => Value::Text(at.to_rfc3339()),
+        Cell::Uuid(id) => Value::Text(id.hyphenated().to_string()),
+    }
+}
+
+fn read_row(table: &Table, row: &Row<'_>) -> rusqlite::Result<Vec<Cell>> {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(at, column)| read_cell(column.ty, row.get_ref(at)?, at))
+        .collect()
+}
+
+fn read_cell(ty: ColumnType, value: ValueRef<'_>, at: usize) -> rusqlite::Result<Cell> {
+    let invalid = || rusqlite::Error::InvalidColumnType(at, format!("{ty:?}"), value.data_type());
+    if matches!(value, ValueRef::Null) {
+        return Ok(Cell::Null);
+    }
+    let text = || value.as_str().map(str::to_owned);
+    Ok(match ty {
+        ColumnType::Text => Cell::Text(text()?),
+        ColumnType::Json => Cell::Json(text()?),
+        ColumnType::Integer => Cell::Integer(value.as_i64()?),
+        ColumnType::Decimal => Cell::Decimal(match value {
+            ValueRef::Integer(whole) => whole.to_string(),
+            ValueRef::Real(real) => real.to_string(),
+            _ => text()?,
+        }),
+        ColumnType::Timestamp => {
+            Cell::Timestamp(Timestamp::parse_rfc3339(value.as_str()?).ok_or_else(invalid)?)
+        }
+        ColumnType::Uuid => Cell::Uuid(value.as_str()?.parse().map_err(|_| invalid())?),
+    })
+}
