@@ -5,8 +5,11 @@
 pub mod money;
 pub mod sale;
 
-pub use money::{Currency, Money, MoneyError};
-pub use sale::{IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert};
+pub use money::{Currency, Money, MoneyError, SaleAmountError};
+pub use sale::{
+    check_id, check_text, IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert, TextError,
+    MAX_ID_BYTES,
+};
 
 /// One change a normalized delivery asks the ledger to make.
 #[derive(Debug, Clone, PartialEq)]
