@@ -6,8 +6,11 @@ pub mod money;
 pub mod sale;
 pub mod table;
 
-pub use money::{Currency, Money, MoneyError};
-pub use sale::{IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert, WriteTimes};
+pub use money::{Currency, Money, MoneyError, SaleAmountError};
+pub use sale::{
+    check_id, check_text, IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert, TextError,
+    WriteTimes, MAX_ID_BYTES,
+};
 pub use table::{Cell, ColumnType, CorruptRow, RowWrite, Table};
 
 /// One change a normalized delivery asks the ledger to make.

@@ -51,6 +51,27 @@ pub enum MoneyError {
     Currency(String),
 }
 
+/// Why an amount, exact and well-formed, still cannot be a sale's price or commission.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SaleAmountError {
+    #[error("{0} is negative")]
+    Negative(Money),
+    #[error("{0} does not fit seed 000's DECIMAL(10,2): sale amounts are at most 99999999.99")]
+    TooLarge(Money),
+    #[error("{0} has more than 2 decimals, which seed 000's DECIMAL(10,2) would round away")]
+    TooPrecise(Money),
+}
+
+/// Digits after the point in seed 000's sale amounts (`price`, `commission_value`), which are
+/// `DECIMAL(10,2)`: ten digits in all, so at most eight before the point.
+pub const SALE_AMOUNT_SCALE: u32 = 2;
+
+/// The largest sale amount seed 000's `DECIMAL(10,2)` holds, 99,999,999.99, counted in
+/// hundredths of the major unit (the column's own unit, and BRL's minor unit). PostgreSQL
+/// refuses anything larger ("numeric field overflow") on every retry, so normalization refuses
+/// it first, as a permanent error, and the delivery is parked where it can be replayed.
+pub const SALE_AMOUNT_MAX_HUNDREDTHS: i64 = 9_999_999_999;
+
 /// An exact amount of money.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Money {
@@ -94,6 +115,31 @@ impl Money {
             minor_units,
             currency,
         })
+    }
+
+    /// Checks that this amount can be a sale's price or commission: zero or more, and storable
+    /// in seed 000's `DECIMAL(10,2)` exactly. The bound is on the value, whatever the
+    /// currency's exponent: at most [`SALE_AMOUNT_MAX_HUNDREDTHS`] hundredths, and, for
+    /// three-decimal currencies, no third decimal the column would round away.
+    pub fn check_sale_amount(&self) -> Result<(), SaleAmountError> {
+        if self.minor_units < 0 {
+            return Err(SaleAmountError::Negative(self.clone()));
+        }
+        let minor = i128::from(self.minor_units);
+        let exponent = self.currency.exponent();
+        let hundredths = if exponent <= SALE_AMOUNT_SCALE {
+            minor * 10i128.pow(SALE_AMOUNT_SCALE - exponent)
+        } else {
+            let per_hundredth = 10i128.pow(exponent - SALE_AMOUNT_SCALE);
+            if minor % per_hundredth != 0 {
+                return Err(SaleAmountError::TooPrecise(self.clone()));
+            }
+            minor / per_hundredth
+        };
+        if hundredths > i128::from(SALE_AMOUNT_MAX_HUNDREDTHS) {
+            return Err(SaleAmountError::TooLarge(self.clone()));
+        }
+        Ok(())
     }
 
     /// The amount as decimal text with exactly the currency's number of decimals.
@@ -149,6 +195,72 @@ mod tests {
             brl("99999999999999999999"),
             Err(MoneyError::OutOfRange(_))
         ));
+    }
+
+    fn checked(text: &str, currency: &str) -> Result<(), SaleAmountError> {
+        let currency = Currency::parse(currency).expect("iso code");
+        Money::parse_decimal(text, currency)
+            .expect("decimal")
+            .check_sale_amount()
+    }
+
+    #[test]
+    fn sale_amounts_stop_at_decimal_10_2() {
+        assert_eq!(checked("0", "BRL"), Ok(()));
+        assert_eq!(checked("0.00", "BRL"), Ok(()));
+        assert_eq!(checked("99999999.99", "BRL"), Ok(()));
+        assert!(matches!(
+            checked("100000000.00", "BRL"),
+            Err(SaleAmountError::TooLarge(_))
+        ));
+        assert!(matches!(
+            checked("99999999999", "BRL"),
+            Err(SaleAmountError::TooLarge(_))
+        ));
+        assert_eq!(
+            brl("99999999.99").map(|m| m.minor_units),
+            Ok(SALE_AMOUNT_MAX_HUNDREDTHS)
+        );
+    }
+
+    #[test]
+    fn negative_sale_amounts_are_refused() {
+        assert!(matches!(
+            checked("-0.01", "BRL"),
+            Err(SaleAmountError::Negative(_))
+        ));
+        assert_eq!(checked("-0.00", "BRL"), Ok(()), "minus zero is zero");
+    }
+
+    #[test]
+    fn the_sale_bound_is_on_the_value_whatever_the_currency_exponent() {
+        assert_eq!(checked("99999999", "JPY"), Ok(()));
+        assert!(matches!(
+            checked("100000000", "JPY"),
+            Err(SaleAmountError::TooLarge(_))
+        ));
+        assert_eq!(checked("99999999.990", "KWD"), Ok(()));
+        assert!(matches!(
+            checked("100000000", "KWD"),
+            Err(SaleAmountError::TooLarge(_))
+        ));
+        assert!(matches!(
+            checked("1.005", "KWD"),
+            Err(SaleAmountError::TooPrecise(_))
+        ));
+        assert_eq!(
+            Money {
+                minor_units: i64::MAX,
+                currency: Currency::brl()
+            }
+            .check_sale_amount()
+            .map_err(|error| error.to_string()),
+            Err(
+                "92233720368547758.07 BRL does not fit seed 000's DECIMAL(10,2): \
+                 sale amounts are at most 99999999.99"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]

@@ -6,6 +6,44 @@ use super::table::{Cell, Column, ColumnType, CorruptRow, RowReader, RowWrite, Ta
 use super::{LedgerError, Money};
 use crate::clock::Timestamp;
 
+/// The longest external id the ledger accepts, in bytes of UTF-8: `cartpanda_id`,
+/// `transaction_id`, `product_id`, `affiliate_code`, and `customer_email`, which is looked up
+/// like one. Ids become keys: `cartpanda_id` is the sales table's unique key, `affiliate_code`
+/// and `customer_email` are indexed, and the others are what other systems look a sale up by.
+/// Every byte of a key is paid again in each index, where PostgreSQL also caps the size of an
+/// entry; real provider ids are short tokens or numbers (and an email address is at most 254
+/// bytes), so anything longer is a broken or hostile payload. [`check_id`] also refuses NUL,
+/// which PostgreSQL `TEXT` cannot hold at all.
+pub const MAX_ID_BYTES: usize = 255;
+
+/// Why text cannot go into the ledger as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TextError {
+    #[error("is {bytes} bytes long; ids are at most {max} bytes", max = MAX_ID_BYTES)]
+    TooLong { bytes: usize },
+    /// PostgreSQL `TEXT` (and `JSONB`) cannot hold U+0000, whatever the encoding.
+    #[error("contains a NUL byte, which PostgreSQL TEXT cannot store")]
+    Nul,
+}
+
+/// Checks an external id, or other text that becomes a key, before it reaches the ledger: at
+/// most [`MAX_ID_BYTES`] bytes and no NUL.
+pub fn check_id(id: &str) -> Result<(), TextError> {
+    check_text(id)?;
+    if id.len() > MAX_ID_BYTES {
+        return Err(TextError::TooLong { bytes: id.len() });
+    }
+    Ok(())
+}
+
+/// Checks text the ledger stores: no NUL, which PostgreSQL `TEXT` cannot hold.
+pub fn check_text(text: &str) -> Result<(), TextError> {
+    if text.contains('\0') {
+        return Err(TextError::Nul);
+    }
+    Ok(())
+}
+
 /// Where a sale is in its lifecycle. The order of [`SaleStatus::stage`] is the order a sale
 /// may move in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -500,6 +538,30 @@ mod tests {
             panic!("insert")
         };
         assert_eq!(merge(Some(&sale), &event), Ok(SaleMerge::Unchanged));
+    }
+
+    #[test]
+    fn ids_are_bounded_in_bytes_not_characters() {
+        assert_eq!(check_id(&"a".repeat(MAX_ID_BYTES)), Ok(()));
+        assert_eq!(
+            check_id(&"a".repeat(MAX_ID_BYTES + 1)),
+            Err(TextError::TooLong { bytes: 256 })
+        );
+        assert_eq!(
+            check_id(&"é".repeat(128)),
+            Err(TextError::TooLong { bytes: 256 })
+        );
+    }
+
+    #[test]
+    fn nul_is_refused_in_ids_and_in_any_stored_text() {
+        assert_eq!(check_id("SALE\u{0}1"), Err(TextError::Nul));
+        assert_eq!(check_text("John\u{0}"), Err(TextError::Nul));
+        assert_eq!(check_text("John Doe"), Ok(()));
+        assert_eq!(
+            TextError::TooLong { bytes: 300 }.to_string(),
+            "is 300 bytes long; ids are at most 255 bytes"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::json::{self, first_text, text};
+use super::json::{self, first_text, text, Fields, NullAmount};
 use super::{
     verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source,
     Verified,
@@ -167,95 +167,109 @@ fn hex_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Normalizes a seed-shaped sale event. Every field the ledger stores is read strictly (see
+/// [`Fields`]): a wrong type, an amount that is negative or beyond `DECIMAL(10,2)`, an id over
+/// [`MAX_ID_BYTES`](crate::ledger::MAX_ID_BYTES) or any NUL is a permanent error naming the
+/// field. An absent price is not: the event may update a sale another event creates, and the
+/// ledger retries it until that event has arrived.
 fn normalize_sale(payload: &Value, event_type: &str) -> Result<Normalized, NormalizeError> {
     let Some(action) = event_type.strip_prefix("sale.") else {
         return Ok(Normalized::Ignore(format!(
             "{event_type} is not a sale event"
         )));
     };
-    let data = payload
+    let raw = payload
         .get("data")
         .ok_or(NormalizeError::MissingField("data"))?;
-    let cartpanda_id =
-        text(data, "/sale_id").ok_or(NormalizeError::MissingField("data.sale_id"))?;
-    let currency = match text(data, "/currency").or_else(|| text(data, "/product/currency")) {
-        Some(code) => Currency::parse(&code)?,
-        None => Currency::brl(),
+    let data = Fields::object(raw, "data")?;
+    let cartpanda_id = data
+        .id("/sale_id")?
+        .ok_or(NormalizeError::MissingField("data.sale_id"))?;
+    let currency = match data.currency("/currency")? {
+        Some(currency) => currency,
+        None => data
+            .currency("/product/currency")?
+            .unwrap_or_else(Currency::brl),
     };
     let status = SaleStatus::parse(action)
-        .or_else(|| text(data, "/payment/status").and_then(|word| SaleStatus::parse(&word)));
-    Ok(Normalized::Changes(vec![LedgerChange::Sale(SaleUpsert {
+        .or_else(|| text(raw, "/payment/status").and_then(|word| SaleStatus::parse(&word)));
+    let sale = SaleUpsert {
         cartpanda_id,
-        customer_email: text(data, "/customer/email"),
-        customer_name: text(data, "/customer/name"),
-        product_name: text(data, "/product/name"),
-        product_id: text(data, "/product/id"),
-        price: json::money(data, "/product/price", &currency)?,
+        customer_email: data.id("/customer/email")?,
+        customer_name: data.text("/customer/name")?,
+        product_name: data.text("/product/name")?,
+        product_id: data.id("/product/id")?,
+        price: data.amount("/product/price", &currency, NullAmount::Refused)?,
         status,
-        affiliate_code: text(data, "/affiliate/code"),
-        affiliate_name: text(data, "/affiliate/name"),
-        commission: json::money(data, "/affiliate/commission", &currency)?,
-        payment_method: text(data, "/payment/method"),
-        transaction_id: text(data, "/payment/transaction_id"),
-        metadata: Some(data.to_string()),
-        event_at: json::timestamp(data, "/updated_at")
+        affiliate_code: data.id("/affiliate/code")?,
+        affiliate_name: data.text("/affiliate/name")?,
+        commission: data.amount("/affiliate/commission", &currency, NullAmount::MeansAbsent)?,
+        payment_method: data.text("/payment/method")?,
+        transaction_id: data.id("/payment/transaction_id")?,
+        metadata: Some(raw.to_string()),
+        event_at: json::timestamp(raw, "/updated_at")
             .or_else(|| json::timestamp(payload, "/created_at")),
-    })]))
+    };
+    data.check_no_nul()?;
+    Ok(Normalized::Changes(vec![LedgerChange::Sale(sale)]))
 }
 
+/// Normalizes a store-shaped order event, as strictly as [`normalize_sale`]. Where a field may
+/// sit in several places, the first one that says something is read.
 fn normalize_store(payload: &Value, event: &str) -> Result<Normalized, NormalizeError> {
     if !event.starts_with("order.") {
         return Ok(Normalized::Ignore(format!(
             "{event} is journaled; only order events change the sales ledger"
         )));
     }
-    let order = payload
+    let raw = payload
         .get("order")
         .ok_or(NormalizeError::MissingField("order"))?;
-    let cartpanda_id = text(order, "/id").ok_or(NormalizeError::MissingField("order.id"))?;
-    let currency = match first_text(order, &["/currency", "/presentment_currency"]) {
-        Some(code) => Currency::parse(&code)?,
-        None => Currency::brl(),
+    let order = Fields::object(raw, "order")?;
+    let cartpanda_id = order
+        .id("/id")?
+        .ok_or(NormalizeError::MissingField("order.id"))?;
+    let currency = match order.currency("/currency")? {
+        Some(currency) => currency,
+        None => order
+            .currency("/presentment_currency")?
+            .unwrap_or_else(Currency::brl),
     };
     let status = store_event_status(event).or_else(|| {
-        first_text(order, &["/financial_status", "/payment_status", "/status"])
+        first_text(raw, &["/financial_status", "/payment_status", "/status"])
             .and_then(|word| SaleStatus::parse(&word))
     });
-    let price = ["/total_price", "/total", "/price", "/subtotal_price"]
-        .iter()
-        .find_map(|pointer| json::money(order, pointer, &currency).transpose())
-        .transpose()?;
-    Ok(Normalized::Changes(vec![LedgerChange::Sale(SaleUpsert {
+    let sale = SaleUpsert {
         cartpanda_id,
-        customer_email: first_text(order, &["/email", "/customer/email", "/contact_email"]),
-        customer_name: customer_name(order),
-        product_name: product_names(order),
-        product_id: first_text(order, &["/line_items/0/product_id", "/line_items/0/id"]),
-        price,
+        customer_email: order.first_id(&["/email", "/customer/email", "/contact_email"])?,
+        customer_name: customer_name(&order)?,
+        product_name: product_names(&order)?,
+        product_id: order.first_id(&["/line_items/0/product_id", "/line_items/0/id"])?,
+        price: order.first_amount(
+            &["/total_price", "/total", "/price", "/subtotal_price"],
+            &currency,
+            NullAmount::Refused,
+        )?,
         status,
-        affiliate_code: first_text(order, &["/affiliate/code", "/affiliate_code"]),
-        affiliate_name: first_text(order, &["/affiliate/name", "/affiliate_name"]),
-        commission: json::money(order, "/affiliate/commission", &currency)?,
-        payment_method: first_text(
-            order,
-            &[
-                "/payment_gateway",
-                "/payment_method",
-                "/gateway",
-                "/payment/method",
-            ],
-        ),
-        transaction_id: first_text(
-            order,
-            &[
-                "/transaction_id",
-                "/payment/transaction_id",
-                "/checkout_token",
-            ],
-        ),
-        metadata: Some(order.to_string()),
-        event_at: json::timestamp(order, "/updated_at"),
-    })]))
+        affiliate_code: order.first_id(&["/affiliate/code", "/affiliate_code"])?,
+        affiliate_name: order.first_text(&["/affiliate/name", "/affiliate_name"])?,
+        commission: order.amount("/affiliate/commission", &currency, NullAmount::MeansAbsent)?,
+        payment_method: order.first_text(&[
+            "/payment_gateway",
+            "/payment_method",
+            "/gateway",
+            "/payment/method",
+        ])?,
+        transaction_id: order.first_id(&[
+            "/transaction_id",
+            "/payment/transaction_id",
+            "/checkout_token",
+        ])?,
+        metadata: Some(raw.to_string()),
+        event_at: json::timestamp(raw, "/updated_at"),
+    };
+    order.check_no_nul()?;
+    Ok(Normalized::Changes(vec![LedgerChange::Sale(sale)]))
 }
 
 /// The status an order event itself implies; `order.updated` and `order.created` defer to the
@@ -270,24 +284,35 @@ fn store_event_status(event: &str) -> Option<SaleStatus> {
     }
 }
 
-fn customer_name(order: &Value) -> Option<String> {
-    if let Some(name) = first_text(order, &["/customer/name", "/customer/full_name"]) {
-        return Some(name);
+fn customer_name(order: &Fields<'_>) -> Result<Option<String>, NormalizeError> {
+    if let Some(name) = order.first_text(&["/customer/name", "/customer/full_name"])? {
+        return Ok(Some(name));
     }
-    let parts: Vec<String> = ["/customer/first_name", "/customer/last_name"]
-        .iter()
-        .filter_map(|pointer| text(order, pointer))
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+    let mut parts = Vec::new();
+    for pointer in ["/customer/first_name", "/customer/last_name"] {
+        parts.extend(order.text(pointer)?);
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(" ")))
 }
 
-fn product_names(order: &Value) -> Option<String> {
-    let items = order.get("line_items")?.as_array()?;
-    let names: Vec<String> = items
-        .iter()
-        .filter_map(|item| first_text(item, &["/title", "/name", "/product_name"]))
-        .collect();
-    (!names.is_empty()).then(|| names.join(", "))
+fn product_names(order: &Fields<'_>) -> Result<Option<String>, NormalizeError> {
+    let items = match order.get("/line_items")? {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            return Err(NormalizeError::WrongType {
+                field: order.field("/line_items"),
+                expected: "an array",
+                found: json::type_name(other),
+            })
+        }
+    };
+    let mut names = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let item = Fields::object(item, order.field(&format!("/line_items/{index}")))?;
+        names.extend(item.first_text(&["/title", "/name", "/product_name"])?);
+    }
+    Ok((!names.is_empty()).then(|| names.join(", ")))
 }
 
 #[cfg(test)]
@@ -297,7 +322,7 @@ mod tests {
 
     use super::*;
     use crate::journal::{ClaimToken, DeliveryId};
-    use crate::ledger::Money;
+    use crate::ledger::{Money, MoneyError, TextError, MAX_ID_BYTES};
     use crate::sources::authenticate;
 
     const SEED_PAYLOAD: &str = include_str!("../../tests/fixtures/cartpanda/sale_approved.json");
@@ -360,6 +385,48 @@ mod tests {
             },
             Normalized::Ignore(reason) => panic!("ignored: {reason}"),
         }
+    }
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).expect("json")
+    }
+
+    /// `body` with the field at `pointer` set to the JSON `value` (kept exact: numbers are not
+    /// routed through a float).
+    fn with(body: &str, pointer: &str, value: &str) -> String {
+        let mut payload = json(body);
+        let (parent, key) = pointer.rsplit_once('/').expect("pointer");
+        let parent = payload
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .expect("parent object");
+        parent.insert(key.to_owned(), json(value));
+        payload.to_string()
+    }
+
+    fn seed_with(pointer: &str, value: &str) -> String {
+        with(SEED_PAYLOAD, pointer, value)
+    }
+
+    fn store_with(pointer: &str, value: &str) -> String {
+        with(STORE_PAYLOAD, pointer, value)
+    }
+
+    fn normalized(body: &str) -> SaleUpsert {
+        sale(source().normalize(&claimed(body)).expect("normalized"))
+    }
+
+    /// The error normalizing `body` fails with, which must park the delivery, not retry it.
+    fn permanent_failure(body: &str) -> NormalizeError {
+        let error = source()
+            .normalize(&claimed(body))
+            .expect_err("normalize fails");
+        assert!(error.is_permanent(), "not permanent: {error}");
+        error
+    }
+
+    fn failure_message(body: &str) -> String {
+        permanent_failure(body).to_string()
     }
 
     #[test]
@@ -499,5 +566,342 @@ mod tests {
             source().identify(&verified),
             Err(IdentifyError::MissingField("data.sale_id"))
         ));
+    }
+
+    #[test]
+    fn negative_price_is_a_permanent_failure() {
+        let error = permanent_failure(&seed_with("/data/product/price", "-5.00"));
+        assert!(
+            matches!(&error, NormalizeError::OutOfRange { field, .. } if field == "data.product.price")
+        );
+        assert_eq!(
+            error.to_string(),
+            "data.product.price is out of range: -5.00 BRL is negative"
+        );
+    }
+
+    #[test]
+    fn negative_commission_is_a_permanent_failure() {
+        assert_eq!(
+            failure_message(&seed_with("/data/affiliate/commission", r#""-0.01""#)),
+            "data.affiliate.commission is out of range: -0.01 BRL is negative"
+        );
+    }
+
+    #[test]
+    fn price_above_decimal_10_2_is_rejected() {
+        let error = permanent_failure(&seed_with("/data/product/price", "100000000.00"));
+        assert!(matches!(error, NormalizeError::OutOfRange { .. }));
+        assert_eq!(
+            error.to_string(),
+            "data.product.price is out of range: 100000000.00 BRL does not fit seed 000's \
+             DECIMAL(10,2): sale amounts are at most 99999999.99"
+        );
+        assert!(matches!(
+            permanent_failure(&seed_with("/data/affiliate/commission", "123456789012")),
+            NormalizeError::OutOfRange { .. }
+        ));
+    }
+
+    #[test]
+    fn largest_decimal_10_2_price_is_accepted() {
+        let sale = normalized(&seed_with("/data/product/price", "99999999.99"));
+        assert_eq!(sale.price.map(|m| m.minor_units), Some(9_999_999_999));
+    }
+
+    #[test]
+    fn zero_price_and_commission_are_accepted() {
+        let body = seed_with("/data/product/price", "0");
+        let sale = normalized(&with(&body, "/data/affiliate/commission", r#""0.00""#));
+        assert_eq!(sale.price.map(|m| m.minor_units), Some(0));
+        assert_eq!(sale.commission.map(|m| m.minor_units), Some(0));
+    }
+
+    #[test]
+    fn store_order_amounts_are_bounded_like_seed_ones() {
+        assert_eq!(
+            failure_message(&store_with("/order/total_price", r#""-159.80""#)),
+            "order.total_price is out of range: -159.80 BRL is negative"
+        );
+        assert!(matches!(
+            permanent_failure(&store_with("/order/total_price", r#""100000000.00""#)),
+            NormalizeError::OutOfRange { field, .. } if field == "order.total_price"
+        ));
+        let sale = normalized(&store_with("/order/total_price", r#""99999999.99""#));
+        assert_eq!(sale.price.map(|m| m.minor_units), Some(9_999_999_999));
+    }
+
+    #[test]
+    fn unparseable_or_too_precise_price_names_the_field() {
+        assert_eq!(
+            failure_message(&seed_with("/data/product/price", r#""ninety""#)),
+            r#"data.product.price is invalid: amount "ninety" is not a decimal number"#
+        );
+        assert!(matches!(
+            permanent_failure(&seed_with("/data/product/price", "9.999")),
+            NormalizeError::Money { field, error: MoneyError::TooPrecise { .. } }
+                if field == "data.product.price"
+        ));
+    }
+
+    #[test]
+    fn blank_price_is_not_read_as_absent() {
+        assert!(matches!(
+            permanent_failure(&seed_with("/data/product/price", r#""  ""#)),
+            NormalizeError::Money {
+                error: MoneyError::NotDecimal(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn price_as_object_is_a_type_error_not_retried() {
+        let error = permanent_failure(&seed_with("/data/product/price", r#"{"amount":"9.90"}"#));
+        assert!(matches!(
+            &error,
+            NormalizeError::WrongType { field, expected: _, found: "object" }
+                if field == "data.product.price"
+        ));
+        assert_eq!(
+            error.to_string(),
+            "data.product.price must be a number or decimal string, found object"
+        );
+    }
+
+    #[test]
+    fn price_as_array_or_boolean_is_a_type_error() {
+        assert_eq!(
+            failure_message(&seed_with("/data/product/price", "[99.90]")),
+            "data.product.price must be a number or decimal string, found array"
+        );
+        assert_eq!(
+            failure_message(&seed_with("/data/product/price", "true")),
+            "data.product.price must be a number or decimal string, found boolean"
+        );
+        assert_eq!(
+            failure_message(&seed_with("/data/affiliate/commission", "{}")),
+            "data.affiliate.commission must be a number or decimal string, found object"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/total_price", "false")),
+            "order.total_price must be a number or decimal string, found boolean"
+        );
+    }
+
+    #[test]
+    fn null_price_is_permanent() {
+        assert_eq!(
+            failure_message(&seed_with("/data/product/price", "null")),
+            "data.product.price must be a number or decimal string, found null"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/total_price", "null")),
+            "order.total_price must be a number or decimal string, found null"
+        );
+    }
+
+    #[test]
+    fn null_commission_means_no_commission() {
+        let sale = normalized(&seed_with("/data/affiliate/commission", "null"));
+        assert_eq!(sale.commission, None);
+        let sale = normalized(&seed_with("/data/affiliate", "null"));
+        assert_eq!((sale.commission, sale.affiliate_code), (None, None));
+    }
+
+    #[test]
+    fn absent_price_is_left_to_the_ledger_which_retries_until_the_sale_exists() {
+        let mut payload = json(SEED_PAYLOAD);
+        payload["data"]["product"]
+            .as_object_mut()
+            .expect("product")
+            .remove("price");
+        assert_eq!(normalized(&payload.to_string()).price, None);
+    }
+
+    #[test]
+    fn customer_and_product_text_of_the_wrong_type_is_a_type_error() {
+        assert_eq!(
+            failure_message(&seed_with("/data/customer/email", r#"{"address":"a@b.c"}"#)),
+            "data.customer.email must be a string or number, found object"
+        );
+        assert_eq!(
+            failure_message(&seed_with("/data/customer/name", "false")),
+            "data.customer.name must be a string or number, found boolean"
+        );
+        assert_eq!(
+            failure_message(&seed_with("/data/product/name", r#"["Kit"]"#)),
+            "data.product.name must be a string or number, found array"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/customer/first_name", "{}")),
+            "order.customer.first_name must be a string or number, found object"
+        );
+    }
+
+    #[test]
+    fn a_scalar_where_an_object_belongs_is_a_type_error() {
+        assert_eq!(
+            failure_message(&seed_with("/data/product", r#""Product Name""#)),
+            "data.product must be an object, found string"
+        );
+        assert_eq!(
+            failure_message(&seed_with("/data", "[]")),
+            "data must be an object, found array"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order", r#""987654""#)),
+            "order must be an object, found string"
+        );
+    }
+
+    #[test]
+    fn store_line_items_must_be_an_array_of_objects() {
+        assert_eq!(
+            failure_message(&store_with("/order/line_items", r#"{"title":"Kit"}"#)),
+            "order.line_items must be an array, found object"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/line_items", r#"["Kit"]"#)),
+            "order.line_items.0 must be an object, found string"
+        );
+        assert_eq!(
+            failure_message(&store_with(
+                "/order/line_items",
+                r#"[{"title":7.5e3}, {"title":{}}]"#
+            )),
+            "order.line_items.1.title must be a string or number, found object"
+        );
+    }
+
+    #[test]
+    fn currency_of_the_wrong_type_is_not_defaulted_to_brl() {
+        assert_eq!(
+            failure_message(&seed_with("/data/currency", "{}")),
+            "data.currency must be a string or number, found object"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/currency", r#""REAL""#)),
+            r#"order.currency is invalid: currency "REAL" is not an ISO 4217 code"#
+        );
+    }
+
+    #[test]
+    fn id_longer_than_255_bytes_is_rejected() {
+        let longest = format!("\"{}\"", "S".repeat(MAX_ID_BYTES));
+        assert_eq!(
+            normalized(&seed_with("/data/sale_id", &longest)).cartpanda_id,
+            "S".repeat(255)
+        );
+        let too_long = format!("\"{}\"", "S".repeat(MAX_ID_BYTES + 1));
+        let error = permanent_failure(&seed_with("/data/sale_id", &too_long));
+        assert!(matches!(
+            &error,
+            NormalizeError::BadId { field, reason: TextError::TooLong { bytes: 256 } }
+                if field == "data.sale_id"
+        ));
+        assert_eq!(
+            error.to_string(),
+            "data.sale_id is 256 bytes long; ids are at most 255 bytes"
+        );
+    }
+
+    #[test]
+    fn order_id_longer_than_255_bytes_is_rejected() {
+        let digits = "9".repeat(MAX_ID_BYTES + 1);
+        assert_eq!(
+            failure_message(&store_with("/order/id", &digits)),
+            "order.id is 256 bytes long; ids are at most 255 bytes"
+        );
+    }
+
+    #[test]
+    fn every_id_that_becomes_a_key_is_bounded() {
+        let too_long = format!("\"{}\"", "x".repeat(MAX_ID_BYTES + 1));
+        for (pointer, field) in [
+            (
+                "/data/payment/transaction_id",
+                "data.payment.transaction_id",
+            ),
+            ("/data/product/id", "data.product.id"),
+            ("/data/affiliate/code", "data.affiliate.code"),
+            ("/data/customer/email", "data.customer.email"),
+        ] {
+            assert!(
+                matches!(
+                    permanent_failure(&seed_with(pointer, &too_long)),
+                    NormalizeError::BadId { field: found, reason: TextError::TooLong { .. } }
+                        if found == field
+                ),
+                "{pointer}"
+            );
+        }
+        for (pointer, field) in [
+            ("/order/transaction_id", "order.transaction_id"),
+            ("/order/affiliate_code", "order.affiliate_code"),
+            ("/order/email", "order.email"),
+        ] {
+            assert!(
+                matches!(
+                    permanent_failure(&store_with(pointer, &too_long)),
+                    NormalizeError::BadId { field: found, .. } if found == field
+                ),
+                "{pointer}"
+            );
+        }
+        let mut payload = json(STORE_PAYLOAD);
+        payload["order"]["line_items"][0]["product_id"] = json(&too_long);
+        assert!(matches!(
+            permanent_failure(&payload.to_string()),
+            NormalizeError::BadId { field, .. } if field == "order.line_items.0.product_id"
+        ));
+    }
+
+    #[test]
+    fn nul_in_id_is_rejected() {
+        let error = permanent_failure(&seed_with("/data/sale_id", r#""SALE\u0000_1""#));
+        assert!(matches!(
+            &error,
+            NormalizeError::BadId { field, reason: TextError::Nul } if field == "data.sale_id"
+        ));
+        assert_eq!(
+            error.to_string(),
+            "data.sale_id contains a NUL byte, which PostgreSQL TEXT cannot store"
+        );
+        assert!(matches!(
+            permanent_failure(&store_with("/order/id", r#""98\u00007""#)),
+            NormalizeError::BadId { field, reason: TextError::Nul } if field == "order.id"
+        ));
+        assert!(matches!(
+            permanent_failure(&seed_with("/data/payment/transaction_id", r#""\u0000""#)),
+            NormalizeError::BadId {
+                reason: TextError::Nul,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn nul_in_stored_text_is_rejected() {
+        assert_eq!(
+            failure_message(&seed_with("/data/customer/name", r#""John\u0000Doe""#)),
+            "data.customer.name contains a NUL byte, which PostgreSQL TEXT cannot store"
+        );
+        assert!(matches!(
+            permanent_failure(&store_with("/order/payment_gateway", r#""pix\u0000""#)),
+            NormalizeError::BadText { field, reason: TextError::Nul } if field == "order.payment_gateway"
+        ));
+    }
+
+    #[test]
+    fn nul_anywhere_in_the_stored_record_is_rejected() {
+        assert_eq!(
+            failure_message(&seed_with("/data/notes", r#"{"lines":["ok","bad\u0000"]}"#)),
+            "data.notes.lines.1 contains a NUL byte, which PostgreSQL TEXT cannot store"
+        );
+        assert_eq!(
+            failure_message(&store_with("/order/shop", r#"{"a\u0000b":1}"#)),
+            "order.shop.a\\0b contains a NUL byte, which PostgreSQL TEXT cannot store"
+        );
     }
 }

@@ -1,11 +1,12 @@
-//! Reading provider JSON: a cheap nesting-depth check that runs before any parser, and lenient
-//! accessors for fields that providers send as numbers or strings.
+//! Reading provider JSON: a cheap nesting-depth check that runs before any parser, lenient
+//! accessors for identifying a request, and strict ones ([`Fields`]) for normalizing it, which
+//! name the field and the type found when a payload does not hold what the ledger needs.
 
 use serde_json::Value;
 
 use super::{IdentifyError, NormalizeError};
 use crate::clock::Timestamp;
-use crate::ledger::{Currency, Money};
+use crate::ledger::{check_id, check_text, Currency, Money, TextError};
 
 /// Deepest nesting of arrays and objects in `body`, scanning bytes only (strings skipped), and
 /// stopping early once `limit` is passed: a hostile body costs one linear pass, no allocation.
@@ -68,15 +69,253 @@ pub fn first_text(value: &Value, pointers: &[&str]) -> Option<String> {
     pointers.iter().find_map(|pointer| text(value, pointer))
 }
 
-/// An amount at `pointer`, from a JSON number (exact, thanks to arbitrary precision) or string.
-pub fn money(
-    value: &Value,
-    pointer: &str,
-    currency: &Currency,
-) -> Result<Option<Money>, NormalizeError> {
-    match text(value, pointer) {
-        Some(amount) => Ok(Some(Money::parse_decimal(&amount, currency.clone())?)),
-        None => Ok(None),
+/// The JSON name of a value's type, for error messages.
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// What a sale amount may be written as.
+const AMOUNT: &str = "a number or decimal string";
+/// What a text or id field may be written as.
+const SCALAR: &str = "a string or number";
+
+/// Whether `null` for an amount means "not said" or is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullAmount {
+    /// A sale always has a price: `"price": null` is a broken payload.
+    Refused,
+    /// A commission is absent when no affiliate took part; `null` says so.
+    MeansAbsent,
+}
+
+/// A JSON value being normalized, with its name in the payload (`data`, `order`), so that every
+/// error names the field as the provider wrote it. Strict where [`text`] is lenient: a field
+/// that is present with the wrong type is an error, never read as absent; text is checked for
+/// NUL and ids for length ([`check_id`]), amounts for range ([`Money::check_sale_amount`]).
+/// Absent, `null` and blank text all mean "this event does not say".
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    value: &'a Value,
+    name: String,
+}
+
+impl<'a> Fields<'a> {
+    /// `value` must be an object; `name` is where it sits in the payload.
+    pub fn object(value: &'a Value, name: impl Into<String>) -> Result<Self, NormalizeError> {
+        let name = name.into();
+        if !value.is_object() {
+            return Err(NormalizeError::WrongType {
+                field: name,
+                expected: "an object",
+                found: type_name(value),
+            });
+        }
+        Ok(Self { value, name })
+    }
+
+    /// The dotted payload name of `pointer` (`/product/price` in `data`: `data.product.price`).
+    pub fn field(&self, pointer: &str) -> String {
+        format!("{}{}", self.name, pointer.replace('/', "."))
+    }
+
+    /// The value at `pointer`, `null` included; `None` when it is absent or an object or array
+    /// on the way is absent or `null` (`"affiliate": null` has no commission). A scalar on the
+    /// way is a type error: `"product": "Kit"` has no `price`, and reading that as "no price"
+    /// would hide the mistake.
+    pub fn get(&self, pointer: &str) -> Result<Option<&'a Value>, NormalizeError> {
+        let mut current = self.value;
+        let mut walked = 0;
+        for token in pointer.split('/').skip(1) {
+            let next = match current {
+                Value::Null => return Ok(None),
+                Value::Object(map) => map.get(token),
+                Value::Array(items) => token.parse::<usize>().ok().and_then(|i| items.get(i)),
+                other => {
+                    let expected = if token.parse::<usize>().is_ok() {
+                        "an array"
+                    } else {
+                        "an object"
+                    };
+                    return Err(NormalizeError::WrongType {
+                        field: self.field(&pointer[..walked]),
+                        expected,
+                        found: type_name(other),
+                    });
+                }
+            };
+            let Some(next) = next else {
+                return Ok(None);
+            };
+            current = next;
+            walked += 1 + token.len();
+        }
+        Ok(Some(current))
+    }
+
+    /// A string (trimmed) or number (exact text) at `pointer`, before any content check.
+    fn scalar(&self, pointer: &str) -> Result<Option<String>, NormalizeError> {
+        match self.get(pointer)? {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => {
+                let text = text.trim();
+                Ok((!text.is_empty()).then(|| text.to_owned()))
+            }
+            Some(Value::Number(number)) => Ok(Some(number.to_string())),
+            Some(other) => Err(NormalizeError::WrongType {
+                field: self.field(pointer),
+                expected: SCALAR,
+                found: type_name(other),
+            }),
+        }
+    }
+
+    /// Text the ledger will store.
+    pub fn text(&self, pointer: &str) -> Result<Option<String>, NormalizeError> {
+        let text = self.scalar(pointer)?;
+        if let Some(text) = &text {
+            check_text(text).map_err(|reason| NormalizeError::BadText {
+                field: self.field(pointer),
+                reason,
+            })?;
+        }
+        Ok(text)
+    }
+
+    /// An external id, or other text that becomes a key.
+    pub fn id(&self, pointer: &str) -> Result<Option<String>, NormalizeError> {
+        let id = self.scalar(pointer)?;
+        if let Some(id) = &id {
+            check_id(id).map_err(|reason| NormalizeError::BadId {
+                field: self.field(pointer),
+                reason,
+            })?;
+        }
+        Ok(id)
+    }
+
+    /// The first of several places a text field may be that says something.
+    pub fn first_text(&self, pointers: &[&str]) -> Result<Option<String>, NormalizeError> {
+        first(pointers, |pointer| self.text(pointer))
+    }
+
+    /// The first of several places an id may be that says something.
+    pub fn first_id(&self, pointers: &[&str]) -> Result<Option<String>, NormalizeError> {
+        first(pointers, |pointer| self.id(pointer))
+    }
+
+    /// A currency code at `pointer`.
+    pub fn currency(&self, pointer: &str) -> Result<Option<Currency>, NormalizeError> {
+        self.text(pointer)?
+            .map(|code| {
+                Currency::parse(&code).map_err(|error| NormalizeError::Money {
+                    field: self.field(pointer),
+                    error,
+                })
+            })
+            .transpose()
+    }
+
+    /// A sale amount at `pointer`, from a JSON number (exact, thanks to arbitrary precision) or
+    /// a decimal string, checked with [`Money::check_sale_amount`]. Absent is `None`; a blank
+    /// string is not a decimal.
+    pub fn amount(
+        &self,
+        pointer: &str,
+        currency: &Currency,
+        null: NullAmount,
+    ) -> Result<Option<Money>, NormalizeError> {
+        let raw = match self.get(pointer)? {
+            None => return Ok(None),
+            Some(Value::Null) if null == NullAmount::MeansAbsent => return Ok(None),
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Number(number)) => number.to_string(),
+            Some(other) => {
+                return Err(NormalizeError::WrongType {
+                    field: self.field(pointer),
+                    expected: AMOUNT,
+                    found: type_name(other),
+                })
+            }
+        };
+        let money = Money::parse_decimal(&raw, currency.clone()).map_err(|error| {
+            NormalizeError::Money {
+                field: self.field(pointer),
+                error,
+            }
+        })?;
+        money
+            .check_sale_amount()
+            .map_err(|error| NormalizeError::OutOfRange {
+                field: self.field(pointer),
+                error,
+            })?;
+        Ok(Some(money))
+    }
+
+    /// The first of several places an amount may be that is present; `null` counts as present.
+    pub fn first_amount(
+        &self,
+        pointers: &[&str],
+        currency: &Currency,
+        null: NullAmount,
+    ) -> Result<Option<Money>, NormalizeError> {
+        for pointer in pointers {
+            if self.get(pointer)?.is_some() {
+                return self.amount(pointer, currency, null);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Refuses a NUL anywhere in this value, keys included: the value is stored whole (as the
+    /// sale's `metadata`), and PostgreSQL `JSONB` cannot hold `\u0000`.
+    pub fn check_no_nul(&self) -> Result<(), NormalizeError> {
+        match nul_path(self.value) {
+            None => Ok(()),
+            Some(path) => Err(NormalizeError::BadText {
+                field: format!("{}{path}", self.name),
+                reason: TextError::Nul,
+            }),
+        }
+    }
+}
+
+fn first<T>(
+    pointers: &[&str],
+    mut read: impl FnMut(&str) -> Result<Option<T>, NormalizeError>,
+) -> Result<Option<T>, NormalizeError> {
+    for pointer in pointers {
+        if let Some(found) = read(pointer)? {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
+}
+
+/// The dotted path (from `value`, leading dot) of the first string or key holding a NUL. Keys are
+/// written escaped, so the path itself holds no NUL.
+fn nul_path(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => text.contains('\0').then(String::new),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(index, item)| nul_path(item).map(|rest| format!(".{index}{rest}"))),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            let key_path = || format!(".{}", key.escape_debug());
+            if key.contains('\0') {
+                return Some(key_path());
+            }
+            nul_path(item).map(|rest| format!("{}{rest}", key_path()))
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => None,
     }
 }
 
@@ -134,5 +373,78 @@ mod tests {
         assert_eq!(timestamp(&value, "/a"), expected);
         assert_eq!(timestamp(&value, "/b"), expected);
         assert_eq!(timestamp(&value, "/c"), expected);
+    }
+
+    fn payload() -> Value {
+        serde_json::from_str(
+            r#"{"product":{"price":"9.90","name":"  ","tags":["a",{"b":1}]},"affiliate":null,
+                "total":null,"subtotal":"5.00","label":"Kit"}"#,
+        )
+        .expect("json")
+    }
+
+    #[test]
+    fn fields_name_the_path_where_a_scalar_blocks_the_way() {
+        let value = payload();
+        let fields = Fields::object(&value, "data").expect("object");
+        assert!(matches!(
+            fields.get("/label/price"),
+            Err(NormalizeError::WrongType { field, expected: "an object", found: "string" })
+                if field == "data.label"
+        ));
+        assert!(matches!(
+            fields.get("/product/tags/0/x"),
+            Err(NormalizeError::WrongType { field, .. }) if field == "data.product.tags.0"
+        ));
+        assert!(matches!(
+            fields.get("/product/tags/1/b"),
+            Ok(Some(Value::Number(_)))
+        ));
+    }
+
+    #[test]
+    fn absent_null_parent_and_blank_text_mean_not_said() {
+        let value = payload();
+        let fields = Fields::object(&value, "data").expect("object");
+        assert_eq!(fields.text("/missing").ok(), Some(None));
+        assert_eq!(fields.text("/affiliate/name").ok(), Some(None));
+        assert_eq!(fields.text("/product/name").ok(), Some(None));
+        assert_eq!(
+            fields.first_text(&["/product/name", "/label"]).ok(),
+            Some(Some("Kit".to_owned()))
+        );
+        let brl = Currency::brl();
+        assert_eq!(
+            fields
+                .amount("/affiliate/commission", &brl, NullAmount::Refused)
+                .ok(),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn a_null_amount_counts_as_present_among_alternatives() {
+        let value = payload();
+        let fields = Fields::object(&value, "data").expect("object");
+        let brl = Currency::brl();
+        assert!(matches!(
+            fields.first_amount(&["/total", "/subtotal"], &brl, NullAmount::Refused),
+            Err(NormalizeError::WrongType { found: "null", .. })
+        ));
+        assert_eq!(
+            fields
+                .first_amount(&["/total", "/subtotal"], &brl, NullAmount::MeansAbsent)
+                .ok(),
+            Some(None),
+            "a null that means absent decides too: it is the field the sender chose"
+        );
+        assert_eq!(
+            fields
+                .first_amount(&["/nowhere", "/subtotal"], &brl, NullAmount::Refused)
+                .ok()
+                .flatten()
+                .map(|m| m.minor_units),
+            Some(500)
+        );
     }
 }

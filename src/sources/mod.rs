@@ -18,7 +18,7 @@ use thiserror::Error;
 pub use self::registry::Registry;
 use crate::clock::Timestamp;
 use crate::journal::{ClaimedDelivery, DeliveryId};
-use crate::ledger::{LedgerChange, MoneyError};
+use crate::ledger::{LedgerChange, MoneyError, SaleAmountError, TextError};
 use crate::verify::{HmacScheme, SecretSet, VerifyError};
 
 /// A request as it arrived, before anyone trusts it.
@@ -166,15 +166,43 @@ impl IdentifyError {
     }
 }
 
-/// Why a stored delivery could not be normalized.
+/// Why a stored delivery could not be normalized. Fields are named as in the payload, dotted
+/// (`data.product.price`, `order.line_items.0.title`).
 #[derive(Debug, Error)]
 pub enum NormalizeError {
     #[error("the stored body is not valid JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error("the payload has no {0}")]
     MissingField(&'static str),
-    #[error("invalid amount: {0}")]
-    Money(#[from] MoneyError),
+    /// A field holds a JSON type its meaning does not allow, e.g. a price that is an object or
+    /// `null`.
+    #[error("{field} must be {expected}, found {found}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// An amount or currency that does not parse.
+    #[error("{field} is invalid: {error}")]
+    Money {
+        field: String,
+        #[source]
+        error: MoneyError,
+    },
+    /// An amount that parses but cannot be a sale amount (negative, or beyond the ledger's
+    /// column).
+    #[error("{field} is out of range: {error}")]
+    OutOfRange {
+        field: String,
+        #[source]
+        error: SaleAmountError,
+    },
+    /// An id, or other text that becomes a key, that is too long or holds a NUL.
+    #[error("{field} {reason}")]
+    BadId { field: String, reason: TextError },
+    /// Text the ledger would store that it cannot hold (a NUL).
+    #[error("{field} {reason}")]
+    BadText { field: String, reason: TextError },
     #[error("{0}")]
     Invalid(String),
     /// Worth retrying: the cause is outside the payload.
