@@ -1,27 +1,452 @@
-//! PostgreSQL backend (in progress).
-use secrecy::SecretString;
+//! The scale-out backend: PostgreSQL, shared by several Wharf instances. Appends are
+//! group-committed by a few writer tasks (one multi-row `INSERT … ON CONFLICT DO NOTHING` per
+//! batch, acked after PostgreSQL's own commit); claims take leases with `FOR UPDATE SKIP
+//! LOCKED`; each completion is its own short transaction, conditional on its claim token, with
+//! the ledger rows it touches locked. While PostgreSQL is unreachable every call fails fast
+//! (pool timeouts) so ingest answers 503, and the pool reconnects by itself once it is back.
 
-use super::{JournalError, Storage};
-use crate::clock::SharedClock;
+mod ledger;
+mod read;
+pub mod tls;
+mod writer;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::join_all;
+use parking_lot::Mutex;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
+
+use self::ledger::ApplyError;
+use self::writer::AppendRequest;
+use super::{
+    Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
+    Completion, CompletionOutcome, DeliveryFilter, DeliveryId, DeliveryLog, DeliveryStatus,
+    DeliveryView, JournalError, NewDelivery, ReadModel, RetryPlan, StatusCounts, Storage,
+};
+use crate::clock::{SharedClock, Timestamp};
+use crate::ledger::{LedgerChange, WriteTimes};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// A key no other application is likely to hold: serializes migrations across instances that
+/// start at once.
+const MIGRATION_LOCK: i64 = 0x5748_4152_465f_4d47; // "WHARF_MG"
+
+/// Backend tuning; the defaults suit one instance on a small machine.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
     pub url: SecretString,
+    /// Connections kept open (writers, processor, admin reads share them).
+    pub pool_size: usize,
+    /// Writer tasks that group-commit appends; each holds at most one batch in flight.
+    pub writers: usize,
+    /// Most appends in one batch.
+    pub max_batch: usize,
+    /// How long a call waits for a connection before the request gets a 503.
+    pub connect_timeout: Duration,
+    /// Completions run at once (each in its own transaction).
+    pub completion_concurrency: usize,
 }
 
 impl PostgresOptions {
     pub fn new(url: SecretString) -> Self {
-        Self { url }
+        Self {
+            url,
+            pool_size: 16,
+            writers: 3,
+            max_batch: 512,
+            connect_timeout: Duration::from_secs(2),
+            completion_concurrency: 4,
+        }
     }
 }
 
-pub struct PostgresStorage;
+pub struct PostgresStorage {
+    pool: Pool,
+    appends: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    appended: Arc<Notify>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
+    clock: SharedClock,
+    completion_concurrency: usize,
+}
+
+fn storage_error(error: impl std::error::Error + Send + Sync + 'static) -> JournalError {
+    JournalError::storage(error)
+}
 
 impl PostgresStorage {
+    /// Connects, migrates (one instance at a time), and starts the writers.
     pub async fn open(
-        _options: PostgresOptions,
-        _clock: SharedClock,
+        options: PostgresOptions,
+        clock: SharedClock,
     ) -> Result<(Storage, Vec<String>), JournalError> {
-        Err(JournalError::Config("not yet".into()))
+        let (url, tls_choice) = tls::split_url(options.url.expose_secret());
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|error| JournalError::Config(format!("PostgreSQL URL: {error}")))?;
+        config.ssl_mode(tls_choice.mode);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("wharf");
+        }
+        let tls = tls::connector(&tls_choice)?;
+        let applied = migrate(&config, tls.clone()).await?;
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(options.writers + 2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|error| JournalError::Config(format!("PostgreSQL pool: {error}")))?;
+        let appended = Arc::new(Notify::new());
+        let (sender, receiver) = mpsc::channel(16 * 1024);
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let writers = (0..options.writers.max(1))
+            .map(|_| {
+                tokio::spawn(writer::run(
+                    pool.clone(),
+                    receiver.clone(),
+                    options.max_batch,
+                    appended.clone(),
+                ))
+            })
+            .collect();
+        let storage = Arc::new(Self {
+            pool,
+            appends: Mutex::new(Some(sender)),
+            appended,
+            writers: Mutex::new(writers),
+            clock,
+            completion_concurrency: options.completion_concurrency.max(1),
+        });
+        Ok((
+            Storage {
+                backend: Backend::Postgres,
+                log: storage.clone(),
+                read: storage,
+            },
+            applied,
+        ))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, JournalError> {
+        self.pool.get().await.map_err(storage_error)
+    }
+
+    async fn complete_one(&self, completion: &Completion) -> Result<Completed, JournalError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(storage_error)?;
+        match &completion.outcome {
+            CompletionOutcome::Apply(changes) => {
+                if !mark(&tx, completion, DeliveryStatus::Processed, None, None).await? {
+                    return Ok(Completed::Stale);
+                }
+                match apply_all(&tx, completion, changes).await {
+                    Ok(()) => {
+                        record_attempt(&tx, completion, "processed", None).await?;
+                        tx.commit().await.map_err(storage_error)?;
+                        Ok(Completed::Processed)
+                    }
+                    Err(ApplyError::Sql(error)) if is_storage_failure(&error) => {
+                        Err(storage_error(error))
+                    }
+                    Err(error) => {
+                        tx.rollback().await.map_err(storage_error)?;
+                        let message = format!("applying to the ledger failed: {error}");
+                        let plan = completion.if_apply_fails;
+                        let tx = client.transaction().await.map_err(storage_error)?;
+                        if !record_failure(&tx, completion, &message, plan).await? {
+                            return Ok(Completed::Stale);
+                        }
+                        tx.commit().await.map_err(storage_error)?;
+                        Ok(Completed::Failed(plan))
+                    }
+                }
+            }
+            CompletionOutcome::Ignore(reason) => {
+                if !mark(&tx, completion, DeliveryStatus::Ignored, Some(reason), None).await? {
+                    return Ok(Completed::Stale);
+                }
+                record_attempt(&tx, completion, "ignored", Some(reason)).await?;
+                tx.commit().await.map_err(storage_error)?;
+                Ok(Completed::Ignored)
+            }
+            CompletionOutcome::Fail { error, plan } => {
+                if !record_failure(&tx, completion, error, *plan).await? {
+                    return Ok(Completed::Stale);
+                }
+                tx.commit().await.map_err(storage_error)?;
+                Ok(Completed::Failed(*plan))
+            }
+        }
+    }
+}
+
+/// Runs the migrations over one dedicated connection, under an advisory lock so that
+/// instances starting together take turns.
+async fn migrate(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+) -> Result<Vec<String>, JournalError> {
+    let (mut client, connection) = config.connect(tls).await.map_err(storage_error)?;
+    let driver = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "migration connection closed");
+        }
+    });
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(storage_error)?;
+    let report = embedded::migrations::runner().run_async(&mut client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    drop(client);
+    let _ = driver.await;
+    let report = report.map_err(storage_error)?;
+    unlocked.map_err(storage_error)?;
+    let applied: Vec<String> = report
+        .applied_migrations()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !applied.is_empty() {
+        tracing::info!(migrations = ?applied, "PostgreSQL migrated");
+    }
+    Ok(applied)
+}
+
+fn datetime(at: Timestamp) -> DateTime<Utc> {
+    at.to_datetime()
+}
+
+fn timestamp(at: DateTime<Utc>) -> Timestamp {
+    Timestamp(at.timestamp_micros())
+}
+
+fn finished_at(completion: &Completion) -> Timestamp {
+    Timestamp(completion.started_at.micros() + completion.duration_micros)
+}
+
+async fn apply_all(
+    tx: &Transaction<'_>,
+    completion: &Completion,
+    changes: &[LedgerChange],
+) -> Result<(), ApplyError> {
+    let times = WriteTimes {
+        received_at: completion.received_at,
+        now: finished_at(completion),
+    };
+    for change in changes {
+        ledger::apply(tx, change, &completion.source, times).await?;
+    }
+    Ok(())
+}
+
+/// Moves a delivery to `status` if it is still pending at the claimed attempt count and still
+/// under this claim's token (a claim taken over after its lease ran out is stale).
+async fn mark(
+    tx: &Transaction<'_>,
+    completion: &Completion,
+    status: DeliveryStatus,
+    error: Option<&str>,
+    next_attempt_at: Option<Timestamp>,
+) -> Result<bool, JournalError> {
+    let processed_at =
+        (status != DeliveryStatus::Pending).then(|| datetime(finished_at(completion)));
+    let statement = tx
+        .prepare_cached(
+            "UPDATE deliveries SET status = $1, attempts = attempts + 1, last_error = $2, \
+             next_attempt_at = $3, processed_at = $4, lease_token = NULL, lease_until = NULL \
+             WHERE id = $5 AND status = 'pending' AND attempts = $6 AND lease_token = $7",
+        )
+        .await
+        .map_err(storage_error)?;
+    let changed = tx
+        .execute(
+            &statement,
+            &[
+                &status.as_str(),
+                &error,
+                &next_attempt_at.map(datetime),
+                &processed_at,
+                &completion.delivery.0,
+                &(completion.claimed_attempts as i32),
+                &completion.claim.0,
+            ],
+        )
+        .await
+        .map_err(storage_error)?;
+    Ok(changed == 1)
+}
+
+fn plan_columns(plan: RetryPlan) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
+    match plan {
+        RetryPlan::RetryAt(at) => (DeliveryStatus::Pending, Some(at), "retry"),
+        RetryPlan::Dead => (DeliveryStatus::Dead, None, "dead"),
+        RetryPlan::Failed => (DeliveryStatus::Failed, None, "failed"),
+    }
+}
+
+async fn record_failure(
+    tx: &Transaction<'_>,
+    completion: &Completion,
+    error: &str,
+    plan: RetryPlan,
+) -> Result<bool, JournalError> {
+    let (status, next, outcome) = plan_columns(plan);
+    if !mark(tx, completion, status, Some(error), next).await? {
+        return Ok(false);
+    }
+    record_attempt(tx, completion, outcome, Some(error)).await?;
+    Ok(true)
+}
+
+async fn record_attempt(
+    tx: &Transaction<'_>,
+    completion: &Completion,
+    outcome: &str,
+    error: Option<&str>,
+) -> Result<(), JournalError> {
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO attempts (delivery_id, attempt, started_at, duration_us, outcome, error) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await
+        .map_err(storage_error)?;
+    tx.execute(
+        &statement,
+        &[
+            &completion.delivery.0,
+            &(completion.claimed_attempts as i32 + 1),
+            &datetime(completion.started_at),
+            &completion.duration_micros,
+            &outcome,
+            &error,
+        ],
+    )
+    .await
+    .map_err(storage_error)?;
+    Ok(())
+}
+
+/// Errors that mean the database cannot be used now (as opposed to a row the ledger refused):
+/// the whole batch fails and its leases run out, so the work is retried later.
+fn is_storage_failure(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08 connection, 40 rollback (deadlock, serialization), 53 resources,
+            // 57 operator intervention, 58 system error.
+            matches!(class, "08" | "40" | "53" | "57" | "58")
+        }
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for PostgresStorage {
+    async fn append(&self, delivery: NewDelivery) -> Result<Appended, JournalError> {
+        let sender = self.appends.lock().clone().ok_or(JournalError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(AppendRequest { delivery, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>, JournalError> {
+        let client = self.client().await?;
+        read::claim(&client, request, ClaimToken::random()).await
+    }
+
+    async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError> {
+        // Each completion is its own transaction: a completion never holds a lock while it
+        // waits for another's, so two instances cannot deadlock over shared ledger rows.
+        let mut results = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(self.completion_concurrency) {
+            let outcomes = join_all(chunk.iter().map(|c| self.complete_one(c))).await;
+            for outcome in outcomes {
+                results.push(outcome?);
+            }
+        }
+        Ok(results)
+    }
+
+    async fn probe(&self) -> Result<(), JournalError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO wharf_meta (key, value) VALUES ('last_probe', $1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&self.clock.now().to_rfc3339()],
+            )
+            .await
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, JournalError> {
+        let client = self.client().await?;
+        read::next_due(&client).await
+    }
+
+    fn appended_signal(&self) -> Arc<Notify> {
+        self.appended.clone()
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets each writer finish what is queued and stop.
+        self.appends.lock().take();
+        let writers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.writers.lock());
+        for writer in writers {
+            let _ = writer.await;
+        }
+        self.pool.close();
+    }
+}
+
+#[async_trait]
+impl ReadModel for PostgresStorage {
+    async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
+        read::status_counts(&self.client().await?).await
+    }
+
+    async fn backlog(&self, now: Timestamp) -> Result<Backlog, JournalError> {
+        read::backlog(&self.client().await?, now).await
+    }
+
+    async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryView>, JournalError> {
+        read::deliveries(&self.client().await?, &filter).await
+    }
+
+    async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError> {
+        read::delivery(&self.client().await?, id).await
+    }
+
+    async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
+        read::attempts(&self.client().await?, id).await
     }
 }

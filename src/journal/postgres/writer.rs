@@ -1,0 +1,188 @@
+//! Group commit on PostgreSQL: a few writer tasks take every append waiting in the queue and
+//! store the batch with one statement (deliveries and payloads together), then answer each
+//! request after PostgreSQL's commit. Keys are sorted so that two batches (from two instances)
+//! that share keys lock them in the same order and never deadlock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio::sync::{mpsc, oneshot, Mutex, Notify};
+
+use super::storage_error;
+use crate::journal::{Appended, DeliveryId, DeliveryStatus, JournalError, NewDelivery};
+
+pub(super) struct AppendRequest {
+    pub delivery: NewDelivery,
+    pub reply: oneshot::Sender<Result<Appended, JournalError>>,
+}
+
+/// One writer: runs until the queue is closed and drained.
+pub(super) async fn run(
+    pool: Pool,
+    queue: Arc<Mutex<mpsc::Receiver<AppendRequest>>>,
+    max_batch: usize,
+    appended: Arc<Notify>,
+) {
+    loop {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let deliveries: Vec<&NewDelivery> = batch.iter().map(|request| &request.delivery).collect();
+        match store(&pool, &deliveries).await {
+            Ok(outcomes) => {
+                let stored_any = outcomes
+                    .iter()
+                    .any(|outcome| matches!(outcome, Appended::Stored(_)));
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+                if stored_any {
+                    appended.notify_one();
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, batch = batch.len(), "PostgreSQL append failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+const INSERT_BATCH: &str = "\
+WITH input AS (
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::text[], $7::text[], $8::timestamptz[], $9::int4[], $10::text[],
+                         $11::bytea[])
+        WITH ORDINALITY AS t(source, event_id, event_type, dedup_key, received_at, status,
+                             last_error, next_attempt_at, body_bytes, headers, body, ord)
+), stored AS (
+    INSERT INTO deliveries (source, event_id, event_type, dedup_key, received_at, status,
+                            last_error, next_attempt_at, body_bytes)
+    SELECT source, event_id, event_type, dedup_key, received_at, status, last_error,
+           next_attempt_at, body_bytes
+    FROM input ORDER BY ord
+    ON CONFLICT (source, dedup_key) DO NOTHING
+    RETURNING id, source, dedup_key
+), payloads AS (
+    INSERT INTO delivery_payloads (delivery_id, headers, body)
+    SELECT stored.id, input.headers::jsonb, input.body
+    FROM stored JOIN input USING (source, dedup_key)
+)
+SELECT id, source, dedup_key FROM stored";
+
+const EXISTING: &str = "\
+SELECT d.id, d.source, d.dedup_key FROM deliveries d
+JOIN UNNEST($1::text[], $2::text[]) AS k(source, dedup_key)
+  ON d.source = k.source AND d.dedup_key = k.dedup_key";
+
+/// Stores a batch in one transaction; answers each delivery in the batch's order.
+async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, JournalError> {
+    // The first of several identical keys in one batch is the one stored.
+    let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut unique: Vec<usize> = Vec::new();
+    for (at, delivery) in batch.iter().enumerate() {
+        let key = (delivery.source.as_str(), delivery.dedup_key.as_str());
+        if !first_of.contains_key(&key) {
+            first_of.insert(key, at);
+            unique.push(at);
+        }
+    }
+    unique.sort_by_key(|&at| (&batch[at].source, &batch[at].dedup_key));
+    let rows: Vec<&NewDelivery> = unique.iter().map(|&at| batch[at]).collect();
+
+    let mut client = pool.get().await.map_err(storage_error)?;
+    let tx = client.transaction().await.map_err(storage_error)?;
+    let insert = tx
+        .prepare_cached(INSERT_BATCH)
+        .await
+        .map_err(storage_error)?;
+    let sources: Vec<&str> = rows.iter().map(|d| d.source.as_str()).collect();
+    let event_ids: Vec<Option<&str>> = rows.iter().map(|d| d.event_id.as_deref()).collect();
+    let event_types: Vec<&str> = rows.iter().map(|d| d.event_type.as_str()).collect();
+    let keys: Vec<&str> = rows.iter().map(|d| d.dedup_key.as_str()).collect();
+    let received: Vec<DateTime<Utc>> = rows.iter().map(|d| d.received_at.to_datetime()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|d| d.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|d| d.last_error.as_deref()).collect();
+    let next: Vec<Option<DateTime<Utc>>> = rows
+        .iter()
+        .map(|d| (d.status == DeliveryStatus::Pending).then(|| d.received_at.to_datetime()))
+        .collect();
+    let sizes: Vec<i32> = rows
+        .iter()
+        .map(|d| i32::try_from(d.body.len()).unwrap_or(i32::MAX))
+        .collect();
+    let headers: Vec<&str> = rows.iter().map(|d| d.headers_json.as_str()).collect();
+    let bodies: Vec<&[u8]> = rows.iter().map(|d| &d.body[..]).collect();
+    let stored = tx
+        .query(
+            &insert,
+            &[
+                &sources,
+                &event_ids,
+                &event_types,
+                &keys,
+                &received,
+                &statuses,
+                &errors,
+                &next,
+                &sizes,
+                &headers,
+                &bodies,
+            ],
+        )
+        .await
+        .map_err(storage_error)?;
+    let mut ids: HashMap<(String, String), Appended> = HashMap::with_capacity(batch.len());
+    for row in &stored {
+        ids.insert(
+            (row.get(1), row.get(2)),
+            Appended::Stored(DeliveryId(row.get(0))),
+        );
+    }
+    if stored.len() < rows.len() {
+        let existing = tx
+            .query(EXISTING, &[&sources, &keys])
+            .await
+            .map_err(storage_error)?;
+        for row in &existing {
+            ids.entry((row.get(1), row.get(2)))
+                .or_insert(Appended::Duplicate(DeliveryId(row.get(0))));
+        }
+    }
+    tx.commit().await.map_err(storage_error)?;
+
+    batch
+        .iter()
+        .enumerate()
+        .map(|(at, delivery)| {
+            let key = (delivery.source.clone(), delivery.dedup_key.clone());
+            let outcome = ids.get(&key).copied().ok_or_else(|| {
+                JournalError::Config(format!(
+                    "append of {}/{} returned no row",
+                    delivery.source, delivery.dedup_key
+                ))
+            })?;
+            let first = first_of[&(delivery.source.as_str(), delivery.dedup_key.as_str())];
+            Ok(if first == at {
+                outcome
+            } else {
+                Appended::Duplicate(outcome.id())
+            })
+        })
+        .collect()
+}
