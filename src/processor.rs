@@ -18,9 +18,6 @@ use crate::journal::{
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Normalized, Registry};
 
-/// Deliveries per completion transaction.
-const COMPLETION_CHUNK: usize = 64;
-
 pub struct Processor {
     storage: Storage,
     sources: Registry,
@@ -127,17 +124,11 @@ impl Processor {
             .iter()
             .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
             .collect();
-        let mut results = Vec::with_capacity(count);
-        let mut pending: Vec<Completion> = completions
+        let completions: Vec<Completion> = completions
             .into_iter()
             .map(|(_, completion)| completion)
             .collect();
-        // Small transactions keep the single writer free for acks between them.
-        while !pending.is_empty() {
-            let rest = pending.split_off(pending.len().min(COMPLETION_CHUNK));
-            results.extend(self.storage.log.complete(pending).await?);
-            pending = rest;
-        }
+        let results = self.storage.log.complete(completions).await?;
         self.record(&received, &results);
         self.progress.send_modify(|generation| *generation += 1);
         Ok(count)

@@ -124,19 +124,11 @@ impl ChildServer {
         parse_vm_rss_kib(&status).map(|kib| kib as f64 / 1024.0)
     }
 
-    /// CPU counters for the machine, this process and the server (`None` off
-    /// Linux or once the server is gone).
-    pub(crate) fn cpu_counters(&self) -> Option<CpuCounters> {
+    /// CPU time of the server so far, in clock ticks (`None` off Linux or
+    /// once the server is gone).
+    fn cpu_ticks(&self) -> Option<u64> {
         let pid = self.child.id()?;
-        let read = |path: &str| std::fs::read_to_string(path).ok();
-        let (cores, total, idle) = parse_machine_ticks(&read("/proc/stat")?)?;
-        Some(CpuCounters {
-            cores,
-            total,
-            idle,
-            generator: parse_process_ticks(&read("/proc/self/stat")?)?,
-            server: parse_process_ticks(&read(&format!("/proc/{pid}/stat"))?)?,
-        })
+        parse_process_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
     /// Kills the server and reaps it. Best effort: `kill_on_drop` is the
@@ -146,6 +138,26 @@ impl ChildServer {
             let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
         }
     }
+}
+
+/// CPU counters for the machine, this process and `servers`, whose time is
+/// summed: several instances serving one load count as one server (`None`
+/// off Linux or once any of them is gone).
+pub(crate) fn cpu_counters(servers: &[ChildServer]) -> Option<CpuCounters> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let (cores, total, idle) = parse_machine_ticks(&read("/proc/stat")?)?;
+    let generator = parse_process_ticks(&read("/proc/self/stat")?)?;
+    let server = servers
+        .iter()
+        .map(ChildServer::cpu_ticks)
+        .sum::<Option<u64>>()?;
+    Some(CpuCounters {
+        cores,
+        total,
+        idle,
+        generator,
+        server,
+    })
 }
 
 /// Reads stdout until the ready line; returns the announced address and

@@ -215,21 +215,27 @@ impl Clock {
     }
 }
 
-/// Runs one phase against `target` and merges the per-connection results.
-/// Must run inside the load generator's runtime: connection tasks are
-/// spawned onto the current runtime.
+/// Runs one phase against `targets` and merges the per-connection results.
+/// Connection `i` talks to `targets[i % targets.len()]`, so several
+/// instances of a server share the load evenly and each connection keeps
+/// its keep-alive to one of them. Must run inside the load generator's
+/// runtime: connection tasks are spawned onto the current runtime.
 pub(crate) async fn run_phase(
-    target: Arc<Target>,
+    targets: Vec<Arc<Target>>,
     factory: Arc<BodyFactory>,
     plan: PhasePlan,
 ) -> anyhow::Result<PhaseOutcome> {
+    anyhow::ensure!(
+        !targets.is_empty(),
+        "a load phase needs at least one target"
+    );
     let start_us = unix_micros_now();
     let clock = Clock::starting_now(&plan);
     let tasks: Vec<_> = (0..plan.connections)
         .map(|index| {
             let schedule = Schedule::new(plan.pace, index, plan.connections, clock.start);
             tokio::spawn(drive_connection(
-                target.clone(),
+                targets[index % targets.len()].clone(),
                 factory.clone(),
                 clock,
                 schedule,

@@ -1,8 +1,11 @@
 //! `wharf bench`: measures Wharf's ingest throughput against a "floor" (a bare
 //! axum server doing only HMAC verification), its latency at half that load,
 //! how quickly acked deliveries get processed, and whether memory stays flat.
+//! With `--postgres`, it then repeats the full-load phase against Wharf on
+//! PostgreSQL, with one instance and with three sharing a database (see
+//! `postgres`).
 //!
-//! Both servers run as child processes of the same binary so they are
+//! All servers run as child processes of the same binary so they are
 //! measured exactly as deployed; the load generator runs in its own
 //! two-worker runtime inside this process. The children are killed on every
 //! exit path (see `child`).
@@ -10,6 +13,7 @@
 mod child;
 mod floor;
 mod load;
+mod postgres;
 mod report;
 
 use std::net::SocketAddr;
@@ -18,12 +22,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use secrecy::SecretString;
 use tokio::process::Command;
 
 pub use floor::serve_floor;
 pub use report::{
     BenchReport, CpuUsage, DatabaseStats, IdleOutcome, MemoryStats, Percentiles, PhaseStats,
-    ProcessingStats, HALF_LOAD_P99_TARGET_MS, LAG_P99_TARGET_MS, OTHER_CPU_LIMIT, RATIO_TARGET,
+    PostgresCounts, PostgresRun, PostgresSection, ProcessingStats, HALF_LOAD_P99_TARGET_MS,
+    LAG_P99_TARGET_MS, OTHER_CPU_LIMIT, RATIO_TARGET,
 };
 
 use child::ChildServer;
@@ -51,6 +57,10 @@ pub struct BenchOptions {
     pub warmup: Duration,
     /// Approximate size of each JSON body.
     pub body_bytes: usize,
+    /// Admin URL of a PostgreSQL server (`postgres://USER@HOST:PORT/DB`) on
+    /// which to create scratch databases and measure Wharf on PostgreSQL too;
+    /// `None` measures SQLite only.
+    pub postgres: Option<SecretString>,
 }
 
 impl BenchOptions {
@@ -62,6 +72,7 @@ impl BenchOptions {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             body_bytes: 1024,
+            postgres: None,
         }
     }
 
@@ -86,12 +97,20 @@ impl BenchOptions {
 }
 
 /// Runs all phases (floor, wharf full load, wharf half load, processing lag,
-/// memory) and returns the report. Integrity problems (failed requests,
-/// deliveries acked but not processed) are in the report, see
-/// [`BenchReport::problems`]; only a failure to run the bench at all is an
-/// error.
+/// memory, then PostgreSQL if asked) and returns the report. Integrity
+/// problems (failed requests, deliveries acked but not processed) are in the
+/// report, see [`BenchReport::problems`]; only a failure to run the bench at
+/// all is an error.
+///
+/// PostgreSQL is reached before anything is measured, so a wrong URL fails
+/// in a second; a failure once the SQLite figures exist is reported beside
+/// them instead of discarding them.
 pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
     opts.validate()?;
+    let postgres_admin = match &opts.postgres {
+        Some(url) => Some(postgres::Admin::connect(url).await?),
+        None => None,
+    };
     let secret = random_token();
     let admin_token = random_token();
     let load = LoadRuntime::new()?;
@@ -99,6 +118,12 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
 
     let floor = measure_floor(opts, &load, &factory, &secret).await?;
     let wharf = measure_wharf(opts, &load, &factory, &secret, &admin_token).await?;
+    let postgres = match &postgres_admin {
+        Some(admin) => {
+            Some(postgres::measure(opts, &load, &factory, &secret, &admin_token, admin).await)
+        }
+        None => None,
+    };
     Ok(BenchReport {
         connections: opts.connections,
         body_bytes: factory.typical_len(),
@@ -111,6 +136,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         processing: wharf.processing,
         memory: wharf.memory,
         wharf_stderr: wharf.stderr,
+        postgres,
     })
 }
 
@@ -124,23 +150,33 @@ async fn measure_floor(
     let mut command = Command::new(&opts.wharf_bin);
     command.args(["bench-floor", "--listen", "127.0.0.1:0", "--secret", secret]);
     let mut server = ChildServer::spawn(command, "wharf bench-floor").await?;
-    let (outcome, cpu) = measure_phase(&mut server, load, factory, opts.plan(Pace::Closed)).await?;
+    let (outcome, cpu) = measure_phase(
+        std::slice::from_mut(&mut server),
+        load,
+        factory,
+        opts.plan(Pace::Closed),
+    )
+    .await?;
     server.stop().await;
     Ok(PhaseStats::from_outcome(&outcome, cpu))
 }
 
-/// Runs one phase against `server`, with the CPU split over it, and fails
-/// if the server died meanwhile.
+/// Runs one phase against `servers` (connections spread over them), with
+/// the CPU split over them (their time summed), and fails if one died
+/// meanwhile.
 async fn measure_phase(
-    server: &mut ChildServer,
+    servers: &mut [ChildServer],
     load: &LoadRuntime,
     factory: &Arc<BodyFactory>,
     plan: PhasePlan,
 ) -> anyhow::Result<(PhaseOutcome, Option<CpuUsage>)> {
-    let before = server.cpu_counters();
-    let outcome = load.run_phase(server.addr, factory, plan).await?;
-    let after = server.cpu_counters();
-    server.ensure_running()?;
+    let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+    let before = child::cpu_counters(servers);
+    let outcome = load.run_phase(&addrs, factory, plan).await?;
+    let after = child::cpu_counters(servers);
+    for server in servers.iter_mut() {
+        server.ensure_running()?;
+    }
     let cpu = before.zip(after).and_then(|(b, a)| a.usage_since(&b));
     Ok((outcome, cpu))
 }
@@ -172,12 +208,18 @@ async fn measure_wharf(
         .tempdir()
         .context("creating temporary directory for the bench database")?;
     let db_path = dir.path().join("bench.db");
-    let command = wharf_command(&opts.wharf_bin, &db_path, secret, admin_token);
+    let database_url = format!("sqlite://{}", db_path.display());
+    let command = wharf_command(&opts.wharf_bin, &database_url, secret, admin_token);
     let mut server = ChildServer::spawn(command, "wharf serve").await?;
     let start_mib = server.rss_mib();
 
-    let (full, full_cpu) =
-        measure_phase(&mut server, load, factory, opts.plan(Pace::Closed)).await?;
+    let (full, full_cpu) = measure_phase(
+        std::slice::from_mut(&mut server),
+        load,
+        factory,
+        opts.plan(Pace::Closed),
+    )
+    .await?;
     let after_full_mib = server.rss_mib();
     let drain_after_full = wait_idle(server.addr, admin_token).await;
 
@@ -185,7 +227,8 @@ async fn measure_wharf(
     let half_plan = opts.plan(Pace::Open {
         rate_per_sec: half_rate,
     });
-    let (half, half_cpu) = measure_phase(&mut server, load, factory, half_plan).await?;
+    let (half, half_cpu) =
+        measure_phase(std::slice::from_mut(&mut server), load, factory, half_plan).await?;
     let after_half_mib = server.rss_mib();
     let drain_after_half = wait_idle(server.addr, admin_token).await;
 
@@ -226,12 +269,14 @@ fn half_load_rate(full: &PhaseOutcome) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn wharf_command(bin: &Path, db_path: &Path, secret: &str, admin_token: &str) -> Command {
+/// `wharf serve` on `database_url` (`sqlite://…` or `postgres://…`), on a
+/// free port, with only warnings logged.
+fn wharf_command(bin: &Path, database_url: &str, secret: &str, admin_token: &str) -> Command {
     let mut command = Command::new(bin);
     command
         .arg("serve")
         .env("WHARF_LISTEN", "127.0.0.1:0")
-        .env("WHARF_DATABASE", format!("sqlite://{}", db_path.display()))
+        .env("WHARF_DATABASE", database_url)
         .env("CARTPANDA_WEBHOOK_SECRET", secret)
         .env("WHARF_ADMIN_TOKEN", admin_token)
         .env("RUST_LOG", "warn");
@@ -303,15 +348,19 @@ impl LoadRuntime {
         })
     }
 
+    /// One phase with connection `i` sending to `addrs[i % addrs.len()]`.
     async fn run_phase(
         &self,
-        addr: SocketAddr,
+        addrs: &[SocketAddr],
         factory: &Arc<BodyFactory>,
         plan: PhasePlan,
     ) -> anyhow::Result<PhaseOutcome> {
-        let target = Arc::new(Target::new(addr)?);
+        let targets = addrs
+            .iter()
+            .map(|&addr| Target::new(addr).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         self.handle
-            .spawn(load::run_phase(target, factory.clone(), plan))
+            .spawn(load::run_phase(targets, factory.clone(), plan))
             .await
             .context("load generator panicked")?
     }
@@ -351,7 +400,7 @@ mod tests {
 
         let good = Arc::new(BodyFactory::new("s3cret", 512).expect("factory"));
         let closed = load
-            .run_phase(addr, &good, short_plan(Pace::Closed))
+            .run_phase(&[addr], &good, short_plan(Pace::Closed))
             .await
             .expect("closed phase");
         assert_eq!((closed.errors, closed.non_2xx.len()), (0, 0), "{closed:?}");
@@ -364,7 +413,7 @@ mod tests {
 
         let open = load
             .run_phase(
-                addr,
+                &[addr],
                 &good,
                 short_plan(Pace::Open {
                     rate_per_sec: 400.0,
@@ -381,11 +430,27 @@ mod tests {
 
         let forged = Arc::new(BodyFactory::new("wrong", 512).expect("factory"));
         let rejected = load
-            .run_phase(addr, &forged, short_plan(Pace::Closed))
+            .run_phase(&[addr], &forged, short_plan(Pace::Closed))
             .await
             .expect("forged phase");
         assert!(rejected.latencies_us.is_empty());
         assert!(rejected.non_2xx.get(&401).is_some_and(|&n| n > 0));
+
+        // Two connections over a live and a dead address: one each.
+        let dead = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("local addr")
+        };
+        let plan = PhasePlan {
+            connections: 2,
+            ..short_plan(Pace::Closed)
+        };
+        let spread = load
+            .run_phase(&[addr, dead], &good, plan)
+            .await
+            .expect("spread phase");
+        assert!(!spread.latencies_us.is_empty(), "{spread:?}");
+        assert!(spread.errors > 0, "{spread:?}");
         server.abort();
     }
 

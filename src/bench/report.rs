@@ -11,6 +11,7 @@ use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
 use super::load::{PhaseOutcome, WallWindow};
+use super::postgres::SCALE_OUT_IDLE_POLL_MS;
 
 /// Wharf must sustain at least this fraction of the floor's req/s.
 pub const RATIO_TARGET: f64 = 0.70;
@@ -40,6 +41,8 @@ pub struct BenchReport {
     /// Last lines `wharf serve` wrote to stderr (run with `RUST_LOG=warn`),
     /// shown because warnings under load are worth seeing.
     pub wharf_stderr: Vec<String>,
+    /// With `--postgres`: phase 2 again, on PostgreSQL.
+    pub postgres: Option<PostgresSection>,
 }
 
 /// Throughput and latency of one phase.
@@ -185,6 +188,101 @@ pub struct MemoryStats {
     pub after_half_mib: Option<f64>,
 }
 
+/// `--postgres`: phase 2 (closed loop at full load, then drain) against Wharf
+/// on PostgreSQL, with one instance and with several sharing one database,
+/// so SQLite and PostgreSQL are compared on the same machine in the same run.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresSection {
+    /// `host:port` of the PostgreSQL server (credentials left out).
+    pub server: String,
+    /// In the order measured: one instance, then several.
+    pub runs: Vec<PostgresRun>,
+    /// Why the runs stopped early, if they did (the SQLite figures stand).
+    pub failure: Option<String>,
+}
+
+/// One closed-loop run against `instances` Wharf servers on one fresh database.
+#[derive(Debug, Clone)]
+pub struct PostgresRun {
+    pub instances: usize,
+    /// The scratch database, dropped at the end.
+    pub database: String,
+    /// The load phase; `cpu.server` is summed over the instances.
+    pub load: PhaseStats,
+    /// Until every instance reported an empty backlog.
+    pub drain: IdleOutcome,
+    /// What the database says once drained, or why it could not be read.
+    pub counts: Result<PostgresCounts, String>,
+    /// Last stderr lines of the instances, prefixed with the instance number
+    /// when there are several.
+    pub stderr: Vec<String>,
+    /// Why the scratch database could not be dropped, if it could not.
+    pub cleanup_error: Option<String>,
+}
+
+/// Integrity counts read from a PostgreSQL bench database. Each acked
+/// delivery must be processed exactly once: one `processed` delivery, one
+/// `processed` attempt and one sale each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PostgresCounts {
+    pub processed: u64,
+    pub processed_attempts: u64,
+    pub sales: u64,
+}
+
+impl PostgresRun {
+    /// Row label: "postgres (1)", "postgres (3)".
+    pub fn label(&self) -> String {
+        format!("postgres ({})", self.instances)
+    }
+
+    /// Integrity problems of this run, as [`BenchReport::problems`] lists them.
+    fn problems(&self, problems: &mut Vec<String>) {
+        let label = self.label();
+        phase_problems(&label, &self.load, problems);
+        if let Some(problem) = drain_problem(&format!("after the {label} load"), &self.drain) {
+            problems.push(problem);
+        }
+        match &self.counts {
+            Err(why) => problems.push(format!("{label}: could not read the database: {why}")),
+            Ok(counts) => {
+                let acked = self.load.acked_total;
+                let checks = [
+                    ("processed deliveries", counts.processed),
+                    ("processed attempts", counts.processed_attempts),
+                    ("sales rows", counts.sales),
+                ];
+                for (what, count) in checks {
+                    if count != acked {
+                        problems.push(format!(
+                            "{label}: MISMATCH: {acked} acked but {count} {what}"
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(why) = &self.cleanup_error {
+            problems.push(format!(
+                "{label}: database {} left behind: {why}",
+                self.database
+            ));
+        }
+    }
+}
+
+/// Every instance's drain as one: idle once the slowest was, else the first
+/// instance that did not get idle.
+pub(crate) fn combine_idle(outcomes: Vec<IdleOutcome>) -> IdleOutcome {
+    let mut slowest = Duration::ZERO;
+    for outcome in outcomes {
+        match outcome {
+            IdleOutcome::Idle { waited } => slowest = slowest.max(waited),
+            not_idle => return not_idle,
+        }
+    }
+    IdleOutcome::Idle { waited: slowest }
+}
+
 /// Reads counts and lag from Wharf's database, read-only, while the server
 /// is still running (so its WAL is visible). `full` and `half` are the
 /// wall-clock spans of phases 2 and 3, matched against `received_at`.
@@ -279,35 +377,17 @@ impl BenchReport {
             ("wharf at half load", &self.wharf_half),
         ];
         for (name, phase) in phases {
-            if let Some(cpu) = phase.cpu.filter(|cpu| cpu.other > OTHER_CPU_LIMIT) {
-                problems.push(format!(
-                    "{name}: other work used {:.0}% of a core meanwhile (limit {OTHER_CPU_LIMIT:.0}%): numbers disturbed",
-                    cpu.other
-                ));
-            }
-            if phase.failures() > 0 {
-                problems.push(format!(
-                    "{name}: {} non-2xx answers and {} errors",
-                    phase.non_2xx_total(),
-                    phase.errors
-                ));
-            }
+            phase_problems(name, phase, &mut problems);
         }
         let drains = [
             ("after full load", &self.processing.drain_after_full),
             ("after half load", &self.processing.drain_after_half),
         ];
-        for (when, outcome) in drains {
-            match outcome {
-                IdleOutcome::Idle { .. } => {}
-                IdleOutcome::TimedOut => {
-                    problems.push(format!("processor not idle {when} (idle endpoint: 504)"))
-                }
-                IdleOutcome::Failed(why) => {
-                    problems.push(format!("idle wait {when} failed: {why}"))
-                }
-            }
-        }
+        problems.extend(
+            drains
+                .into_iter()
+                .filter_map(|(when, outcome)| drain_problem(when, outcome)),
+        );
         match &self.processing.database {
             Err(why) => problems.push(format!("could not read Wharf's database: {why}")),
             Ok(db) if db.processed != self.processing.acked => problems.push(format!(
@@ -316,7 +396,41 @@ impl BenchReport {
             )),
             Ok(_) => {}
         }
+        if let Some(postgres) = &self.postgres {
+            for run in &postgres.runs {
+                run.problems(&mut problems);
+            }
+            if let Some(why) = &postgres.failure {
+                problems.push(format!("PostgreSQL not fully measured: {why}"));
+            }
+        }
         problems
+    }
+}
+
+/// A phase disturbed by other work or with failed requests.
+fn phase_problems(name: &str, phase: &PhaseStats, problems: &mut Vec<String>) {
+    if let Some(cpu) = phase.cpu.filter(|cpu| cpu.other > OTHER_CPU_LIMIT) {
+        problems.push(format!(
+            "{name}: other work used {:.0}% of a core meanwhile (limit {OTHER_CPU_LIMIT:.0}%): numbers disturbed",
+            cpu.other
+        ));
+    }
+    if phase.failures() > 0 {
+        problems.push(format!(
+            "{name}: {} non-2xx answers and {} errors",
+            phase.non_2xx_total(),
+            phase.errors
+        ));
+    }
+}
+
+/// A processor that did not get idle `when`.
+fn drain_problem(when: &str, outcome: &IdleOutcome) -> Option<String> {
+    match outcome {
+        IdleOutcome::Idle { .. } => None,
+        IdleOutcome::TimedOut => Some(format!("processor not idle {when} (idle endpoint: 504)")),
+        IdleOutcome::Failed(why) => Some(format!("idle wait {when} failed: {why}")),
     }
 }
 
@@ -521,6 +635,151 @@ impl BenchReport {
     }
 }
 
+/// Seconds a drain took, or why there is no such figure.
+fn drain_secs(outcome: &IdleOutcome) -> String {
+    match outcome {
+        IdleOutcome::Idle { waited } => format!("{:.2}", waited.as_secs_f64()),
+        IdleOutcome::TimedOut => "504".to_owned(),
+        IdleOutcome::Failed(_) => "failed".to_owned(),
+    }
+}
+
+impl BenchReport {
+    /// One row of the PostgreSQL table: throughput against the floor, ack
+    /// latency, server CPU (summed over instances) and drain time.
+    fn write_comparison_row(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        label: &str,
+        phase: &PhaseStats,
+        drain: &IdleOutcome,
+    ) -> fmt::Result {
+        let (p50, p99, max) = phase.latency.map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
+            (l.p50_ms, l.p99_ms, l.max_ms)
+        });
+        let of_floor = if self.floor.rps > 0.0 {
+            phase.rps * 100.0 / self.floor.rps
+        } else {
+            f64::NAN
+        };
+        let cpu = phase
+            .cpu
+            .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.0}", cpu.server));
+        writeln!(
+            f,
+            "{label:<16}{:>8.0}{:>9.1}{:>9.2}{:>9.2}{:>9.1}{:>8}{:>9}",
+            phase.rps,
+            of_floor,
+            p50,
+            p99,
+            max,
+            cpu,
+            drain_secs(drain)
+        )?;
+        write_failure_detail(f, phase)
+    }
+
+    fn write_postgres(&self, f: &mut fmt::Formatter<'_>, pg: &PostgresSection) -> fmt::Result {
+        writeln!(
+            f,
+            "PostgreSQL — closed loop at full load, same generator and bodies, then drain"
+        )?;
+        writeln!(
+            f,
+            "{:<16}{:>8}{:>9}{:>9}{:>9}{:>9}{:>8}{:>9}",
+            "", "req/s", "% floor", "p50 ms", "p99 ms", "max ms", "cpu %", "drain s"
+        )?;
+        self.write_comparison_row(
+            f,
+            "sqlite (1)",
+            &self.wharf,
+            &self.processing.drain_after_full,
+        )?;
+        for run in &pg.runs {
+            self.write_comparison_row(f, &run.label(), &run.load, &run.drain)?;
+        }
+        writeln!(
+            f,
+            "  sqlite (1): one wharf serve on a fresh SQLite file (the \"wharf (durable ingest)\" row above)"
+        )?;
+        for run in &pg.runs {
+            writeln!(
+                f,
+                "  {}: {}",
+                run.label(),
+                describe_postgres_run(run, &pg.server)
+            )?;
+        }
+        writeln!(
+            f,
+            "  cpu %: server processes only, % of one core; drain s: until every instance reported an empty backlog"
+        )?;
+        for run in &pg.runs {
+            write_postgres_counts(f, run)?;
+        }
+        if let Some(why) = &pg.failure {
+            writeln!(f, "  !! PostgreSQL not fully measured: {why}")?;
+        }
+        for run in pg.runs.iter().filter(|run| !run.stderr.is_empty()) {
+            writeln!(
+                f,
+                "{} stderr (last {} lines):",
+                run.label(),
+                run.stderr.len()
+            )?;
+            for line in &run.stderr {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a PostgreSQL row measured, in one line.
+fn describe_postgres_run(run: &PostgresRun, server: &str) -> String {
+    if run.instances == 1 {
+        format!(
+            "one wharf serve on fresh database {} at {server}",
+            run.database
+        )
+    } else {
+        format!(
+            "{} wharf serve on one fresh database {} at {server}, connection i sent to instance i % {}, \
+             WHARF_IDLE_POLL_MS={SCALE_OUT_IDLE_POLL_MS} so each picks up its peers' work",
+            run.instances, run.database, run.instances
+        )
+    }
+}
+
+fn write_postgres_counts(f: &mut fmt::Formatter<'_>, run: &PostgresRun) -> fmt::Result {
+    let acked = run.load.acked_total;
+    match &run.counts {
+        Err(why) => writeln!(
+            f,
+            "  {}: {acked} acked; !! database unreadable: {why}",
+            run.label()
+        ),
+        Ok(counts) => {
+            let exact = [counts.processed, counts.processed_attempts, counts.sales]
+                .iter()
+                .all(|&count| count == acked);
+            writeln!(
+                f,
+                "  {}: {acked} acked, {} processed, {} processed attempts, {} sales rows{}",
+                run.label(),
+                counts.processed,
+                counts.processed_attempts,
+                counts.sales,
+                if exact {
+                    " (each processed exactly once)"
+                } else {
+                    " !! MISMATCH"
+                }
+            )
+        }
+    }
+}
+
 impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -546,6 +805,9 @@ impl fmt::Display for BenchReport {
             for line in &self.wharf_stderr {
                 writeln!(f, "  {line}")?;
             }
+        }
+        if let Some(postgres) = &self.postgres {
+            self.write_postgres(f, postgres)?;
         }
         let problems = self.problems();
         if !problems.is_empty() {
@@ -620,6 +882,7 @@ mod tests {
                 after_half_mib: Some(40.0),
             },
             wharf_stderr: Vec::new(),
+            postgres: None,
         }
     }
 
@@ -678,6 +941,80 @@ mod tests {
                 "wharf: other work used 45% of a core meanwhile (limit 20%): numbers disturbed"
                     .to_owned()
             ]
+        );
+    }
+
+    fn postgres_run(instances: usize, processed_attempts: u64) -> PostgresRun {
+        let mut load = phase(600.0);
+        load.cpu = Some(CpuUsage {
+            server: 150.0,
+            generator: 40.0,
+            other: 5.0,
+            idle: 5.0,
+        });
+        PostgresRun {
+            instances,
+            database: format!("wharf_bench_7_{instances}"),
+            load,
+            drain: IdleOutcome::Idle {
+                waited: Duration::from_millis(1250),
+            },
+            counts: Ok(PostgresCounts {
+                processed: 12,
+                processed_attempts,
+                sales: 12,
+            }),
+            stderr: Vec::new(),
+            cleanup_error: None,
+        }
+    }
+
+    #[test]
+    fn postgres_rows_sit_beside_sqlite_and_double_processing_is_flagged() {
+        let mut report = sample_report(24);
+        report.postgres = Some(PostgresSection {
+            server: "127.0.0.1:5432".to_owned(),
+            runs: vec![postgres_run(1, 12), postgres_run(3, 13)],
+            failure: None,
+        });
+        let text = report.to_string();
+        assert!(
+            text.contains(
+                "sqlite (1)           750     75.0     0.50     2.00      2.0     n/a     0.12"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "postgres (3)         600     60.0     0.50     2.00      2.0     150     1.25"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "postgres (1): one wharf serve on fresh database wharf_bench_7_1 at 127.0.0.1:5432"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("postgres (1): 12 acked, 12 processed, 12 processed attempts, 12 sales rows (each processed exactly once)"),
+            "{text}"
+        );
+        assert_eq!(
+            report.problems(),
+            vec!["postgres (3): MISMATCH: 12 acked but 13 processed attempts".to_owned()]
+        );
+    }
+
+    #[test]
+    fn drain_of_several_instances_is_the_slowest_or_the_first_failure() {
+        let idle = |ms| IdleOutcome::Idle {
+            waited: Duration::from_millis(ms),
+        };
+        assert_eq!(combine_idle(vec![idle(5), idle(90), idle(40)]), idle(90));
+        assert_eq!(
+            combine_idle(vec![idle(5), IdleOutcome::TimedOut, idle(40)]),
+            IdleOutcome::TimedOut
         );
     }
 

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::bench::{self, BenchOptions};
 use crate::clock::SystemClock;
-use crate::config::{Config, ProcessEnv};
+use crate::config::{Config, DatabaseUrl, ProcessEnv};
+use crate::journal::transfer::{self, TransferProgress};
 use crate::server::{open_storage, RunningServer};
 use crate::verify::{Algorithm, Encoding, HmacScheme};
 
@@ -32,10 +34,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Apply database migrations and exit.
+    /// Apply database migrations and exit; with --from and --to, copy an embedded (SQLite)
+    /// installation into PostgreSQL instead.
     Migrate {
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["from", "to"])]
         config: Option<PathBuf>,
+        /// The SQLite database to copy, as sqlite://PATH; no server may be running on it.
+        #[arg(long, value_name = "URL", requires = "to")]
+        from: Option<String>,
+        /// The PostgreSQL database to copy into, as postgres://…; migrated first. Rows it
+        /// already has are kept, so the copy can be run again.
+        #[arg(long, value_name = "URL", requires = "from")]
+        to: Option<String>,
     },
     /// Print the HMAC signature of stdin, for curl tests: hex SHA-256 by default.
     Sign {
@@ -56,6 +66,11 @@ enum Command {
         warmup_seconds: u64,
         #[arg(long, default_value_t = 1024)]
         body_bytes: usize,
+        /// Also measure Wharf on PostgreSQL, one and three instances, on scratch
+        /// databases created (and dropped) through this admin URL, e.g.
+        /// postgres://postgres@127.0.0.1:5432/postgres.
+        #[arg(long, env = "WHARF_BENCH_POSTGRES", hide_env_values = true)]
+        postgres: Option<String>,
     },
     /// The benchmark's floor server (used by `bench`).
     #[command(hide = true)]
@@ -74,7 +89,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Serve { config } => runtime.block_on(serve(config)),
-        Command::Migrate { config } => runtime.block_on(migrate(config)),
+        Command::Migrate {
+            from: Some(from),
+            to: Some(to),
+            ..
+        } => runtime.block_on(copy_to_postgres(&from, &to)),
+        Command::Migrate { config, .. } => runtime.block_on(migrate(config)),
         Command::Sign {
             secret,
             algorithm,
@@ -85,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             seconds,
             warmup_seconds,
             body_bytes,
+            postgres,
         } => {
             let options = BenchOptions {
                 wharf_bin: std::env::current_exe().context("cannot find the wharf binary")?,
@@ -92,6 +113,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: Duration::from_secs(seconds),
                 warmup: Duration::from_secs(warmup_seconds),
                 body_bytes,
+                postgres: postgres.map(secrecy::SecretString::from),
             };
             let report = runtime.block_on(bench::run(&options))?;
             print!("{report}");
@@ -148,6 +170,63 @@ async fn migrate(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         println!("{:?}: applied {}", config.database, applied.join(", "));
     }
     Ok(())
+}
+
+/// `wharf migrate --from sqlite://… --to postgres://…`.
+async fn copy_to_postgres(from: &str, to: &str) -> anyhow::Result<()> {
+    let Ok(DatabaseUrl::Sqlite(path)) = DatabaseUrl::parse(from) else {
+        anyhow::bail!("--from must name the embedded database to copy, as sqlite://PATH");
+    };
+    // The URL may hold a password: never echo what was given.
+    let Ok(DatabaseUrl::Postgres(url)) = DatabaseUrl::parse(to) else {
+        anyhow::bail!("--to must name the PostgreSQL database to copy into, as postgres://…");
+    };
+    // Debug shows the URL without its password.
+    let shown = DatabaseUrl::Postgres(url.clone());
+    println!("copying sqlite://{} into {shown:?}", path.display());
+    let progress = ProgressBars::default();
+    let report = transfer::copy_sqlite_to_postgres(&path, url, &progress).await?;
+    print!("{report}");
+    let copied: u64 = report.tables().iter().map(|(_, count)| count.copied).sum();
+    let present: u64 = report
+        .tables()
+        .iter()
+        .map(|(_, count)| count.already_present)
+        .sum();
+    println!("done: {copied} rows copied, {present} already present");
+    Ok(())
+}
+
+/// One progress bar per table on stderr (hidden when stderr is not a terminal).
+#[derive(Default)]
+struct ProgressBars {
+    current: parking_lot::Mutex<Option<ProgressBar>>,
+}
+
+impl TransferProgress for ProgressBars {
+    fn start(&self, table: &str, total: u64) {
+        let bar = ProgressBar::new(total).with_prefix(table.to_owned());
+        if let Ok(style) =
+            ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ({eta})")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        if let Some(previous) = self.current.lock().replace(bar) {
+            previous.finish();
+        }
+    }
+
+    fn advance(&self, n: u64) {
+        if let Some(bar) = &*self.current.lock() {
+            bar.inc(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = self.current.lock().take() {
+            bar.finish();
+        }
+    }
 }
 
 fn sign(secret: &str, algorithm: &str, encoding: &str) -> anyhow::Result<()> {

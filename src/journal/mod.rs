@@ -6,6 +6,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod transfer;
 
 use std::error::Error as StdError;
 use std::fmt;

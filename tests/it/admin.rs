@@ -1,10 +1,14 @@
 use serde_json::Value;
 
-use crate::support::{sale_body, TestApp};
+use crate::support::{on_both_backends, sale_body, Backend, TestApp};
 
-#[tokio::test]
-async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts() {
-    let app = TestApp::spawn().await;
+on_both_backends!(
+    admin_api_needs_the_token_and_shows_deliveries_with_attempts,
+    health_and_metrics_speak_their_formats,
+);
+
+async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     app.post_cartpanda(sale_body("evt_a", "SALE_A", "sale.approved"))
         .await;
     app.run_pending().await;
@@ -60,9 +64,8 @@ async fn admin_api_is_off_without_a_token() {
     assert_eq!(answer["error"]["code"], "admin_disabled");
 }
 
-#[tokio::test]
-async fn health_and_metrics_speak_their_formats() {
-    let app = TestApp::spawn().await;
+async fn health_and_metrics_speak_their_formats(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let health: Value = app.get("/health").await.json().await.expect("json");
     assert_eq!(health["status"], "healthy");
     assert!(health["timestamp"]

@@ -3,7 +3,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use wharf::verify::{Algorithm, Encoding, HmacScheme, StandardWebhooks};
 
-use crate::support::{count, TestApp};
+use crate::support::{on_both_backends, Backend, TestApp};
+
+on_both_backends!(
+    standard_webhooks_source_verifies_dedups_and_processes,
+    generic_hmac_source_takes_its_dedup_key_from_a_json_pointer,
+);
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
@@ -33,9 +38,9 @@ async fn send_standard(
         .expect("sent")
 }
 
-#[tokio::test]
-async fn standard_webhooks_source_verifies_dedups_and_processes() {
+async fn standard_webhooks_source_verifies_dedups_and_processes(backend: Backend) {
     let app = TestApp::builder()
+        .backend(backend)
         .toml("[sources.billing]\nkind = \"standard-webhooks\"")
         .env(
             "WHARF_SOURCE_BILLING_SECRET",
@@ -67,22 +72,19 @@ async fn standard_webhooks_source_verifies_dedups_and_processes() {
     assert_eq!(forged.status(), 401);
 
     app.run_pending().await;
-    let db = app.db();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
-    let (event_type, status): (String, String) = db
-        .query_row("SELECT event_type, status FROM deliveries", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("row");
+    assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
     assert_eq!(
-        (event_type.as_str(), status.as_str()),
-        ("invoice.paid", "processed")
+        app.one("SELECT event_type, status FROM deliveries").await,
+        [
+            Some("invoice.paid".to_owned()),
+            Some("processed".to_owned())
+        ]
     );
 }
 
-#[tokio::test]
-async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer() {
+async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer(backend: Backend) {
     let app = TestApp::builder()
+        .backend(backend)
         .toml(
             "[sources.shop]\nkind = \"hmac\"\nsecrets = [\"k1\"]\nsignature_header = \"X-Shop-Signature\"\n\
              algorithm = \"sha512\"\nencoding = \"base64\"\nprefix = \"sha512=\"\ndedup_pointer = \"/delivery/id\"\n\
@@ -107,11 +109,9 @@ async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer() {
             .expect("sent");
         assert_eq!(response.status(), 200);
     }
-    let row: (String, String) = app
-        .db()
-        .query_row("SELECT dedup_key, event_type FROM deliveries", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("one row");
-    assert_eq!(row, ("d-42".to_owned(), "stock.low".to_owned()));
+    assert_eq!(
+        app.one("SELECT dedup_key, event_type FROM deliveries")
+            .await,
+        [Some("d-42".to_owned()), Some("stock.low".to_owned())]
+    );
 }

@@ -1,11 +1,12 @@
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::support::{count, sale_body, sign, TestApp};
+use crate::support::{on_both_backends, sale_body, sign, Backend, TestApp};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_storm_writes_one_row_and_one_sale() {
-    let app = TestApp::spawn().await;
+on_both_backends!(duplicate_storm_writes_one_row_and_one_sale);
+
+async fn duplicate_storm_writes_one_row_and_one_sale(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let body = sale_body("evt_storm", "SALE_STORM", "sale.approved");
     let signature = sign(body.as_bytes());
     let mut storm = JoinSet::new();
@@ -31,8 +32,7 @@ async fn duplicate_storm_writes_one_row_and_one_sale() {
         .iter()
         .all(|answer| answer["delivery_id"] == answers[0]["delivery_id"]));
     app.run_pending().await;
-    let db = app.db();
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM deliveries"), 1);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 1);
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM attempts"), 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM deliveries").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sales").await, 1);
+    assert_eq!(app.count("SELECT COUNT(*) FROM attempts").await, 1);
 }

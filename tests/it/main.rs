@@ -1,4 +1,6 @@
-//! Integration tests: one binary, real servers on random ports, temporary databases.
+//! Integration tests: one binary, real servers on random ports, temporary databases. Stories
+//! that touch storage run on both backends (`story::sqlite`, `story::postgres`); PostgreSQL
+//! must be reachable (see `support`).
 
 mod admin;
 mod bad_input;
@@ -6,6 +8,9 @@ mod cartpanda;
 mod configured_sources;
 mod crash;
 mod duplicates;
+mod multi_instance;
 mod processing;
+mod storage;
 mod storage_failure;
 mod support;
+mod transfer;

@@ -6,24 +6,31 @@ use wharf::metrics::Metrics;
 use wharf::processor::Processor;
 use wharf::sources::Registry;
 
-use crate::support::{at, count, sale_body, TestApp};
+use crate::support::{at, on_both_backends, sale_body, Backend, TestApp};
 
 const ORDER_UPDATED_FOR_UNKNOWN_ORDER: &str = r#"{"event":"order.updated","order":{"id":555,"email":"late@example.com","updated_at":"2024-01-05T12:00:00Z","shop":{"slug":"s"}}}"#;
 
-fn status_and_attempts(app: &TestApp, dedup_like: &str) -> (String, i64) {
-    app.db()
-        .query_row(
-            "SELECT status, attempts FROM deliveries WHERE dedup_key LIKE ?1",
-            [dedup_like],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .expect("delivery")
+on_both_backends!(
+    failing_delivery_retries_with_backoff_then_goes_dead,
+    update_that_arrives_before_its_order_applies_once_the_order_exists,
+    permanent_payload_error_is_parked_as_failed_without_retries,
+    two_processors_racing_apply_each_delivery_exactly_once,
+);
+
+async fn status_and_attempts(app: &TestApp, dedup_like: &str) -> (String, i64) {
+    let row = app
+        .one(&format!(
+            "SELECT status, attempts FROM deliveries WHERE dedup_key LIKE '{dedup_like}'"
+        ))
+        .await;
+    let text = |index: usize| row[index].clone().expect("not null");
+    (text(0), text(1).parse().expect("attempts is an integer"))
 }
 
-#[tokio::test]
-async fn failing_delivery_retries_with_backoff_then_goes_dead() {
+async fn failing_delivery_retries_with_backoff_then_goes_dead(backend: Backend) {
     let clock = ManualClock::at(at(1_700_000_000));
     let app = TestApp::builder()
+        .backend(backend)
         .manual_clock(clock.clone())
         .env("WHARF_MAX_ATTEMPTS", "3")
         .spawn()
@@ -37,7 +44,7 @@ async fn failing_delivery_retries_with_backoff_then_goes_dead() {
 
     assert_eq!(app.run_pending().await, 1);
     assert_eq!(
-        status_and_attempts(&app, "%order:555%"),
+        status_and_attempts(&app, "%order:555%").await,
         ("pending".into(), 1)
     );
     assert_eq!(
@@ -49,36 +56,37 @@ async fn failing_delivery_retries_with_backoff_then_goes_dead() {
     clock.advance_millis(3_600_000);
     assert_eq!(app.run_pending().await, 1);
     assert_eq!(
-        status_and_attempts(&app, "%order:555%"),
+        status_and_attempts(&app, "%order:555%").await,
         ("pending".into(), 2)
     );
 
     clock.advance_millis(3_600_000);
     app.run_pending().await;
-    assert_eq!(status_and_attempts(&app, "%order:555%"), ("dead".into(), 3));
-    let db = app.db();
-    let outcomes: Vec<(String, String)> = db
-        .prepare("SELECT outcome, error FROM attempts ORDER BY attempt")
-        .expect("query")
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .expect("rows")
-        .collect::<Result<_, _>>()
-        .expect("attempts");
+    assert_eq!(
+        status_and_attempts(&app, "%order:555%").await,
+        ("dead".into(), 3)
+    );
+    let outcomes = app
+        .rows("SELECT outcome, error FROM attempts ORDER BY attempt")
+        .await;
     let kinds: Vec<&str> = outcomes
         .iter()
-        .map(|(outcome, _)| outcome.as_str())
+        .map(|row| row[0].as_deref().unwrap_or_default())
         .collect();
     assert_eq!(kinds, ["retry", "retry", "dead"]);
-    assert!(outcomes
-        .iter()
-        .all(|(_, error)| error.contains("does not exist yet")));
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 0);
+    assert!(outcomes.iter().all(|row| row[1]
+        .as_deref()
+        .is_some_and(|error| error.contains("does not exist yet"))));
+    assert_eq!(app.count("SELECT COUNT(*) FROM sales").await, 0);
 }
 
-#[tokio::test]
-async fn update_that_arrives_before_its_order_applies_once_the_order_exists() {
+async fn update_that_arrives_before_its_order_applies_once_the_order_exists(backend: Backend) {
     let clock = ManualClock::at(at(1_700_000_000));
-    let app = TestApp::builder().manual_clock(clock.clone()).spawn().await;
+    let app = TestApp::builder()
+        .backend(backend)
+        .manual_clock(clock.clone())
+        .spawn()
+        .await;
     app.post_cartpanda(ORDER_UPDATED_FOR_UNKNOWN_ORDER).await;
     app.run_pending().await;
     let paid = r#"{"event":"order.paid","order":{"id":555,"email":"first@example.com","total_price":"10.00","updated_at":"2024-01-05T11:00:00Z","shop":{"slug":"s"}}}"#;
@@ -86,45 +94,39 @@ async fn update_that_arrives_before_its_order_applies_once_the_order_exists() {
     app.run_pending().await;
     clock.advance_millis(3_600_000);
     app.run_pending().await;
-    let (status, email): (String, String) = app
-        .db()
-        .query_row(
-            "SELECT status, customer_email FROM sales WHERE cartpanda_id = '555'",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("sale");
+    let sale = app
+        .one("SELECT status, customer_email, price_minor FROM sales WHERE cartpanda_id = '555'")
+        .await;
     assert_eq!(
-        (status.as_str(), email.as_str()),
-        ("approved", "late@example.com")
+        sale,
+        [
+            Some("approved".to_owned()),
+            Some("late@example.com".to_owned()),
+            Some("1000".to_owned())
+        ]
     );
     assert_eq!(
-        count(
-            &app.db(),
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
-        ),
+        app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'processed'")
+            .await,
         2
     );
 }
 
-#[tokio::test]
-async fn permanent_payload_error_is_parked_as_failed_without_retries() {
-    let app = TestApp::spawn().await;
+async fn permanent_payload_error_is_parked_as_failed_without_retries(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let body = sale_body("evt_bad", "SALE_BAD", "sale.approved").replace("99.90", "\"ninety\"");
     assert_eq!(app.post_cartpanda(body).await.status(), 200);
     app.run_pending().await;
-    let (status, attempts) = status_and_attempts(&app, "event:evt_bad");
+    let (status, attempts) = status_and_attempts(&app, "event:evt_bad").await;
     assert_eq!((status.as_str(), attempts), ("failed", 1));
-    let error: String = app
-        .db()
-        .query_row("SELECT last_error FROM deliveries", [], |r| r.get(0))
+    let error = app.one("SELECT last_error FROM deliveries").await[0]
+        .clone()
         .expect("error kept");
     assert!(error.contains("ninety"), "{error}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_processors_racing_apply_each_delivery_exactly_once() {
-    let app = TestApp::spawn().await;
+async fn two_processors_racing_apply_each_delivery_exactly_once(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     for index in 0..300 {
         let body = sale_body(
             &format!("evt_{index}"),
@@ -157,18 +159,15 @@ async fn two_processors_racing_apply_each_delivery_exactly_once() {
     );
     a.expect("joined").expect("first processor");
     b.expect("joined").expect("second processor");
-    let db = app.db();
     assert_eq!(
-        count(
-            &db,
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'processed'"
-        ),
+        app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'processed'")
+            .await,
         300
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM attempts"),
+        app.count("SELECT COUNT(*) FROM attempts").await,
         300,
         "no delivery was attempted twice"
     );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM sales"), 300);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sales").await, 300);
 }

@@ -1,22 +1,57 @@
-//! The test harness: an in-process [`TestApp`] on a random port with a temporary database and
-//! a manually driven processor, and a [`BinaryServer`] that runs the real `wharf` binary.
+//! The test harness: a fresh [`TestDatabase`] on either backend, an in-process [`TestApp`] on a
+//! random port with a manually driven processor, a [`BinaryServer`] that runs the real `wharf`
+//! binary, and [`on_both_backends!`], which runs one story against SQLite and PostgreSQL.
+//!
+//! PostgreSQL comes from `WHARF_TEST_POSTGRES_URL` (an admin URL, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); every test gets its own database
+//! `wharf_t_<pid>_<n>`. Without a reachable server the PostgreSQL variants fail loudly.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_postgres::{NoTls, SimpleQueryMessage};
 use wharf::cli::READY_PREFIX;
 use wharf::clock::{ManualClock, SharedClock, SystemClock, Timestamp};
 use wharf::config::Config;
 use wharf::server::{ProcessorMode, RunningServer};
 use wharf::verify::{Algorithm, Encoding, HmacScheme};
 
+/// Which storage engine a story runs on (the journal's own enum, so that a test can compare it
+/// with `Storage::backend`).
+pub use wharf::journal::Backend;
+
 pub const SECRET: &str = "s3cret-cartpanda";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+
+/// Runs each named story, an `async fn story(backend: Backend)`, once per backend: it expands to
+/// `mod story { async fn sqlite(); async fn postgres(); }`, so the test names read
+/// `file::story::sqlite` and `file::story::postgres`.
+macro_rules! on_both_backends {
+    ($($story:ident),+ $(,)?) => {
+        $(
+            mod $story {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$story($crate::support::Backend::Sqlite).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$story($crate::support::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_backends;
 
 pub fn sign(body: &[u8]) -> String {
     HmacScheme {
@@ -34,10 +69,270 @@ pub fn sale_body(event_id: &str, sale_id: &str, event_type: &str) -> String {
     )
 }
 
+pub fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_unix_seconds(seconds)
+}
+
+// ---- databases -------------------------------------------------------------------------------
+
+const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const POSTGRES_REQUIRED: &str =
+    "PostgreSQL is required for the two-backend tests: start it or set WHARF_TEST_POSTGRES_URL";
+
+/// Databases made by this process so far (the `<n>` of `wharf_t_<pid>_<n>`).
+static POSTGRES_DATABASES: AtomicUsize = AtomicUsize::new(0);
+/// Set once the leftovers of earlier runs have been dropped.
+static POSTGRES_SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// A fresh, empty database for one test: a file in a temporary directory on SQLite, a database
+/// of its own on PostgreSQL. Also runs the seeds' SQL against it, on either backend.
+pub struct TestDatabase {
+    url: String,
+    sqlite_path: Option<PathBuf>,
+    _temp: Option<tempfile::TempDir>,
+    postgres: tokio::sync::OnceCell<tokio_postgres::Client>,
+}
+
+impl TestDatabase {
+    pub async fn fresh(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let temp = tempfile::tempdir().expect("temporary directory");
+                let mut database = Self::sqlite_in(temp.path());
+                database._temp = Some(temp);
+                database
+            }
+            Backend::Postgres => {
+                let name = create_postgres_database().await;
+                Self {
+                    url: with_database_name(&postgres_admin_url(), &name),
+                    sqlite_path: None,
+                    _temp: None,
+                    postgres: tokio::sync::OnceCell::new(),
+                }
+            }
+        }
+    }
+
+    /// A SQLite database file `wharf.db` in `dir` (which the caller keeps alive).
+    pub fn sqlite_in(dir: &Path) -> Self {
+        let path = dir.join("wharf.db");
+        Self {
+            url: format!("sqlite://{}", path.display()),
+            sqlite_path: Some(path),
+            _temp: None,
+            postgres: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// The `WHARF_DATABASE` URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database file, on SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.sqlite_path.as_deref()
+    }
+
+    /// Runs a query and returns every row, each value as text (`None` for NULL): PostgreSQL's
+    /// text format, and on SQLite integers, reals and text rendered as text.
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        match &self.sqlite_path {
+            Some(path) => sqlite_rows(path, sql),
+            None => {
+                let client = self
+                    .postgres
+                    .get_or_init(|| async { connect_postgres(&self.url).await })
+                    .await;
+                let messages = client
+                    .simple_query(sql)
+                    .await
+                    .unwrap_or_else(|error| panic!("query failed: {sql}: {error:?}"));
+                messages
+                    .into_iter()
+                    .filter_map(|message| match message {
+                        SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|index| row.get(index).map(str::to_owned))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a query that must return exactly one row.
+    pub async fn one(&self, sql: &str) -> Vec<Option<String>> {
+        let mut rows = self.rows(sql).await;
+        assert_eq!(rows.len(), 1, "expected exactly one row from: {sql}");
+        rows.remove(0)
+    }
+
+    /// Runs a query whose one row holds one integer, such as `SELECT COUNT(*) …`.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let row = self.one(sql).await;
+        let value = row.first().cloned().flatten().unwrap_or_default();
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("expected an integer from {sql}, got {value:?}"))
+    }
+}
+
+fn sqlite_rows(path: &Path, sql: &str) -> Vec<Vec<Option<String>>> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .expect("database opens");
+    let mut statement = conn
+        .prepare(sql)
+        .unwrap_or_else(|error| panic!("query failed: {sql}: {error}"));
+    let columns = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            (0..columns)
+                .map(|index| {
+                    row.get_ref(index).map(|value| match value {
+                        ValueRef::Null => None,
+                        ValueRef::Integer(integer) => Some(integer.to_string()),
+                        ValueRef::Real(real) => Some(real.to_string()),
+                        ValueRef::Text(text) | ValueRef::Blob(text) => {
+                            Some(String::from_utf8_lossy(text).into_owned())
+                        }
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_else(|error| panic!("query failed: {sql}: {error}"));
+    rows.collect::<Result<_, _>>()
+        .unwrap_or_else(|error| panic!("query failed: {sql}: {error}"))
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("WHARF_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_ADMIN_URL.to_owned())
+}
+
+/// The same server and user as `url`, another database.
+fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |at| at + 3);
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+/// The URL without its password, for messages.
+fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_owned();
+    };
+    match url.rfind('@') {
+        Some(at) if at > scheme_end => match url[scheme_end..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+async fn connect_postgres(url: &str) -> tokio_postgres::Client {
+    let connected =
+        tokio::time::timeout(Duration::from_secs(10), tokio_postgres::connect(url, NoTls)).await;
+    match connected {
+        Ok(Ok((client, connection))) => {
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        Ok(Err(error)) => panic!(
+            "\n\n{POSTGRES_REQUIRED}\n(cannot connect to {}: {error:?})\n\n",
+            redacted(url)
+        ),
+        Err(_) => panic!(
+            "\n\n{POSTGRES_REQUIRED}\n(connecting to {} timed out)\n\n",
+            redacted(url)
+        ),
+    }
+}
+
+/// Creates `wharf_t_<pid>_<n>`; the first call in a process first drops what earlier runs left.
+async fn create_postgres_database() -> String {
+    let admin = connect_postgres(&postgres_admin_url()).await;
+    POSTGRES_SWEPT
+        .get_or_init(|| drop_leftover_databases(&admin))
+        .await;
+    let name = format!(
+        "wharf_t_{}_{}",
+        std::process::id(),
+        POSTGRES_DATABASES.fetch_add(1, Ordering::SeqCst)
+    );
+    let mut tries = 0;
+    loop {
+        match admin.simple_query(&format!("CREATE DATABASE {name}")).await {
+            Ok(_) => return name,
+            // Concurrent CREATE DATABASE may find the template busy for a moment.
+            Err(error)
+                if tries < 20 && error.to_string().contains("being accessed by other users") =>
+            {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("CREATE DATABASE {name} failed: {error:?}"),
+        }
+    }
+}
+
+/// Drops `wharf_t_<pid>_<n>` databases of earlier runs: any whose pid is not this process and
+/// not a process still running (a concurrent test run keeps its databases).
+async fn drop_leftover_databases(admin: &tokio_postgres::Client) {
+    let ours = std::process::id().to_string();
+    let listed = admin
+        .simple_query(r"SELECT datname FROM pg_database WHERE datname LIKE 'wharf\_t\_%'")
+        .await
+        .expect("list test databases");
+    for message in listed {
+        let SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let Some(name) = row.get(0) else { continue };
+        let Some(pid) = name
+            .strip_prefix("wharf_t_")
+            .and_then(|rest| rest.split('_').next())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if pid == ours || alive || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Err(error) = admin
+            .simple_query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+        {
+            eprintln!("could not drop leftover test database {name}: {error}");
+        }
+    }
+}
+
+// ---- the in-process server -------------------------------------------------------------------
+
 pub struct TestAppBuilder {
     toml: String,
     env: BTreeMap<String, String>,
     clock: Option<ManualClock>,
+    backend: Backend,
     dir: Option<PathBuf>,
 }
 
@@ -62,22 +357,34 @@ impl TestAppBuilder {
         self
     }
 
-    /// Keep the database in `dir` (e.g. a small tmpfs) instead of a fresh temporary directory.
+    /// The storage engine (SQLite unless told).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// SQLite only: keep the database in `dir` (e.g. a small tmpfs) instead of a fresh
+    /// temporary directory.
     pub fn database_dir(mut self, dir: &Path) -> Self {
         self.dir = Some(dir.to_owned());
         self
     }
 
     pub async fn spawn(self) -> TestApp {
-        let temp = tempfile::tempdir().expect("temporary directory");
-        let dir = self.dir.clone().unwrap_or_else(|| temp.path().to_owned());
-        let db_path = dir.join("wharf.db");
+        let database = match &self.dir {
+            Some(dir) => {
+                assert_eq!(
+                    self.backend,
+                    Backend::Sqlite,
+                    "database_dir is for SQLite only"
+                );
+                TestDatabase::sqlite_in(dir)
+            }
+            None => TestDatabase::fresh(self.backend).await,
+        };
         let mut env = self.env;
         env.insert("WHARF_LISTEN".into(), "127.0.0.1:0".into());
-        env.insert(
-            "WHARF_DATABASE".into(),
-            format!("sqlite://{}", db_path.display()),
-        );
+        env.insert("WHARF_DATABASE".into(), database.url().to_owned());
         let config = Config::from_toml(&self.toml, &env).expect("test config");
         let clock: SharedClock = match &self.clock {
             Some(clock) => Arc::new(clock.clone()),
@@ -90,8 +397,7 @@ impl TestAppBuilder {
             base: format!("http://{}", server.addr),
             server: Some(server),
             client: reqwest::Client::new(),
-            db_path,
-            _temp: temp,
+            database,
         }
     }
 }
@@ -100,8 +406,7 @@ pub struct TestApp {
     pub base: String,
     server: Option<RunningServer>,
     pub client: reqwest::Client,
-    pub db_path: PathBuf,
-    _temp: tempfile::TempDir,
+    database: TestDatabase,
 }
 
 impl TestApp {
@@ -113,16 +418,42 @@ impl TestApp {
                 ("WHARF_ADMIN_TOKEN".to_owned(), ADMIN_TOKEN.to_owned()),
             ]),
             clock: None,
+            backend: Backend::Sqlite,
             dir: None,
         }
     }
 
+    /// The default app on SQLite.
     pub async fn spawn() -> Self {
         Self::builder().spawn().await
     }
 
+    /// The default app on `backend`.
+    pub async fn spawn_on(backend: Backend) -> Self {
+        Self::builder().backend(backend).spawn().await
+    }
+
     fn server(&self) -> &RunningServer {
         self.server.as_ref().expect("server running")
+    }
+
+    pub fn state(&self) -> &wharf::http::SharedState {
+        &self.server().state
+    }
+
+    /// See [`TestDatabase::rows`].
+    pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.database.rows(sql).await
+    }
+
+    /// See [`TestDatabase::one`].
+    pub async fn one(&self, sql: &str) -> Vec<Option<String>> {
+        self.database.one(sql).await
+    }
+
+    /// See [`TestDatabase::count`].
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.database.count(sql).await
     }
 
     /// Drives the processor until nothing is due; returns how many deliveries it attempted.
@@ -166,11 +497,6 @@ impl TestApp {
             .expect("request sent")
     }
 
-    /// A read-only connection to the database, for the seeds' own SQL.
-    pub fn db(&self) -> Connection {
-        open_read_only(&self.db_path)
-    }
-
     pub async fn shutdown(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
@@ -178,17 +504,23 @@ impl TestApp {
     }
 }
 
-pub fn open_read_only(path: &Path) -> Connection {
-    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("database opens")
-}
+// ---- the real binary -------------------------------------------------------------------------
 
-pub fn count(db: &Connection, sql: &str) -> i64 {
-    db.query_row(sql, [], |row| row.get(0))
-        .expect("count query")
-}
-
-pub fn at(seconds: i64) -> Timestamp {
-    Timestamp::from_unix_seconds(seconds)
+/// `wharf serve` on `database_url`, on a random port, with the test secrets.
+pub fn serve_command(database_url: &str, extra_env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    command
+        .arg("serve")
+        .env("WHARF_LISTEN", "127.0.0.1:0")
+        .env("WHARF_DATABASE", database_url)
+        .env("CARTPANDA_WEBHOOK_SECRET", SECRET)
+        .env("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    for (name, value) in extra_env {
+        command.env(name, value);
+    }
+    command
 }
 
 /// The real binary, started with `wharf serve`; its address comes from the ready line.
@@ -198,22 +530,12 @@ pub struct BinaryServer {
 }
 
 impl BinaryServer {
-    pub async fn start(db_path: &Path, extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_wharf"));
-        command
-            .arg("serve")
-            .env("WHARF_LISTEN", "127.0.0.1:0")
-            .env("WHARF_DATABASE", format!("sqlite://{}", db_path.display()))
-            .env("CARTPANDA_WEBHOOK_SECRET", SECRET)
-            .env("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "warn")
+    pub async fn start(database_url: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut child = serve_command(database_url, extra_env)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (name, value) in extra_env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("wharf binary starts");
+            .spawn()
+            .expect("wharf binary starts");
         let stdout = child.stdout.take().expect("stdout piped");
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
@@ -252,8 +574,22 @@ impl BinaryServer {
     }
 }
 
-impl TestApp {
-    pub fn state(&self) -> &wharf::http::SharedState {
-        &self.server().state
-    }
+#[test]
+fn a_database_name_replaces_the_admin_urls() {
+    assert_eq!(
+        with_database_name("postgres://postgres@127.0.0.1:5432/postgres", "wharf_t_1_0"),
+        "postgres://postgres@127.0.0.1:5432/wharf_t_1_0"
+    );
+    assert_eq!(
+        with_database_name("postgresql://u:p@db/admin?sslmode=disable", "t"),
+        "postgresql://u:p@db/t?sslmode=disable"
+    );
+    assert_eq!(
+        with_database_name("postgres://db:5433", "t"),
+        "postgres://db:5433/t"
+    );
+    assert_eq!(
+        redacted("postgres://u:hunter2@db/x"),
+        "postgres://u:***@db/x"
+    );
 }

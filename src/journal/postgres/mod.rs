@@ -236,6 +236,17 @@ async fn migrate(
     Ok(applied)
 }
 
+/// PostgreSQL `TEXT` cannot hold NUL, which SQLite and the providers can: free text written
+/// to PostgreSQL (ids a provider chose, error messages quoting a payload) has NUL replaced by
+/// U+FFFD, so one odd delivery never fails the batch it shares with others.
+fn pg_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn datetime(at: Timestamp) -> DateTime<Utc> {
     at.to_datetime()
 }
@@ -287,7 +298,7 @@ async fn mark(
             &statement,
             &[
                 &status.as_str(),
-                &error,
+                &error.map(pg_text),
                 &next_attempt_at.map(datetime),
                 &processed_at,
                 &completion.delivery.0,
@@ -343,7 +354,7 @@ async fn record_attempt(
             &datetime(completion.started_at),
             &completion.duration_micros,
             &outcome,
-            &error,
+            &error.map(pg_text),
         ],
     )
     .await

@@ -3,6 +3,7 @@
 //! request after PostgreSQL's commit. Keys are sorted so that two batches (from two instances)
 //! that share keys lock them in the same order and never deadlock.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
-use super::storage_error;
+use super::{pg_text, storage_error};
 use crate::journal::{Appended, DeliveryId, DeliveryStatus, JournalError, NewDelivery};
 
 pub(super) struct AppendRequest {
@@ -97,8 +98,8 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
     let mut unique: Vec<usize> = Vec::new();
     for (at, delivery) in batch.iter().enumerate() {
         let key = (delivery.source.as_str(), delivery.dedup_key.as_str());
-        if !first_of.contains_key(&key) {
-            first_of.insert(key, at);
+        if let std::collections::hash_map::Entry::Vacant(entry) = first_of.entry(key) {
+            entry.insert(at);
             unique.push(at);
         }
     }
@@ -112,12 +113,18 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
         .await
         .map_err(storage_error)?;
     let sources: Vec<&str> = rows.iter().map(|d| d.source.as_str()).collect();
-    let event_ids: Vec<Option<&str>> = rows.iter().map(|d| d.event_id.as_deref()).collect();
-    let event_types: Vec<&str> = rows.iter().map(|d| d.event_type.as_str()).collect();
-    let keys: Vec<&str> = rows.iter().map(|d| d.dedup_key.as_str()).collect();
+    let event_ids: Vec<Option<Cow<str>>> = rows
+        .iter()
+        .map(|d| d.event_id.as_deref().map(pg_text))
+        .collect();
+    let event_types: Vec<Cow<str>> = rows.iter().map(|d| pg_text(&d.event_type)).collect();
+    let keys: Vec<Cow<str>> = rows.iter().map(|d| pg_text(&d.dedup_key)).collect();
     let received: Vec<DateTime<Utc>> = rows.iter().map(|d| d.received_at.to_datetime()).collect();
     let statuses: Vec<&str> = rows.iter().map(|d| d.status.as_str()).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|d| d.last_error.as_deref()).collect();
+    let errors: Vec<Option<Cow<str>>> = rows
+        .iter()
+        .map(|d| d.last_error.as_deref().map(pg_text))
+        .collect();
     let next: Vec<Option<DateTime<Utc>>> = rows
         .iter()
         .map(|d| (d.status == DeliveryStatus::Pending).then(|| d.received_at.to_datetime()))
@@ -170,7 +177,10 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
         .iter()
         .enumerate()
         .map(|(at, delivery)| {
-            let key = (delivery.source.clone(), delivery.dedup_key.clone());
+            let key = (
+                delivery.source.clone(),
+                pg_text(&delivery.dedup_key).into_owned(),
+            );
             let outcome = ids.get(&key).copied().ok_or_else(|| {
                 JournalError::Config(format!(
                     "append of {}/{} returned no row",

@@ -38,6 +38,9 @@ pub enum Durability {
     Os,
 }
 
+/// Completions per writer transaction.
+const COMPLETION_CHUNK: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
     pub path: PathBuf,
@@ -302,10 +305,22 @@ impl DeliveryLog for SqliteJournal {
     }
 
     async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
+        let mut results = Vec::with_capacity(batch.len());
+        let mut pending = batch;
+        // Small transactions keep the single writer free for acks between them.
+        while !pending.is_empty() {
+            let rest = pending.split_off(pending.len().min(COMPLETION_CHUNK));
+            let chunk = pending;
+            results.extend(
+                self.send(|reply| Command::Complete {
+                    batch: chunk,
+                    reply,
+                })
+                .await?,
+            );
+            pending = rest;
         }
-        self.send(|reply| Command::Complete { batch, reply }).await
+        Ok(results)
     }
 
     async fn probe(&self) -> Result<(), JournalError> {
