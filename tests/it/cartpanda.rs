@@ -8,7 +8,74 @@ on_both_backends!(
     source_without_secret_refuses_traffic,
     store_shaped_order_events_update_one_sale_in_lifecycle_order,
     later_status_updates_the_sale_and_bumps_updated_at,
+    prices_compare_and_sort_as_numbers_in_sql,
+    an_out_of_range_or_negative_amount_fails_at_once_and_never_reaches_the_ledger,
 );
+
+fn sale_priced(sale_id: &str, price: &str) -> String {
+    sale_body(&format!("evt_{sale_id}"), sale_id, "sale.approved")
+        .replace("\"price\":99.90", &format!("\"price\":{price}"))
+}
+
+/// Text prices would sort "1000.00" before "99.90" and miss it in `price > 200`.
+async fn prices_compare_and_sort_as_numbers_in_sql(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    for (sale, price) in [("CHEAP", "99.90"), ("DEAR", "1000.00"), ("MID", "200.50")] {
+        assert_eq!(
+            app.post_cartpanda(sale_priced(sale, price)).await.status(),
+            200
+        );
+    }
+    assert_eq!(app.run_pending().await, 3);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM sales WHERE price > 200")
+            .await,
+        2
+    );
+    let ordered: Vec<Option<String>> = app
+        .rows("SELECT cartpanda_id FROM sales ORDER BY price DESC")
+        .await
+        .into_iter()
+        .map(|row| row[0].clone())
+        .collect();
+    let expected = ["DEAR", "MID", "CHEAP"].map(|id| Some(id.to_owned()));
+    assert_eq!(ordered, expected);
+    assert_eq!(
+        app.one("SELECT SUM(price_minor) FROM sales").await,
+        [Some("130040".to_owned())],
+        "exact minor units add up exactly"
+    );
+}
+
+/// Seed 000's `DECIMAL(10,2)` cannot hold these: the delivery is failed on its first attempt,
+/// with the reason, and never retried.
+async fn an_out_of_range_or_negative_amount_fails_at_once_and_never_reaches_the_ledger(
+    backend: Backend,
+) {
+    let app = TestApp::spawn_on(backend).await;
+    for (sale, price) in [("HUGE", "100000000.00"), ("NEGATIVE", "-5.00")] {
+        assert_eq!(
+            app.post_cartpanda(sale_priced(sale, price)).await.status(),
+            200
+        );
+    }
+    assert_eq!(app.run_pending().await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM sales").await, 0);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM deliveries WHERE status = 'failed' AND attempts = 1")
+            .await,
+        2
+    );
+    let errors: Vec<String> = app
+        .rows("SELECT last_error FROM deliveries ORDER BY id")
+        .await
+        .into_iter()
+        .filter_map(|row| row[0].clone())
+        .collect();
+    assert!(errors[0].contains("DECIMAL(10,2)"), "{errors:?}");
+    assert!(errors[1].contains("negative"), "{errors:?}");
+    assert_eq!(app.run_pending().await, 0, "nothing is retried");
+}
 
 async fn signed_seed_sale_lands_in_sales_with_every_field_right(backend: Backend) {
     let app = TestApp::spawn_on(backend).await;

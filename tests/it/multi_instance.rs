@@ -237,3 +237,37 @@ async fn postgres_going_away_answers_503_never_2xx_and_ingest_recovers_without_r
         "the deliveries acked before and after the outage, and nothing else"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_in_the_url_connects_over_tls() {
+    let database = TestDatabase::fresh(Backend::Postgres).await;
+    let url = format!("{}?sslmode=require", database.url());
+    let server = BinaryServer::start(&url, ENV).await;
+    let client = reqwest::Client::new();
+    let body = sale_body("evt_tls", "SALE_TLS", "sale.approved");
+    assert_eq!(post(&client, &server.base, &body).await.expect("sent"), 200);
+    server.await_idle(&client).await;
+    assert_eq!(database.count("SELECT COUNT(*) FROM sales").await, 1);
+    assert!(
+        database
+            .count(
+                "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'wharf' AND a.datname = current_database() \
+                 AND s.ssl"
+            )
+            .await
+            > 0,
+        "Wharf's connections are encrypted"
+    );
+    assert_eq!(
+        database
+            .count(
+                "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.application_name = 'wharf' AND a.datname = current_database() \
+                 AND NOT s.ssl"
+            )
+            .await,
+        0,
+        "and none of them is plain"
+    );
+}
