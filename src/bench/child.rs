@@ -2,7 +2,7 @@
 //! memory, kill. Children are spawned with `kill_on_drop`, so every exit path
 //! of the bench (error, panic, cancellation) kills them.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -198,11 +198,12 @@ pub(crate) struct CpuCounters {
 }
 
 impl CpuCounters {
-    /// Shares of one core used between `before` and `self`. "Other" is the
-    /// busy time neither the server nor the generator accounts for (other
-    /// processes, steal, interrupts landing while no bench process ran): on a
-    /// shared 2-core machine it tells whether a run was disturbed.
-    pub(crate) fn usage_since(&self, before: &Self) -> Option<CpuUsage> {
+    /// Shares of one core used between `before` and `self`, given the ticks
+    /// the database's own processes used meanwhile (0 for SQLite, which runs
+    /// inside the server). "Other" is the busy time none of them accounts
+    /// for (other processes, steal, interrupts landing while no bench process
+    /// ran): on a shared 2-core machine it tells whether a run was disturbed.
+    pub(crate) fn usage_since(&self, before: &Self, database_ticks: u64) -> Option<CpuUsage> {
         let ticks = self.total.checked_sub(before.total)?;
         if ticks == 0 {
             return None;
@@ -212,15 +213,49 @@ impl CpuCounters {
             |after: u64, earlier: u64| after.saturating_sub(earlier) as f64 * 100.0 / one_core;
         let server = percent(self.server, before.server);
         let generator = percent(self.generator, before.generator);
+        let database = percent(database_ticks, 0);
         let idle = percent(self.idle, before.idle);
         let busy = self.cores as f64 * 100.0 - idle;
         Some(CpuUsage {
             server,
             generator,
-            other: (busy - server - generator).max(0.0),
+            database,
+            other: (busy - server - generator - database).max(0.0),
             idle,
         })
     }
+}
+
+/// CPU ticks so far of each of `pids` that is a local PostgreSQL process.
+/// The name check matters: for a PostgreSQL on another machine the pids are
+/// that machine's, and whatever runs here under the same pid is not ours.
+pub(crate) fn postgres_ticks(pids: &[u32]) -> BTreeMap<u32, u64> {
+    pids.iter()
+        .filter_map(|&pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            (parse_process_name(&stat)? == "postgres")
+                .then(|| parse_process_ticks(&stat))
+                .flatten()
+                .map(|ticks| (pid, ticks))
+        })
+        .collect()
+}
+
+/// Ticks used between two [`postgres_ticks`] readings: processes started
+/// meanwhile count from zero, those that ended meanwhile are lost.
+pub(crate) fn ticks_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+    after
+        .iter()
+        .map(|(pid, &ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
+
+/// The command name of `/proc/<pid>/stat`: between the first '(' and the
+/// last ')' (it may contain either).
+fn parse_process_name(proc_pid_stat: &str) -> Option<&str> {
+    let start = proc_pid_stat.find('(')? + 1;
+    let end = proc_pid_stat.rfind(')')?;
+    proc_pid_stat.get(start..end)
 }
 
 /// `(cores, total, idle)` from `/proc/stat`.
@@ -330,11 +365,36 @@ mod tests {
             generator: 280,
             server: 360,
         };
-        let usage = after.usage_since(&before).expect("usage");
+        let usage = after.usage_since(&before, 0).expect("usage");
         assert_eq!(
             (usage.server, usage.generator, usage.other, usage.idle),
             (80.0, 90.0, 0.0, 70.0)
         );
-        assert_eq!(before.usage_since(&after), None);
+        assert_eq!(before.usage_since(&after, 0), None);
+        // Busy 130% of a core as before; the database's 40 ticks come out
+        // of what would otherwise be "other".
+        let slower = CpuCounters {
+            generator: 200,
+            server: 300,
+            ..after
+        };
+        let usage = slower.usage_since(&before, 40).expect("usage");
+        assert_eq!(
+            (usage.server, usage.generator, usage.database, usage.other),
+            (50.0, 50.0, 20.0, 10.0)
+        );
+    }
+
+    #[test]
+    fn database_ticks_count_new_processes_from_zero() {
+        let before = BTreeMap::from([(10, 100), (11, 50), (12, 7)]);
+        let after = BTreeMap::from([(10, 130), (11, 50), (13, 5)]);
+        assert_eq!(ticks_between(&before, &after), 35);
+        let stat = "42 (postgres) S 1 42 42 0 -1 4194304 101 0 0 0 7 3 0 0 20 0 1 0";
+        assert_eq!(parse_process_name(stat), Some("postgres"));
+        assert_eq!(
+            parse_process_name("42 (my (odd) name) S 1"),
+            Some("my (odd) name")
+        );
     }
 }

@@ -16,6 +16,7 @@ mod load;
 mod postgres;
 mod report;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,6 +153,7 @@ async fn measure_floor(
     let mut server = ChildServer::spawn(command, "wharf bench-floor").await?;
     let (outcome, cpu) = measure_phase(
         std::slice::from_mut(&mut server),
+        DatabaseCpu::InServer,
         load,
         factory,
         opts.plan(Pace::Closed),
@@ -162,23 +164,54 @@ async fn measure_floor(
 }
 
 /// Runs one phase against `servers` (connections spread over them), with
-/// the CPU split over them (their time summed), and fails if one died
-/// meanwhile.
+/// the CPU split over them (their time summed) and `database`, and fails if
+/// one died meanwhile.
 async fn measure_phase(
     servers: &mut [ChildServer],
+    database: DatabaseCpu<'_>,
     load: &LoadRuntime,
     factory: &Arc<BodyFactory>,
     plan: PhasePlan,
 ) -> anyhow::Result<(PhaseOutcome, Option<CpuUsage>)> {
     let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+    let database_before = database.process_ticks().await;
     let before = child::cpu_counters(servers);
     let outcome = load.run_phase(&addrs, factory, plan).await?;
     let after = child::cpu_counters(servers);
+    let database_after = database.process_ticks().await;
     for server in servers.iter_mut() {
         server.ensure_running()?;
     }
-    let cpu = before.zip(after).and_then(|(b, a)| a.usage_since(&b));
+    let database_ticks = child::ticks_between(&database_before, &database_after);
+    let cpu = before
+        .zip(after)
+        .and_then(|(b, a)| a.usage_since(&b, database_ticks));
     Ok((outcome, cpu))
+}
+
+/// Where the database's own CPU time goes, so the split can show it apart
+/// from "other" (which flags a disturbed run).
+#[derive(Clone, Copy)]
+enum DatabaseCpu<'a> {
+    /// None apart: SQLite (or no database at all) runs inside the server.
+    InServer,
+    /// The PostgreSQL backends serving this database, if on this machine.
+    Postgres {
+        admin: &'a postgres::Admin,
+        database: &'a str,
+    },
+}
+
+impl DatabaseCpu<'_> {
+    /// CPU ticks so far of each of the database's processes.
+    async fn process_ticks(self) -> BTreeMap<u32, u64> {
+        match self {
+            Self::InServer => BTreeMap::new(),
+            Self::Postgres { admin, database } => {
+                child::postgres_ticks(&admin.backend_pids(database).await)
+            }
+        }
+    }
 }
 
 /// Results of phases 2-5.
@@ -215,6 +248,7 @@ async fn measure_wharf(
 
     let (full, full_cpu) = measure_phase(
         std::slice::from_mut(&mut server),
+        DatabaseCpu::InServer,
         load,
         factory,
         opts.plan(Pace::Closed),
@@ -227,8 +261,14 @@ async fn measure_wharf(
     let half_plan = opts.plan(Pace::Open {
         rate_per_sec: half_rate,
     });
-    let (half, half_cpu) =
-        measure_phase(std::slice::from_mut(&mut server), load, factory, half_plan).await?;
+    let (half, half_cpu) = measure_phase(
+        std::slice::from_mut(&mut server),
+        DatabaseCpu::InServer,
+        load,
+        factory,
+        half_plan,
+    )
+    .await?;
     let after_half_mib = server.rss_mib();
     let drain_after_half = wait_idle(server.addr, admin_token).await;
 

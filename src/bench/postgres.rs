@@ -19,7 +19,7 @@ use tokio_postgres::Client;
 use super::child::ChildServer;
 use super::load::{BodyFactory, Pace};
 use super::report::{combine_idle, PhaseStats, PostgresCounts, PostgresRun, PostgresSection};
-use super::{measure_phase, wait_idle, wharf_command, BenchOptions, LoadRuntime};
+use super::{measure_phase, wait_idle, wharf_command, BenchOptions, DatabaseCpu, LoadRuntime};
 use crate::journal::postgres::tls;
 
 /// Instances sharing one database in the scale-out run.
@@ -63,6 +63,23 @@ impl Admin {
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
             .with_context(|| format!("creating database {name} on {}", self.server))
+    }
+
+    /// Pids of the backends connected to `database` now; none if they
+    /// cannot be listed (the CPU split is then without the database's share).
+    pub(crate) async fn backend_pids(&self, database: &str) -> Vec<u32> {
+        let rows = self
+            .client
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1",
+                &[&database],
+            )
+            .await
+            .unwrap_or_default();
+        rows.iter()
+            .filter_map(|row| row.try_get::<_, i32>(0).ok())
+            .filter_map(|pid| u32::try_from(pid).ok())
+            .collect()
     }
 
     /// `WITH (FORCE)` also ends connections a killed instance left open.
@@ -141,7 +158,7 @@ async fn measure_on_fresh_database(
     let name = format!("wharf_bench_{}_{}", std::process::id(), env.instances);
     let url = database_url(admin.url.expose_secret(), &name)?;
     admin.create_database(&name).await?;
-    let measured = measure_instances(env, load, factory, &url, &name).await;
+    let measured = measure_instances(env, load, factory, admin, &url, &name).await;
     let dropped = admin.drop_database(&name).await;
     match (measured, dropped) {
         (Ok(mut run), dropped) => {
@@ -161,6 +178,7 @@ async fn measure_instances(
     env: &ServeEnv<'_>,
     load: &LoadRuntime,
     factory: &Arc<BodyFactory>,
+    admin: &Admin,
     url: &str,
     database: &str,
 ) -> anyhow::Result<PostgresRun> {
@@ -169,7 +187,8 @@ async fn measure_instances(
         servers.push(ChildServer::spawn(env.command(url), "wharf serve (postgres)").await?);
     }
     let plan = env.opts.plan(Pace::Closed);
-    let (outcome, cpu) = measure_phase(&mut servers, load, factory, plan).await?;
+    let backends = DatabaseCpu::Postgres { admin, database };
+    let (outcome, cpu) = measure_phase(&mut servers, backends, load, factory, plan).await?;
     let drain = combine_idle(
         join_all(
             servers

@@ -74,7 +74,11 @@ pub struct CpuUsage {
     pub server: f64,
     /// The bench process: load generator and body signing.
     pub generator: f64,
-    /// Busy time neither accounts for: other processes, hypervisor steal,
+    /// The database's own processes: the backends serving the bench
+    /// database when PostgreSQL runs on this machine; 0 for SQLite, which
+    /// runs inside the server.
+    pub database: f64,
+    /// Busy time none accounts for: other processes, hypervisor steal,
     /// interrupts. More than [`OTHER_CPU_LIMIT`] means other work disturbed
     /// the run.
     pub other: f64,
@@ -646,12 +650,14 @@ fn drain_secs(outcome: &IdleOutcome) -> String {
 
 impl BenchReport {
     /// One row of the PostgreSQL table: throughput against the floor, ack
-    /// latency, server CPU (summed over instances) and drain time.
+    /// latency, CPU of Wharf (summed over instances) and of the database
+    /// (none apart when it runs inside Wharf), and drain time.
     fn write_comparison_row(
         &self,
         f: &mut fmt::Formatter<'_>,
         label: &str,
         phase: &PhaseStats,
+        database_in_server: bool,
         drain: &IdleOutcome,
     ) -> fmt::Result {
         let (p50, p99, max) = phase.latency.map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
@@ -662,18 +668,26 @@ impl BenchReport {
         } else {
             f64::NAN
         };
-        let cpu = phase
-            .cpu
-            .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.0}", cpu.server));
+        let cpu_text = |share: fn(&CpuUsage) -> f64| {
+            phase
+                .cpu
+                .map_or_else(|| "n/a".to_owned(), |cpu| format!("{:.0}", share(&cpu)))
+        };
+        let database_cpu = if database_in_server {
+            "-".to_owned()
+        } else {
+            cpu_text(|cpu| cpu.database)
+        };
         writeln!(
             f,
-            "{label:<16}{:>8.0}{:>9.1}{:>9.2}{:>9.2}{:>9.1}{:>8}{:>9}",
+            "{label:<16}{:>8.0}{:>9.1}{:>9.2}{:>9.2}{:>9.1}{:>8}{:>7}{:>9}",
             phase.rps,
             of_floor,
             p50,
             p99,
             max,
-            cpu,
+            cpu_text(|cpu| cpu.server),
+            database_cpu,
             drain_secs(drain)
         )?;
         write_failure_detail(f, phase)
@@ -686,17 +700,18 @@ impl BenchReport {
         )?;
         writeln!(
             f,
-            "{:<16}{:>8}{:>9}{:>9}{:>9}{:>9}{:>8}{:>9}",
-            "", "req/s", "% floor", "p50 ms", "p99 ms", "max ms", "cpu %", "drain s"
+            "{:<16}{:>8}{:>9}{:>9}{:>9}{:>9}{:>8}{:>7}{:>9}",
+            "", "req/s", "% floor", "p50 ms", "p99 ms", "max ms", "wharf%", "db%", "drain s"
         )?;
         self.write_comparison_row(
             f,
             "sqlite (1)",
             &self.wharf,
+            true,
             &self.processing.drain_after_full,
         )?;
         for run in &pg.runs {
-            self.write_comparison_row(f, &run.label(), &run.load, &run.drain)?;
+            self.write_comparison_row(f, &run.label(), &run.load, false, &run.drain)?;
         }
         writeln!(
             f,
@@ -712,7 +727,8 @@ impl BenchReport {
         }
         writeln!(
             f,
-            "  cpu %: server processes only, % of one core; drain s: until every instance reported an empty backlog"
+            "  wharf%, db%: CPU of the wharf processes (summed) and of the PostgreSQL backends serving the bench \
+             database (SQLite runs inside wharf), in % of one core; drain s: until every instance reported an empty backlog"
         )?;
         for run in &pg.runs {
             write_postgres_counts(f, run)?;
@@ -927,6 +943,7 @@ mod tests {
         report.wharf.cpu = Some(CpuUsage {
             server: 90.0,
             generator: 60.0,
+            database: 0.0,
             other: 45.0,
             idle: 5.0,
         });
@@ -949,6 +966,7 @@ mod tests {
         load.cpu = Some(CpuUsage {
             server: 150.0,
             generator: 40.0,
+            database: 70.0,
             other: 5.0,
             idle: 5.0,
         });
@@ -980,13 +998,13 @@ mod tests {
         let text = report.to_string();
         assert!(
             text.contains(
-                "sqlite (1)           750     75.0     0.50     2.00      2.0     n/a     0.12"
+                "sqlite (1)           750     75.0     0.50     2.00      2.0     n/a      -     0.12"
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                "postgres (3)         600     60.0     0.50     2.00      2.0     150     1.25"
+                "postgres (3)         600     60.0     0.50     2.00      2.0     150     70     1.25"
             ),
             "{text}"
         );
