@@ -61,11 +61,11 @@ impl PostgresOptions {
     pub fn new(url: SecretString) -> Self {
         Self {
             url,
-            pool_size: 16,
+            pool_size: 24,
             writers: 3,
             max_batch: 512,
             connect_timeout: Duration::from_secs(2),
-            completion_concurrency: 4,
+            completion_concurrency: 16,
         }
     }
 }
