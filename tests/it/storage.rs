@@ -642,3 +642,28 @@ async fn a_second_server_on_the_same_sqlite_file_refuses_to_start() {
     assert_eq!(health.status(), 200);
     first.kill_9().await;
 }
+
+on_both_backends!(migrate_applies_once_then_says_up_to_date);
+
+/// `wharf migrate` on a new database applies the migrations; run again it changes nothing and
+/// says so.
+async fn migrate_applies_once_then_says_up_to_date(backend: Backend) {
+    let database = TestDatabase::fresh(backend).await;
+    let run = || async {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("migrate")
+            .env("WHARF_DATABASE", database.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("wharf migrate runs")
+    };
+    let first = run().await;
+    assert!(first.status.success(), "{first:?}");
+    let first = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(first.contains("applied V1__init"), "{first}");
+    let second = run().await;
+    assert!(second.status.success(), "{second:?}");
+    let second = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(second.contains("is up to date"), "{second}");
+}
