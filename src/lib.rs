@@ -8,7 +8,6 @@
 //!    transaction, retrying with backoff;
 //! 5. [`metrics`] and the admin API show what happened.
 
-pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

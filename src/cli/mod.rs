@@ -1,16 +1,15 @@
-//! The `wharf` command line: `serve`, `migrate`, `sign`, `bench`.
+//! The `wharf` command line: `serve`, `migrate`, `sign`. (The benchmark is its own binary,
+//! `wharf-bench`, in the workspace's `bench/` member.)
 #![allow(clippy::print_stdout)]
 
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bench::{self, BenchOptions};
 use crate::clock::SystemClock;
 use crate::config::{Config, DatabaseUrl, ProcessEnv};
 use crate::journal::transfer::{self, TransferProgress};
@@ -56,30 +55,6 @@ enum Command {
         #[arg(long, default_value = "hex")]
         encoding: String,
     },
-    /// Measure durable ingest against a bare axum+HMAC floor, in one run.
-    Bench {
-        #[arg(long, default_value_t = 32)]
-        connections: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        #[arg(long, default_value_t = 2)]
-        warmup_seconds: u64,
-        #[arg(long, default_value_t = 1024)]
-        body_bytes: usize,
-        /// Also measure Wharf on PostgreSQL, one and three instances, on scratch
-        /// databases created (and dropped) through this admin URL, e.g.
-        /// postgres://postgres@127.0.0.1:5432/postgres.
-        #[arg(long, env = "WHARF_BENCH_POSTGRES", hide_env_values = true)]
-        postgres: Option<String>,
-    },
-    /// The benchmark's floor server (used by `bench`).
-    #[command(hide = true)]
-    BenchFloor {
-        #[arg(long)]
-        listen: String,
-        #[arg(long)]
-        secret: String,
-    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -100,26 +75,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             algorithm,
             encoding,
         } => sign(&secret, &algorithm, &encoding),
-        Command::Bench {
-            connections,
-            seconds,
-            warmup_seconds,
-            body_bytes,
-            postgres,
-        } => {
-            let options = BenchOptions {
-                wharf_bin: std::env::current_exe().context("cannot find the wharf binary")?,
-                connections,
-                duration: Duration::from_secs(seconds),
-                warmup: Duration::from_secs(warmup_seconds),
-                body_bytes,
-                postgres: postgres.map(secrecy::SecretString::from),
-            };
-            let report = runtime.block_on(bench::run(&options))?;
-            print!("{report}");
-            Ok(())
-        }
-        Command::BenchFloor { listen, secret } => runtime.block_on(bench_floor(&listen, secret)),
     }
 }
 
@@ -241,12 +196,4 @@ fn sign(secret: &str, algorithm: &str, encoding: &str) -> anyhow::Result<()> {
         .context("cannot read stdin")?;
     println!("{}", scheme.sign(secret.as_bytes(), &body));
     Ok(())
-}
-
-async fn bench_floor(listen: &str, secret: String) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    println!("{READY_PREFIX}{}", listener.local_addr()?);
-    bench::serve_floor(listener, secret).await
 }

@@ -1,4 +1,4 @@
-//! `wharf bench --postgres URL`: phase 2 again (closed loop at full load,
+//! `wharf-bench --postgres URL`: phase 2 again (closed loop at full load,
 //! then drain) against Wharf on PostgreSQL, first with one instance, then
 //! with three sharing one database, in the same run and with the same load
 //! generator and bodies as the SQLite phases, so the figures compare.
@@ -18,9 +18,11 @@ use tokio_postgres::Client;
 
 use super::child::ChildServer;
 use super::load::{BodyFactory, Pace};
-use super::report::{combine_idle, PhaseStats, PostgresCounts, PostgresRun, PostgresSection};
-use super::{measure_phase, wait_idle, wharf_command, BenchOptions, DatabaseCpu, LoadRuntime};
-use crate::journal::postgres::tls;
+use super::report::{combine_idle, PostgresCounts, PostgresRun, PostgresSection};
+use super::tls;
+use super::{
+    measure_phase, wait_idle, wharf_command, BenchOptions, DatabaseProcesses, LoadRuntime,
+};
 
 /// Instances sharing one database in the scale-out run.
 pub(crate) const SCALE_OUT_INSTANCES: usize = 3;
@@ -65,13 +67,17 @@ impl Admin {
             .with_context(|| format!("creating database {name} on {}", self.server))
     }
 
-    /// Pids of the backends connected to `database` now; none if they
-    /// cannot be listed (the CPU split is then without the database's share).
-    pub(crate) async fn backend_pids(&self, database: &str) -> Vec<u32> {
+    /// Pids of the PostgreSQL processes working for `database` now: the
+    /// backends connected to it, and the WAL writer, checkpointer and
+    /// background writer, which write its WAL and pages (shared with any
+    /// other database, idle during a bench). None if they cannot be listed
+    /// (the CPU split and costs are then without the database's share).
+    pub(crate) async fn server_pids(&self, database: &str) -> Vec<u32> {
         let rows = self
             .client
             .query(
-                "SELECT pid FROM pg_stat_activity WHERE datname = $1",
+                "SELECT pid FROM pg_stat_activity WHERE datname = $1 \
+                 OR backend_type IN ('walwriter', 'checkpointer', 'background writer')",
                 &[&database],
             )
             .await
@@ -187,8 +193,8 @@ async fn measure_instances(
         servers.push(ChildServer::spawn(env.command(url), "wharf serve (postgres)").await?);
     }
     let plan = env.opts.plan(Pace::Closed);
-    let backends = DatabaseCpu::Postgres { admin, database };
-    let (outcome, cpu) = measure_phase(&mut servers, backends, load, factory, plan).await?;
+    let processes = DatabaseProcesses::Postgres { admin, database };
+    let measured = measure_phase(&mut servers, processes, load, factory, plan).await?;
     let drain = combine_idle(
         join_all(
             servers
@@ -197,6 +203,7 @@ async fn measure_instances(
         )
         .await,
     );
+    let drained = processes.sample(&servers).await;
     let counts = count_outcomes(url)
         .await
         .map_err(|error| format!("{error:#}"));
@@ -207,7 +214,7 @@ async fn measure_instances(
     Ok(PostgresRun {
         instances: env.instances,
         database: database.to_owned(),
-        load: PhaseStats::from_outcome(&outcome, cpu),
+        load: measured.stats(Some(&drained)),
         drain,
         counts,
         stderr,
@@ -240,11 +247,12 @@ async fn count_outcomes(url: &str) -> anyhow::Result<PostgresCounts> {
         .query_one(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'processed'), \
                     (SELECT COUNT(*) FROM attempts WHERE outcome = 'processed'), \
-                    (SELECT COUNT(*) FROM sales)",
+                    (SELECT COUNT(*) FROM sales), \
+                    pg_database_size(current_database())",
             &[],
         )
         .await
-        .context("counting processed deliveries, attempts and sales")?;
+        .context("counting processed deliveries, attempts and sales, sizing the database")?;
     let count = |index: usize| -> anyhow::Result<u64> {
         let value: i64 = row.try_get(index).context("reading a count")?;
         Ok(u64::try_from(value).unwrap_or(0))
@@ -253,6 +261,7 @@ async fn count_outcomes(url: &str) -> anyhow::Result<PostgresCounts> {
         processed: count(0)?,
         processed_attempts: count(1)?,
         sales: count(2)?,
+        size_bytes: count(3)?,
     })
 }
 

@@ -1,20 +1,27 @@
-//! `wharf bench`: measures Wharf's ingest throughput against a "floor" (a bare
-//! axum server doing only HMAC verification), its latency at half that load,
-//! how quickly acked deliveries get processed, and whether memory stays flat.
-//! With `--postgres`, it then repeats the full-load phase against Wharf on
-//! PostgreSQL, with one instance and with three sharing a database (see
-//! `postgres`).
+//! `wharf-bench`: measures Wharf's ingest throughput against a "floor" (a
+//! bare axum server doing only HMAC verification), its latency at full and
+//! half that load, its CPU time and disk writes per delivery, how quickly
+//! acked deliveries get processed (drain after the burst, lag at a tenth of
+//! the load), what the journal occupies on disk, and whether memory stays
+//! flat. With `--postgres`, it then repeats the full-load phase against Wharf
+//! on PostgreSQL, with one instance and with three sharing a database (see
+//! `postgres`). [`summary`] gives the medians over `--repeat` runs.
 //!
-//! All servers run as child processes of the same binary so they are
-//! measured exactly as deployed; the load generator runs in its own
+//! This crate links nothing of the product: Wharf is the built `wharf`
+//! binary, run as a child process exactly as deployed; the floor is a child
+//! of this bench's own binary (`wharf-bench floor`), so each server's CPU is
+//! measured apart from the load generator's, which runs in its own
 //! two-worker runtime inside this process. The children are killed on every
 //! exit path (see `child`).
 
 mod child;
+mod disk;
 mod floor;
 mod load;
 mod postgres;
 mod report;
+pub mod summary;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,15 +33,25 @@ use anyhow::{bail, Context};
 use secrecy::SecretString;
 use tokio::process::Command;
 
+pub use disk::DiskUsage;
 pub use floor::serve_floor;
 pub use report::{
-    BenchReport, CpuUsage, DatabaseStats, IdleOutcome, MemoryStats, Percentiles, PhaseStats,
-    PostgresCounts, PostgresRun, PostgresSection, ProcessingStats, HALF_LOAD_P99_TARGET_MS,
-    LAG_P99_TARGET_MS, OTHER_CPU_LIMIT, RATIO_TARGET,
+    BenchReport, CpuUsage, DatabaseStats, IdleOutcome, IoCounters, MemoryStats, Percentiles,
+    PhaseStats, PostgresCounts, PostgresRun, PostgresSection, ProcessingStats, ResourceCost,
+    DRAIN_TARGET, FULL_LOAD_P99_TARGET_MS, HALF_LOAD_P99_TARGET_MS, OTHER_CPU_LIMIT, RATIO_TARGET,
+    TENTH_LOAD_LAG_P99_TARGET_MS,
 };
 
-use child::ChildServer;
+use child::{ChildServer, ProcessSample, Sample};
 use load::{BodyFactory, Pace, PhaseOutcome, PhasePlan, Target};
+use report::PhaseWindows;
+
+/// The floor's subcommand of this bench's binary, and where it takes its secret.
+pub const FLOOR_SUBCOMMAND: &str = "floor";
+pub const FLOOR_SECRET_ENV: &str = "WHARF_BENCH_FLOOR_SECRET";
+/// The ready line both `wharf serve` and `wharf-bench floor` print, then
+/// their address: the bench learns the port from it.
+pub const READY_PREFIX: &str = "wharf ready: listening on http://";
 
 /// Path of the CartPanda webhook on both servers.
 pub(crate) const WEBHOOK_PATH: &str = "/webhook/cartpanda";
@@ -47,9 +64,11 @@ const IDLE_CLIENT_TIMEOUT: Duration = Duration::from_secs(130);
 /// What `run` measures and how hard.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Binary to spawn for both servers; in the real crate this is
-    /// `std::env::current_exe()`.
+    /// The `wharf` binary to measure (`wharf serve`).
     pub wharf_bin: PathBuf,
+    /// The binary run as `floor` for the floor server: this bench's own
+    /// executable (`std::env::current_exe()`).
+    pub floor_bin: PathBuf,
     /// Concurrent keep-alive connections.
     pub connections: usize,
     /// Measured length of each phase.
@@ -66,9 +85,10 @@ pub struct BenchOptions {
 
 impl BenchOptions {
     /// The defaults: 32 connections, 10 s phases after 2 s warmup, ~1 KiB bodies.
-    pub fn new(wharf_bin: PathBuf) -> Self {
+    pub fn new(wharf_bin: PathBuf, floor_bin: PathBuf) -> Self {
         Self {
             wharf_bin,
+            floor_bin,
             connections: 32,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
@@ -97,8 +117,9 @@ impl BenchOptions {
     }
 }
 
-/// Runs all phases (floor, wharf full load, wharf half load, processing lag,
-/// memory, then PostgreSQL if asked) and returns the report. Integrity
+/// Runs one floor/candidate pair: all phases (floor, wharf at full, half and
+/// a tenth of the load with the drain after each, journal size, memory, then
+/// PostgreSQL if asked) and returns the report. Integrity
 /// problems (failed requests, deliveries acked but not processed) are in the
 /// report, see [`BenchReport::problems`]; only a failure to run the bench at
 /// all is an error.
@@ -126,6 +147,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         None => None,
     };
     Ok(BenchReport {
+        wharf_bin: opts.wharf_bin.clone(),
         connections: opts.connections,
         body_bytes: factory.typical_len(),
         duration: opts.duration,
@@ -134,7 +156,10 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         wharf: wharf.full,
         wharf_half: wharf.half,
         half_load_target_rps: wharf.half_rate,
+        wharf_tenth: wharf.tenth,
+        tenth_load_target_rps: wharf.tenth_rate,
         processing: wharf.processing,
+        journal_disk: wharf.journal_disk,
         memory: wharf.memory,
         wharf_stderr: wharf.stderr,
         postgres,
@@ -148,87 +173,116 @@ async fn measure_floor(
     factory: &Arc<BodyFactory>,
     secret: &str,
 ) -> anyhow::Result<PhaseStats> {
-    let mut command = Command::new(&opts.wharf_bin);
-    command.args(["bench-floor", "--listen", "127.0.0.1:0", "--secret", secret]);
-    let mut server = ChildServer::spawn(command, "wharf bench-floor").await?;
-    let (outcome, cpu) = measure_phase(
+    let mut command = Command::new(&opts.floor_bin);
+    command
+        .args([FLOOR_SUBCOMMAND, "--listen", "127.0.0.1:0"])
+        .env(FLOOR_SECRET_ENV, secret);
+    let mut server = ChildServer::spawn(command, "wharf-bench floor").await?;
+    let measured = measure_phase(
         std::slice::from_mut(&mut server),
-        DatabaseCpu::InServer,
+        DatabaseProcesses::InServer,
         load,
         factory,
         opts.plan(Pace::Closed),
     )
     .await?;
     server.stop().await;
-    Ok(PhaseStats::from_outcome(&outcome, cpu))
+    Ok(measured.stats(None))
+}
+
+/// One phase's outcome and what the servers had used before and after it.
+struct Measured {
+    outcome: PhaseOutcome,
+    before: Sample,
+    after: Sample,
+}
+
+impl Measured {
+    /// The phase's figures; `drained` is the sample taken once the backlog
+    /// the phase left was processed, if it was waited for.
+    fn stats(&self, drained: Option<&Sample>) -> PhaseStats {
+        let cost_with_drain = drained.map_or_else(ResourceCost::default, |drained| {
+            drained.cost_since(&self.before)
+        });
+        PhaseStats::from_outcome(
+            &self.outcome,
+            self.after.cpu_usage_since(&self.before),
+            self.after.cost_since(&self.before),
+            cost_with_drain,
+        )
+    }
 }
 
 /// Runs one phase against `servers` (connections spread over them), with
-/// the CPU split over them (their time summed) and `database`, and fails if
-/// one died meanwhile.
+/// CPU and disk writes read for them (summed) and for `database`, and fails
+/// if one died meanwhile.
 async fn measure_phase(
     servers: &mut [ChildServer],
-    database: DatabaseCpu<'_>,
+    database: DatabaseProcesses<'_>,
     load: &LoadRuntime,
     factory: &Arc<BodyFactory>,
     plan: PhasePlan,
-) -> anyhow::Result<(PhaseOutcome, Option<CpuUsage>)> {
+) -> anyhow::Result<Measured> {
     let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
-    let database_before = database.process_ticks().await;
-    let before = child::cpu_counters(servers);
+    let before = database.sample(servers).await;
     let outcome = load.run_phase(&addrs, factory, plan).await?;
-    let after = child::cpu_counters(servers);
-    let database_after = database.process_ticks().await;
+    let after = database.sample(servers).await;
     for server in servers.iter_mut() {
         server.ensure_running()?;
     }
-    let database_ticks = child::ticks_between(&database_before, &database_after);
-    let cpu = before
-        .zip(after)
-        .and_then(|(b, a)| a.usage_since(&b, database_ticks));
-    Ok((outcome, cpu))
+    Ok(Measured {
+        outcome,
+        before,
+        after,
+    })
 }
 
-/// Where the database's own CPU time goes, so the split can show it apart
-/// from "other" (which flags a disturbed run).
+/// Where the database's own CPU time and disk writes go, so they show
+/// apart from "other" (which flags a disturbed run) and from the server's.
 #[derive(Clone, Copy)]
-enum DatabaseCpu<'a> {
+enum DatabaseProcesses<'a> {
     /// None apart: SQLite (or no database at all) runs inside the server.
     InServer,
-    /// The PostgreSQL backends serving this database, if on this machine.
+    /// The PostgreSQL processes serving this database, if on this machine.
     Postgres {
         admin: &'a postgres::Admin,
         database: &'a str,
     },
 }
 
-impl DatabaseCpu<'_> {
-    /// CPU ticks so far of each of the database's processes.
-    async fn process_ticks(self) -> BTreeMap<u32, u64> {
-        match self {
+impl DatabaseProcesses<'_> {
+    /// What `servers` and the database's processes have used so far.
+    async fn sample(self, servers: &[ChildServer]) -> Sample {
+        let database: BTreeMap<u32, ProcessSample> = match self {
             Self::InServer => BTreeMap::new(),
             Self::Postgres { admin, database } => {
-                child::postgres_ticks(&admin.backend_pids(database).await)
+                child::postgres_samples(&admin.server_pids(database).await)
             }
-        }
+        };
+        Sample::take(servers, database)
     }
 }
 
-/// Results of phases 2-5.
+/// Results of phases 2-4 and what followed them.
 struct WharfResults {
     full: PhaseStats,
     half: PhaseStats,
     half_rate: f64,
+    tenth: PhaseStats,
+    tenth_rate: f64,
     processing: ProcessingStats,
+    journal_disk: Result<DiskUsage, String>,
     memory: MemoryStats,
     stderr: Vec<String>,
 }
 
-/// Phases 2-5 against one `wharf serve` on a fresh database.
+/// Phases 2-4 against one `wharf serve` on a fresh database: closed loop
+/// (full load), then open loop at half and at a tenth of what it sustained.
 ///
-/// The backlog is drained between full and half load (not only at the end)
-/// so half-load processing lag measures steady state, not the tail of the
-/// full-load backlog.
+/// The backlog is drained after each phase (not only at the end) so the
+/// drain after full load is the time to process the burst, and the later
+/// phases' processing lag measures steady state, not the tail of an earlier
+/// backlog.
 async fn measure_wharf(
     opts: &BenchOptions,
     load: &LoadRuntime,
@@ -245,59 +299,90 @@ async fn measure_wharf(
     let command = wharf_command(&opts.wharf_bin, &database_url, secret, admin_token);
     let mut server = ChildServer::spawn(command, "wharf serve").await?;
     let start_mib = server.rss_mib();
+    let servers = std::slice::from_mut(&mut server);
 
-    let (full, full_cpu) = measure_phase(
-        std::slice::from_mut(&mut server),
-        DatabaseCpu::InServer,
+    let full = measure_phase(
+        servers,
+        DatabaseProcesses::InServer,
         load,
         factory,
         opts.plan(Pace::Closed),
     )
     .await?;
-    let after_full_mib = server.rss_mib();
-    let drain_after_full = wait_idle(server.addr, admin_token).await;
+    let after_full_mib = servers[0].rss_mib();
+    let drain_after_full = wait_idle(servers[0].addr, admin_token).await;
+    let full_drained = DatabaseProcesses::InServer.sample(servers).await;
 
-    let half_rate = half_load_rate(&full)?;
+    let half_rate = fraction_of_full_load(&full.outcome, 2.0)?;
     let half_plan = opts.plan(Pace::Open {
         rate_per_sec: half_rate,
     });
-    let (half, half_cpu) = measure_phase(
-        std::slice::from_mut(&mut server),
-        DatabaseCpu::InServer,
+    let half = measure_phase(
+        servers,
+        DatabaseProcesses::InServer,
         load,
         factory,
         half_plan,
     )
     .await?;
-    let after_half_mib = server.rss_mib();
-    let drain_after_half = wait_idle(server.addr, admin_token).await;
+    let after_half_mib = servers[0].rss_mib();
+    let drain_after_half = wait_idle(servers[0].addr, admin_token).await;
+    let half_drained = DatabaseProcesses::InServer.sample(servers).await;
 
-    let database = database_stats(&db_path, &full, &half).await;
+    let tenth_rate = fraction_of_full_load(&full.outcome, 10.0)?;
+    let tenth_plan = opts.plan(Pace::Open {
+        rate_per_sec: tenth_rate,
+    });
+    let tenth = measure_phase(
+        servers,
+        DatabaseProcesses::InServer,
+        load,
+        factory,
+        tenth_plan,
+    )
+    .await?;
+    let after_tenth_mib = servers[0].rss_mib();
+    let drain_after_tenth = wait_idle(servers[0].addr, admin_token).await;
+    let tenth_drained = DatabaseProcesses::InServer.sample(servers).await;
+
+    let windows = PhaseWindows {
+        full: full.outcome.wall,
+        half: half.outcome.wall,
+        tenth: tenth.outcome.wall,
+    };
+    let database = database_stats(&db_path, windows).await;
+    let journal_disk = journal_disk_usage(dir.path()).await;
     let stderr = server.stderr_lines();
     server.stop().await;
     Ok(WharfResults {
         half_rate,
+        tenth_rate,
         processing: ProcessingStats {
-            acked: full.acked_total + half.acked_total,
+            acked: full.outcome.acked_total + half.outcome.acked_total + tenth.outcome.acked_total,
             drain_after_full,
             drain_after_half,
+            drain_after_tenth,
             database,
         },
-        full: PhaseStats::from_outcome(&full, full_cpu),
-        half: PhaseStats::from_outcome(&half, half_cpu),
+        full: full.stats(Some(&full_drained)),
+        half: half.stats(Some(&half_drained)),
+        tenth: tenth.stats(Some(&tenth_drained)),
+        journal_disk,
         memory: MemoryStats {
             start_mib,
             after_full_mib,
             after_half_mib,
+            after_tenth_mib,
         },
         stderr,
     })
 }
 
-/// Phase 3's rate: half of what phase 2 sustained. A phase 2 without a
-/// single success means Wharf is broken, not slow; say why.
-fn half_load_rate(full: &PhaseOutcome) -> anyhow::Result<f64> {
-    let rate = full.rps() / 2.0;
+/// The open-loop rate of a later phase: `1 / divisor` of what phase 2
+/// sustained. A phase 2 without a single success means Wharf is broken, not
+/// slow; say why.
+fn fraction_of_full_load(full: &PhaseOutcome, divisor: f64) -> anyhow::Result<f64> {
+    let rate = full.rps() / divisor;
     if rate <= 0.0 {
         bail!(
             "wharf answered no request successfully at full load (non-2xx by status {:?}, {} errors, e.g. {:?})",
@@ -343,20 +428,23 @@ async fn wait_idle(addr: SocketAddr, admin_token: &str) -> IdleOutcome {
 }
 
 /// Reads the database off the async runtime (rusqlite blocks).
-async fn database_stats(
-    db_path: &Path,
-    full: &PhaseOutcome,
-    half: &PhaseOutcome,
-) -> Result<DatabaseStats, String> {
+async fn database_stats(db_path: &Path, windows: PhaseWindows) -> Result<DatabaseStats, String> {
     let path = db_path.to_path_buf();
-    let (full_window, half_window) = (full.wall, half.wall);
-    let read =
-        tokio::task::spawn_blocking(move || report::read_database(&path, full_window, half_window))
-            .await;
+    let read = tokio::task::spawn_blocking(move || report::read_database(&path, windows)).await;
     match read {
         Ok(Ok(stats)) => Ok(stats),
         Ok(Err(error)) => Err(format!("{error:#}")),
         Err(join_error) => Err(format!("database reader failed: {join_error}")),
+    }
+}
+
+/// Sizes the journal's directory off the async runtime (a directory walk).
+async fn journal_disk_usage(dir: &Path) -> Result<DiskUsage, String> {
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || disk::usage(&dir)).await {
+        Ok(Ok(usage)) => Ok(usage),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(join_error) => Err(format!("directory walk failed: {join_error}")),
     }
 }
 
@@ -496,7 +584,7 @@ mod tests {
 
     #[test]
     fn defaults_match_the_documented_ones() {
-        let opts = BenchOptions::new(PathBuf::from("wharf"));
+        let opts = BenchOptions::new(PathBuf::from("wharf"), PathBuf::from("wharf-bench"));
         assert_eq!(opts.connections, 32);
         assert_eq!(opts.duration, Duration::from_secs(10));
         assert_eq!(opts.warmup, Duration::from_secs(2));

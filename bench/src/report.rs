@@ -4,25 +4,34 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::ops::Add;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
+use super::disk::DiskUsage;
 use super::load::{PhaseOutcome, WallWindow};
 use super::postgres::SCALE_OUT_IDLE_POLL_MS;
 
-/// Wharf must sustain at least this fraction of the floor's req/s.
-pub const RATIO_TARGET: f64 = 0.70;
-/// p99 request latency target at half load.
-pub const HALF_LOAD_P99_TARGET_MS: f64 = 5.0;
-/// p99 processing-lag target at half load.
-pub const LAG_P99_TARGET_MS: f64 = 50.0;
+/// Wharf must sustain at least this fraction of the floor's req/s (issue 8).
+pub const RATIO_TARGET: f64 = 0.60;
+/// p99 ack latency target at full load (closed loop), in ms.
+pub const FULL_LOAD_P99_TARGET_MS: f64 = 2.0;
+/// p99 ack latency target at half load (open loop), in ms.
+pub const HALF_LOAD_P99_TARGET_MS: f64 = 3.0;
+/// p99 processing-lag target at a tenth of full load, in ms.
+pub const TENTH_LOAD_LAG_P99_TARGET_MS: f64 = 100.0;
+/// Every acked delivery must be in the ledger this soon after the full-load burst.
+pub const DRAIN_TARGET: Duration = Duration::from_secs(10);
 
-/// Everything one `bench` run measured. `Display` renders the table.
+/// Everything one `bench` run (one floor/candidate pair) measured. `Display`
+/// renders the table; [`crate::summary::Summary`] the medians over repeats.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
+    /// The `wharf` binary measured.
+    pub wharf_bin: PathBuf,
     pub connections: usize,
     /// Length of a typical request body actually sent.
     pub body_bytes: usize,
@@ -36,7 +45,14 @@ pub struct BenchReport {
     pub wharf_half: PhaseStats,
     /// The rate phase 3 asked for.
     pub half_load_target_rps: f64,
+    /// Phase 4: Wharf, open loop at a tenth of phase 2's rate (processing lag).
+    pub wharf_tenth: PhaseStats,
+    /// The rate phase 4 asked for.
+    pub tenth_load_target_rps: f64,
     pub processing: ProcessingStats,
+    /// What the SQLite journal's directory holds once all phases drained, or
+    /// why it could not be read.
+    pub journal_disk: Result<DiskUsage, String>,
     pub memory: MemoryStats,
     /// Last lines `wharf serve` wrote to stderr (run with `RUST_LOG=warn`),
     /// shown because warnings under load are worth seeing.
@@ -65,6 +81,63 @@ pub struct PhaseStats {
     pub error_samples: Vec<String>,
     /// How the machine's CPU was split during the phase (Linux only).
     pub cpu: Option<CpuUsage>,
+    /// CPU time and disk writes over the phase (warmup included, like
+    /// `acked_total`, which divides them).
+    pub cost: ResourceCost,
+    /// Same, over the phase and the drain of its backlog that followed.
+    pub cost_with_drain: ResourceCost,
+}
+
+/// CPU time and disk writes of the server(s) and of the database's own
+/// processes over a window (Linux only: from `/proc/PID/stat` and
+/// `/proc/PID/io`; `None` where unreadable or, for the database, where it
+/// has no process of its own on this machine).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourceCost {
+    /// utime + stime of the server(s), summed, in µs.
+    pub server_cpu_us: Option<u64>,
+    pub server_io: Option<IoCounters>,
+    /// The PostgreSQL processes serving the run; `None` for SQLite.
+    pub database_cpu_us: Option<u64>,
+    pub database_io: Option<IoCounters>,
+}
+
+/// Counters of `/proc/PID/io`, or their growth over a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Bytes the process caused to be written to storage (page-cache pages
+    /// it dirtied, direct I/O); what the disk sees, before the filesystem's
+    /// own journal.
+    pub write_bytes: u64,
+    /// Bytes passed to write-like system calls, sockets and pipes included.
+    pub wchar: u64,
+}
+
+impl IoCounters {
+    /// Growth since `earlier`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),
+            wchar: self.wchar.saturating_sub(earlier.wchar),
+        }
+    }
+}
+
+impl Add for IoCounters {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            write_bytes: self.write_bytes + other.write_bytes,
+            wchar: self.wchar + other.wchar,
+        }
+    }
+}
+
+impl std::iter::Sum for IoCounters {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), Add::add)
+    }
 }
 
 /// CPU used during a phase, in percent of one core (a 2-core machine has 200).
@@ -90,7 +163,12 @@ pub struct CpuUsage {
 pub const OTHER_CPU_LIMIT: f64 = 20.0;
 
 impl PhaseStats {
-    pub(crate) fn from_outcome(outcome: &PhaseOutcome, cpu: Option<CpuUsage>) -> Self {
+    pub(crate) fn from_outcome(
+        outcome: &PhaseOutcome,
+        cpu: Option<CpuUsage>,
+        cost: ResourceCost,
+        cost_with_drain: ResourceCost,
+    ) -> Self {
         Self {
             rps: outcome.rps(),
             requests: outcome.latencies_us.len() as u64,
@@ -100,7 +178,37 @@ impl PhaseStats {
             errors: outcome.errors,
             error_samples: outcome.error_samples.clone(),
             cpu,
+            cost,
+            cost_with_drain,
         }
+    }
+
+    /// `total` over the deliveries acked in the phase.
+    fn per_delivery(&self, total: Option<u64>) -> Option<f64> {
+        let acked = self.acked_total;
+        total
+            .filter(|_| acked > 0)
+            .map(|total| total as f64 / acked as f64)
+    }
+
+    /// The server's CPU µs per delivery acked, over the phase.
+    pub fn cpu_us_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.cost.server_cpu_us)
+    }
+
+    /// The database processes' CPU µs per delivery acked, over the phase.
+    pub fn database_cpu_us_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.cost.database_cpu_us)
+    }
+
+    /// Storage bytes (`write_bytes`) the server caused per delivery acked.
+    pub fn written_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.cost.server_io.map(|io| io.write_bytes))
+    }
+
+    /// Same, for the database processes.
+    pub fn database_written_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.cost.database_io.map(|io| io.write_bytes))
     }
 
     pub fn non_2xx_total(&self) -> u64 {
@@ -159,10 +267,11 @@ pub enum IdleOutcome {
 /// Whether everything acked was processed, and how long processing took.
 #[derive(Debug, Clone)]
 pub struct ProcessingStats {
-    /// 2xx answers from Wharf over phases 2 and 3, warmups included.
+    /// 2xx answers from Wharf over phases 2 to 4, warmups included.
     pub acked: u64,
     pub drain_after_full: IdleOutcome,
     pub drain_after_half: IdleOutcome,
+    pub drain_after_tenth: IdleOutcome,
     /// What the database says, or why it could not be read.
     pub database: Result<DatabaseStats, String>,
 }
@@ -182,14 +291,25 @@ pub struct DatabaseStats {
     pub lag_full_load: Option<Percentiles>,
     /// Same, for deliveries received during phase 3.
     pub lag_half_load: Option<Percentiles>,
+    /// Same, for deliveries received during phase 4.
+    pub lag_tenth_load: Option<Percentiles>,
 }
 
-/// Wharf's resident memory at three points, in MiB (`None` if unreadable).
+/// Wharf's resident memory at four points, in MiB (`None` if unreadable).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MemoryStats {
     pub start_mib: Option<f64>,
     pub after_full_mib: Option<f64>,
     pub after_half_mib: Option<f64>,
+    pub after_tenth_mib: Option<f64>,
+}
+
+/// Wall-clock spans of phases 2 to 4, to split processing lag by phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PhaseWindows {
+    pub full: WallWindow,
+    pub half: WallWindow,
+    pub tenth: WallWindow,
 }
 
 /// `--postgres`: phase 2 (closed loop at full load, then drain) against Wharf
@@ -232,12 +352,25 @@ pub struct PostgresCounts {
     pub processed: u64,
     pub processed_attempts: u64,
     pub sales: u64,
+    /// `pg_database_size`: everything the database holds on disk, journal
+    /// and ledger, PostgreSQL's empty-database baseline included.
+    pub size_bytes: u64,
 }
 
 impl PostgresRun {
     /// Row label: "postgres (1)", "postgres (3)".
     pub fn label(&self) -> String {
         format!("postgres ({})", self.instances)
+    }
+
+    /// Whether every acked delivery was processed within [`DRAIN_TARGET`]
+    /// after the load.
+    pub fn drained_in_time(&self) -> bool {
+        drained_within_target(&self.drain)
+            && self
+                .counts
+                .as_ref()
+                .is_ok_and(|counts| counts.processed == self.load.acked_total)
     }
 
     /// Integrity problems of this run, as [`BenchReport::problems`] lists them.
@@ -287,14 +420,15 @@ pub(crate) fn combine_idle(outcomes: Vec<IdleOutcome>) -> IdleOutcome {
     IdleOutcome::Idle { waited: slowest }
 }
 
+/// Whether a drain ended idle within [`DRAIN_TARGET`].
+fn drained_within_target(outcome: &IdleOutcome) -> bool {
+    matches!(outcome, IdleOutcome::Idle { waited } if *waited <= DRAIN_TARGET)
+}
+
 /// Reads counts and lag from Wharf's database, read-only, while the server
-/// is still running (so its WAL is visible). `full` and `half` are the
-/// wall-clock spans of phases 2 and 3, matched against `received_at`.
-pub(crate) fn read_database(
-    path: &Path,
-    full: WallWindow,
-    half: WallWindow,
-) -> anyhow::Result<DatabaseStats> {
+/// is still running (so its WAL is visible). `windows` are the wall-clock
+/// spans of phases 2 to 4, matched against `received_at`.
+pub(crate) fn read_database(path: &Path, windows: PhaseWindows) -> anyhow::Result<DatabaseStats> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let db = Connection::open_with_flags(path, flags)
         .with_context(|| format!("opening {} read-only", path.display()))?;
@@ -321,8 +455,9 @@ pub(crate) fn read_database(
             .map_or(0, |&(_, count)| count),
         sales: u64::try_from(sales).unwrap_or(0),
         lag_all: lag_of(None),
-        lag_full_load: lag_of(Some(full)),
-        lag_half_load: lag_of(Some(half)),
+        lag_full_load: lag_of(Some(windows.full)),
+        lag_half_load: lag_of(Some(windows.half)),
+        lag_tenth_load: lag_of(Some(windows.tenth)),
         by_status,
     })
 }
@@ -370,22 +505,30 @@ impl BenchReport {
         }
     }
 
+    /// Whether every acked delivery of the full-load burst was processed
+    /// within [`DRAIN_TARGET`] after it. Checked at the end of the run (all
+    /// later deliveries processed too), which is when the count is read.
+    pub fn drained_in_time(&self) -> bool {
+        drained_within_target(&self.processing.drain_after_full)
+            && self
+                .processing
+                .database
+                .as_ref()
+                .is_ok_and(|db| db.processed == self.processing.acked)
+    }
+
     /// Integrity problems that make the run untrustworthy (failed requests,
     /// lost deliveries, a processor that never went idle), as opposed to
     /// performance targets missed. Empty when the run is clean.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let phases = [
-            ("floor", &self.floor),
-            ("wharf", &self.wharf),
-            ("wharf at half load", &self.wharf_half),
-        ];
-        for (name, phase) in phases {
+        for (name, phase) in self.phases() {
             phase_problems(name, phase, &mut problems);
         }
         let drains = [
             ("after full load", &self.processing.drain_after_full),
             ("after half load", &self.processing.drain_after_half),
+            ("after 1/10 load", &self.processing.drain_after_tenth),
         ];
         problems.extend(
             drains
@@ -400,6 +543,9 @@ impl BenchReport {
             )),
             Ok(_) => {}
         }
+        if let Err(why) = &self.journal_disk {
+            problems.push(format!("could not measure the journal on disk: {why}"));
+        }
         if let Some(postgres) = &self.postgres {
             for run in &postgres.runs {
                 run.problems(&mut problems);
@@ -409,6 +555,16 @@ impl BenchReport {
             }
         }
         problems
+    }
+
+    /// The phases of the SQLite part, named as in the tables.
+    fn phases(&self) -> [(&'static str, &PhaseStats); 4] {
+        [
+            ("floor", &self.floor),
+            ("wharf", &self.wharf),
+            ("wharf at half load", &self.wharf_half),
+            ("wharf at 1/10 load", &self.wharf_tenth),
+        ]
     }
 }
 
@@ -459,6 +615,29 @@ fn secs(duration: Duration) -> String {
 
 fn mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} MiB"))
+}
+
+/// A byte count in B, KiB, MiB or GiB.
+pub(crate) fn bytes_text(bytes: u64) -> String {
+    const UNITS: [&str; 3] = ["KiB", "MiB", "GiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for next in &UNITS[1..] {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
+}
+
+/// A figure with `decimals` decimals, or "n/a".
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
 fn lag_text(lag: Option<&Percentiles>) -> String {
@@ -524,6 +703,11 @@ fn write_failure_detail(f: &mut fmt::Formatter<'_>, phase: &PhaseStats) -> fmt::
     Ok(())
 }
 
+/// Whether a phase's p99 ack latency is below `target_ms`.
+fn p99_below(phase: &PhaseStats, target_ms: f64) -> bool {
+    phase.latency.is_some_and(|l| l.p99_ms < target_ms)
+}
+
 impl BenchReport {
     fn write_table(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -533,23 +717,25 @@ impl BenchReport {
         )?;
         write_phase_row(f, "floor (axum + HMAC)", &self.floor, "")?;
         let ratio = self.ratio();
-        let ratio_note = format!(
-            "ratio {:.1}% of floor (target >= {:.0}%: {})",
+        let full_note = format!(
+            "ratio {:.1}% of floor (target >= {:.0}%: {}); target p99 < {FULL_LOAD_P99_TARGET_MS} ms: {}",
             ratio * 100.0,
             RATIO_TARGET * 100.0,
-            verdict(ratio >= RATIO_TARGET)
+            verdict(ratio >= RATIO_TARGET),
+            verdict(p99_below(&self.wharf, FULL_LOAD_P99_TARGET_MS))
         );
-        write_phase_row(f, "wharf (durable ingest)", &self.wharf, &ratio_note)?;
-        let p99_met = self
-            .wharf_half
-            .latency
-            .is_some_and(|l| l.p99_ms < HALF_LOAD_P99_TARGET_MS);
+        write_phase_row(f, "wharf (durable ingest)", &self.wharf, &full_note)?;
         let half_note = format!(
             "asked {:.0}/s (target p99 < {HALF_LOAD_P99_TARGET_MS} ms: {})",
             self.half_load_target_rps,
-            verdict(p99_met)
+            verdict(p99_below(&self.wharf_half, HALF_LOAD_P99_TARGET_MS))
         );
-        write_phase_row(f, "wharf at half load", &self.wharf_half, &half_note)
+        write_phase_row(f, "wharf at half load", &self.wharf_half, &half_note)?;
+        let tenth_note = format!(
+            "asked {:.0}/s (for processing lag, below)",
+            self.tenth_load_target_rps
+        );
+        write_phase_row(f, "wharf at 1/10 load", &self.wharf_tenth, &tenth_note)
     }
 
     fn write_cpu(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -558,12 +744,7 @@ impl BenchReport {
             "{:<24}{:>8}{:>11}{:>9}{:>8}",
             "cpu, % of one core", "server", "generator", "other", "idle"
         )?;
-        let phases = [
-            ("floor", &self.floor),
-            ("wharf", &self.wharf),
-            ("wharf at half load", &self.wharf_half),
-        ];
-        for (name, phase) in phases {
+        for (name, phase) in self.phases() {
             match phase.cpu {
                 Some(cpu) => writeln!(
                     f,
@@ -574,6 +755,43 @@ impl BenchReport {
             }
         }
         Ok(())
+    }
+
+    /// Wharf's CPU time and storage writes per acked delivery, over each
+    /// phase and over the phase plus the drain of its backlog.
+    fn write_cost(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<30}{:>8}{:>11}{:>10}",
+            "cost per acked delivery", "cpu µs", "written B", "wchar B"
+        )?;
+        let phases = [
+            ("full load", &self.wharf),
+            ("half load", &self.wharf_half),
+            ("1/10 load", &self.wharf_tenth),
+        ];
+        for (name, phase) in phases {
+            let windows = [
+                (format!("wharf, {name}"), &phase.cost),
+                (format!("wharf, {name} + its drain"), &phase.cost_with_drain),
+            ];
+            for (label, cost) in windows {
+                let per = |total: Option<u64>| figure(phase.per_delivery(total), 0);
+                writeln!(
+                    f,
+                    "{label:<30}{:>8}{:>11}{:>10}",
+                    per(cost.server_cpu_us),
+                    per(cost.server_io.map(|io| io.write_bytes)),
+                    per(cost.server_io.map(|io| io.wchar)),
+                )?;
+            }
+        }
+        writeln!(
+            f,
+            "  cpu: wharf's utime+stime (/proc/PID/stat); written: write_bytes, what it caused to be \
+             written to storage; wchar: all its write calls, sockets included (/proc/PID/io); each \
+             ÷ deliveries acked in the phase (warmup included); no target set"
+        )
     }
 
     fn write_processing(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -607,19 +825,27 @@ impl BenchReport {
         }
         writeln!(
             f,
-            "  full load: {}; {}",
+            "  full load: {}; {} (target: every acked delivery in the ledger within {} after the burst: {})",
             lag_text(db.lag_full_load.as_ref()),
-            drain_text(&processing.drain_after_full)
+            drain_text(&processing.drain_after_full),
+            secs(DRAIN_TARGET),
+            verdict(self.drained_in_time())
         )?;
-        let lag_met = db
-            .lag_half_load
-            .is_some_and(|l| l.p99_ms < LAG_P99_TARGET_MS);
         writeln!(
             f,
-            "  half load: {} (target p99 < {LAG_P99_TARGET_MS} ms: {}); {}",
+            "  half load: {}; {}",
             lag_text(db.lag_half_load.as_ref()),
-            verdict(lag_met),
             drain_text(&processing.drain_after_half)
+        )?;
+        let lag_met = db
+            .lag_tenth_load
+            .is_some_and(|l| l.p99_ms < TENTH_LOAD_LAG_P99_TARGET_MS);
+        writeln!(
+            f,
+            "  1/10 load: {} (target p99 < {TENTH_LOAD_LAG_P99_TARGET_MS} ms: {}); {}",
+            lag_text(db.lag_tenth_load.as_ref()),
+            verdict(lag_met),
+            drain_text(&processing.drain_after_tenth)
         )?;
         let statuses: Vec<String> = db
             .by_status
@@ -637,6 +863,30 @@ impl BenchReport {
             db.sales
         )
     }
+
+    fn write_journal_disk(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let disk = match &self.journal_disk {
+            Ok(disk) => disk,
+            Err(why) => return writeln!(f, "journal on disk after the run: !! unreadable: {why}"),
+        };
+        let per_delivery = (self.processing.acked > 0)
+            .then(|| disk.total_bytes as f64 / self.processing.acked as f64);
+        writeln!(
+            f,
+            "journal on disk after the run (every file in the bench's SQLite directory; no target set): \
+             {} in {} file(s), {} B per acked delivery (allocated {})",
+            bytes_text(disk.total_bytes),
+            disk.file_count,
+            figure(per_delivery, 0),
+            bytes_text(disk.allocated_bytes)
+        )?;
+        let largest: Vec<String> = disk
+            .largest
+            .iter()
+            .map(|(name, bytes)| format!("{name} {}", bytes_text(*bytes)))
+            .collect();
+        writeln!(f, "  largest: {}", largest.join(", "))
+    }
 }
 
 /// Seconds a drain took, or why there is no such figure.
@@ -651,7 +901,7 @@ fn drain_secs(outcome: &IdleOutcome) -> String {
 impl BenchReport {
     /// One row of the PostgreSQL table: throughput against the floor, ack
     /// latency, CPU of Wharf (summed over instances) and of the database
-    /// (none apart when it runs inside Wharf), and drain time.
+    /// (none apart when it runs inside Wharf), drain time, and the targets.
     fn write_comparison_row(
         &self,
         f: &mut fmt::Formatter<'_>,
@@ -659,12 +909,13 @@ impl BenchReport {
         phase: &PhaseStats,
         database_in_server: bool,
         drain: &IdleOutcome,
+        drained_in_time: bool,
     ) -> fmt::Result {
         let (p50, p99, max) = phase.latency.map_or((f64::NAN, f64::NAN, f64::NAN), |l| {
             (l.p50_ms, l.p99_ms, l.max_ms)
         });
         let of_floor = if self.floor.rps > 0.0 {
-            phase.rps * 100.0 / self.floor.rps
+            phase.rps / self.floor.rps
         } else {
             f64::NAN
         };
@@ -680,17 +931,48 @@ impl BenchReport {
         };
         writeln!(
             f,
-            "{label:<16}{:>8.0}{:>9.1}{:>9.2}{:>9.2}{:>9.1}{:>8}{:>7}{:>9}",
+            "{label:<16}{:>8.0}{:>9.1}{:>9.2}{:>9.2}{:>9.1}{:>8}{:>7}{:>9}    ratio {}, p99 {}, drain {}",
             phase.rps,
-            of_floor,
+            of_floor * 100.0,
             p50,
             p99,
             max,
             cpu_text(|cpu| cpu.server),
             database_cpu,
-            drain_secs(drain)
+            drain_secs(drain),
+            verdict(of_floor >= RATIO_TARGET),
+            verdict(p99_below(phase, FULL_LOAD_P99_TARGET_MS)),
+            verdict(drained_in_time)
         )?;
         write_failure_detail(f, phase)
+    }
+
+    /// One row of the PostgreSQL cost table.
+    fn write_cost_row(
+        f: &mut fmt::Formatter<'_>,
+        label: &str,
+        phase: &PhaseStats,
+        database_in_server: bool,
+        size: Option<u64>,
+    ) -> fmt::Result {
+        let database = |value: Option<f64>| {
+            if database_in_server {
+                "-".to_owned()
+            } else {
+                figure(value, 0)
+            }
+        };
+        let database_wchar = phase.per_delivery(phase.cost.database_io.map(|io| io.wchar));
+        writeln!(
+            f,
+            "{label:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+            figure(phase.cpu_us_per_delivery(), 0),
+            database(phase.database_cpu_us_per_delivery()),
+            figure(phase.written_per_delivery(), 0),
+            database(phase.database_written_per_delivery()),
+            database(database_wchar),
+            size.map_or_else(|| "n/a".to_owned(), bytes_text)
+        )
     }
 
     fn write_postgres(&self, f: &mut fmt::Formatter<'_>, pg: &PostgresSection) -> fmt::Result {
@@ -700,7 +982,7 @@ impl BenchReport {
         )?;
         writeln!(
             f,
-            "{:<16}{:>8}{:>9}{:>9}{:>9}{:>9}{:>8}{:>7}{:>9}",
+            "{:<16}{:>8}{:>9}{:>9}{:>9}{:>9}{:>8}{:>7}{:>9}    targets",
             "", "req/s", "% floor", "p50 ms", "p99 ms", "max ms", "wharf%", "db%", "drain s"
         )?;
         self.write_comparison_row(
@@ -709,9 +991,17 @@ impl BenchReport {
             &self.wharf,
             true,
             &self.processing.drain_after_full,
+            self.drained_in_time(),
         )?;
         for run in &pg.runs {
-            self.write_comparison_row(f, &run.label(), &run.load, false, &run.drain)?;
+            self.write_comparison_row(
+                f,
+                &run.label(),
+                &run.load,
+                false,
+                &run.drain,
+                run.drained_in_time(),
+            )?;
         }
         writeln!(
             f,
@@ -727,8 +1017,39 @@ impl BenchReport {
         }
         writeln!(
             f,
-            "  wharf%, db%: CPU of the wharf processes (summed) and of the PostgreSQL backends serving the bench \
-             database (SQLite runs inside wharf), in % of one core; drain s: until every instance reported an empty backlog"
+            "  wharf%, db%: CPU of the wharf processes (summed) and of PostgreSQL (the bench database's \
+             backends, the WAL writer, checkpointer and background writer; SQLite runs inside wharf), \
+             in % of one core; drain s: until every instance reported an empty backlog"
+        )?;
+        writeln!(
+            f,
+            "  targets: ratio >= {:.0}% of floor, p99 < {FULL_LOAD_P99_TARGET_MS} ms, every acked \
+             delivery processed within {} after the burst",
+            RATIO_TARGET * 100.0,
+            secs(DRAIN_TARGET)
+        )?;
+        writeln!(
+            f,
+            "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>12}",
+            "per acked", "wharf µs", "db µs", "wharf B", "db B", "db wchar", "on disk"
+        )?;
+        let sqlite_size = self.journal_disk.as_ref().ok().map(|disk| disk.total_bytes);
+        Self::write_cost_row(f, "sqlite (1)", &self.wharf, true, sqlite_size)?;
+        for run in &pg.runs {
+            let size = run.counts.as_ref().ok().map(|counts| counts.size_bytes);
+            Self::write_cost_row(f, &run.label(), &run.load, false, size)?;
+        }
+        writeln!(
+            f,
+            "  per acked delivery over the load phase: CPU µs (utime+stime) and bytes written to storage \
+             (write_bytes) of wharf and of the PostgreSQL processes above, db wchar: all their write \
+             calls (/proc/PID/io; n/a when PostgreSQL runs elsewhere or its /proc is unreadable); \
+             PostgreSQL's page writes deferred to a later checkpoint are not in it"
+        )?;
+        writeln!(
+            f,
+            "  on disk: sqlite, the journal's directory after the whole run; postgres, \
+             pg_database_size after the drain (an empty database's ~7 MiB included)"
         )?;
         for run in &pg.runs {
             write_postgres_counts(f, run)?;
@@ -806,16 +1127,20 @@ impl fmt::Display for BenchReport {
             secs(self.duration),
             secs(self.warmup)
         )?;
+        writeln!(f, "measuring {}", self.wharf_bin.display())?;
         self.write_table(f)?;
         self.write_processing(f)?;
+        self.write_journal_disk(f)?;
         writeln!(
             f,
-            "memory (VmRSS): start {}, after full load {}, after half load {}",
+            "memory (VmRSS): start {}, after full load {}, after half load {}, after 1/10 load {}",
             mib(self.memory.start_mib),
             mib(self.memory.after_full_mib),
-            mib(self.memory.after_half_mib)
+            mib(self.memory.after_half_mib),
+            mib(self.memory.after_tenth_mib)
         )?;
         self.write_cpu(f)?;
+        self.write_cost(f)?;
         if !self.wharf_stderr.is_empty() {
             writeln!(f, "wharf stderr (last {} lines):", self.wharf_stderr.len())?;
             for line in &self.wharf_stderr {
@@ -868,15 +1193,27 @@ mod tests {
     }
 
     fn sample_report(processed: u64) -> BenchReport {
+        let mut wharf = phase(750.0);
+        wharf.cost = ResourceCost {
+            server_cpu_us: Some(1200),
+            server_io: Some(IoCounters {
+                write_bytes: 24_576,
+                wchar: 30_000,
+            }),
+            ..ResourceCost::default()
+        };
         BenchReport {
+            wharf_bin: PathBuf::from("target/release/wharf"),
             connections: 32,
             body_bytes: 1024,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             floor: phase(1000.0),
-            wharf: phase(750.0),
+            wharf,
             wharf_half: phase(375.0),
             half_load_target_rps: 375.0,
+            wharf_tenth: phase(75.0),
+            tenth_load_target_rps: 75.0,
             processing: ProcessingStats {
                 acked: 24,
                 drain_after_full: IdleOutcome::Idle {
@@ -885,17 +1222,31 @@ mod tests {
                 drain_after_half: IdleOutcome::Idle {
                     waited: Duration::from_millis(3),
                 },
+                drain_after_tenth: IdleOutcome::Idle {
+                    waited: Duration::from_millis(2),
+                },
                 database: Ok(DatabaseStats {
                     processed,
                     by_status: vec![("processed".to_owned(), processed)],
                     sales: processed,
+                    lag_tenth_load: Percentiles::from_sorted_micros(&[3000u32, 4000, 150_000]),
                     ..DatabaseStats::default()
                 }),
             },
+            journal_disk: Ok(DiskUsage {
+                total_bytes: 3 << 20,
+                allocated_bytes: 3 << 20,
+                file_count: 2,
+                largest: vec![
+                    ("bench.db".to_owned(), 2 << 20),
+                    ("bench.db-wal".to_owned(), 1 << 20),
+                ],
+            }),
             memory: MemoryStats {
                 start_mib: Some(12.25),
                 after_full_mib: None,
                 after_half_mib: Some(40.0),
+                after_tenth_mib: Some(41.0),
             },
             wharf_stderr: Vec::new(),
             postgres: None,
@@ -909,7 +1260,32 @@ mod tests {
         let text = report.to_string();
         assert!(text.starts_with("wharf bench — 32 connections, ~1024 B signed bodies, 10 s per phase (after 2 s warmup)\n"));
         assert!(
-            text.contains("ratio 75.0% of floor (target >= 70%: ok)"),
+            text.contains("ratio 75.0% of floor (target >= 60%: ok); target p99 < 2 ms: MISSED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("asked 375/s (target p99 < 3 ms: ok)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backlog drained in 0.12 s (target: every acked delivery in the ledger within 10 s after the burst: ok)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1/10 load: lag p50 4.0 ms p99 150.0 ms max 150.0 ms over 3 (target p99 < 100 ms: MISSED)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("3.0 MiB in 2 file(s), 131072 B per acked delivery (allocated 3.0 MiB)\n  largest: bench.db 2.0 MiB, bench.db-wal 1.0 MiB"),
+            "{text}"
+        );
+        // 1200 µs, 24576 B and 30000 B over 12 acked deliveries.
+        assert!(
+            text.contains("wharf, full load                   100       2048      2500"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wharf, full load + its drain       n/a        n/a       n/a"),
             "{text}"
         );
         assert!(
@@ -917,7 +1293,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("start 12.2 MiB, after full load n/a, after half load 40.0 MiB"),
+            text.contains("start 12.2 MiB, after full load n/a, after half load 40.0 MiB, after 1/10 load 41.0 MiB"),
             "{text}"
         );
         assert!(!text.contains("!!"), "{text}");
@@ -970,6 +1346,18 @@ mod tests {
             other: 5.0,
             idle: 5.0,
         });
+        load.cost = ResourceCost {
+            server_cpu_us: Some(2400),
+            server_io: Some(IoCounters {
+                write_bytes: 0,
+                wchar: 1200,
+            }),
+            database_cpu_us: Some(3600),
+            database_io: Some(IoCounters {
+                write_bytes: 48_000,
+                wchar: 60_000,
+            }),
+        };
         PostgresRun {
             instances,
             database: format!("wharf_bench_7_{instances}"),
@@ -981,6 +1369,7 @@ mod tests {
                 processed: 12,
                 processed_attempts,
                 sales: 12,
+                size_bytes: 9 << 20,
             }),
             stderr: Vec::new(),
             cleanup_error: None,
@@ -1004,7 +1393,19 @@ mod tests {
         );
         assert!(
             text.contains(
-                "postgres (3)         600     60.0     0.50     2.00      2.0     150     70     1.25"
+                "postgres (3)         600     60.0     0.50     2.00      2.0     150     70     1.25    ratio ok, p99 MISSED, drain ok"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sqlite (1)             100         -      2048         -         -     3.0 MiB"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "postgres (1)           200       300         0      4000      5000     9.0 MiB"
             ),
             "{text}"
         );
@@ -1058,7 +1459,12 @@ mod tests {
             start_us: 800,
             end_us: 1000,
         };
-        let stats = read_database(&path, full, half).expect("read");
+        let tenth = WallWindow {
+            start_us: 150,
+            end_us: 250,
+        };
+        let windows = PhaseWindows { full, half, tenth };
+        let stats = read_database(&path, windows).expect("read");
         assert_eq!(stats.processed, 3);
         assert_eq!(stats.sales, 2);
         assert_eq!(
@@ -1070,5 +1476,7 @@ mod tests {
         assert_eq!((full_lag.count, full_lag.max_ms), (2, 5.0));
         let half_lag = stats.lag_half_load.expect("half-load lag");
         assert_eq!((half_lag.count, half_lag.p50_ms), (1, 902.1));
+        let tenth_lag = stats.lag_tenth_load.expect("tenth-load lag");
+        assert_eq!((tenth_lag.count, tenth_lag.p50_ms), (1, 5.0));
     }
 }

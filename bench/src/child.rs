@@ -1,6 +1,6 @@
-//! Server child processes: start, find the announced address, watch CPU and
-//! memory, kill. Children are spawned with `kill_on_drop`, so every exit path
-//! of the bench (error, panic, cancellation) kills them.
+//! Server child processes: start, find the announced address, watch CPU,
+//! disk writes and memory, kill. Children are spawned with `kill_on_drop`, so
+//! every exit path of the bench (error, panic, cancellation) kills them.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -12,10 +12,11 @@ use anyhow::{bail, Context};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-use super::report::CpuUsage;
-
-/// Both `wharf serve` and `wharf bench-floor` print this, then the address.
-const READY_PREFIX: &str = "wharf ready: listening on http://";
+use super::report::{CpuUsage, IoCounters, ResourceCost};
+use super::READY_PREFIX;
+/// Clock ticks per second of the CPU times in `/proc` (`USER_HZ`, 100 on every
+/// Linux architecture the bench runs on; reading `sysconf` would need unsafe code).
+const TICKS_PER_SEC: u64 = 100;
 /// Startup includes migrations; generous, but a hung child must not hang us.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stderr lines of a child kept to explain a failed start or for the report.
@@ -131,6 +132,13 @@ impl ChildServer {
         parse_process_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
     }
 
+    /// Disk-write counters of the server so far (`None` off Linux, once the
+    /// server is gone, or when `/proc/<pid>/io` is not readable).
+    fn io(&self) -> Option<IoCounters> {
+        let pid = self.child.id()?;
+        parse_proc_io(&std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?)
+    }
+
     /// Kills the server and reaps it. Best effort: `kill_on_drop` is the
     /// backstop if this fails.
     pub(crate) async fn stop(mut self) {
@@ -158,6 +166,105 @@ pub(crate) fn cpu_counters(servers: &[ChildServer]) -> Option<CpuCounters> {
         generator,
         server,
     })
+}
+
+/// What the servers and the database's own processes had used at one
+/// instant: the CPU counters for the split, plus their CPU time and disk
+/// writes for the per-delivery costs.
+#[derive(Debug, Clone)]
+pub(crate) struct Sample {
+    cpu: Option<CpuCounters>,
+    /// Summed over the servers; `None` if any is unreadable.
+    server_ticks: Option<u64>,
+    server_io: Option<IoCounters>,
+    /// The database's processes (none for SQLite, inside the server).
+    database: BTreeMap<u32, ProcessSample>,
+}
+
+impl Sample {
+    /// Reads everything now. `database` comes from [`postgres_samples`].
+    pub(crate) fn take(servers: &[ChildServer], database: BTreeMap<u32, ProcessSample>) -> Self {
+        Self {
+            cpu: cpu_counters(servers),
+            server_ticks: servers.iter().map(ChildServer::cpu_ticks).sum(),
+            server_io: servers.iter().map(ChildServer::io).sum(),
+            database,
+        }
+    }
+
+    /// The CPU split between `before` and `self`.
+    pub(crate) fn cpu_usage_since(&self, before: &Self) -> Option<CpuUsage> {
+        let database_ticks = ticks_between(&before.database_ticks(), &self.database_ticks());
+        self.cpu
+            .zip(before.cpu)
+            .and_then(|(after, before)| after.usage_since(&before, database_ticks))
+    }
+
+    /// CPU time and disk writes of the servers and of the database's own
+    /// processes between `before` and `self`. The database's figures are
+    /// `None` when it has no process here (SQLite, or PostgreSQL elsewhere)
+    /// and its disk writes also when one of its `/proc/<pid>/io` is unreadable.
+    pub(crate) fn cost_since(&self, before: &Self) -> ResourceCost {
+        let database_cpu_us = (!self.database.is_empty()).then(|| {
+            ticks_to_micros(ticks_between(
+                &before.database_ticks(),
+                &self.database_ticks(),
+            ))
+        });
+        ResourceCost {
+            server_cpu_us: self
+                .server_ticks
+                .zip(before.server_ticks)
+                .map(|(after, before)| ticks_to_micros(after.saturating_sub(before))),
+            server_io: self
+                .server_io
+                .zip(before.server_io)
+                .map(|(after, before)| after.since(&before)),
+            database_cpu_us,
+            database_io: io_between(&before.database, &self.database),
+        }
+    }
+
+    fn database_ticks(&self) -> BTreeMap<u32, u64> {
+        self.database
+            .iter()
+            .map(|(&pid, sample)| (pid, sample.ticks))
+            .collect()
+    }
+}
+
+fn ticks_to_micros(ticks: u64) -> u64 {
+    ticks.saturating_mul(1_000_000 / TICKS_PER_SEC)
+}
+
+/// CPU time and disk writes so far of one database process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcessSample {
+    ticks: u64,
+    /// `None` if `/proc/<pid>/io` is not readable (another user's process
+    /// and the bench not root).
+    io: Option<IoCounters>,
+}
+
+/// Disk writes between two readings of the database's processes, summed:
+/// processes started meanwhile count from zero, those that ended meanwhile
+/// are lost. `None` without any process or with one unreadable.
+fn io_between(
+    before: &BTreeMap<u32, ProcessSample>,
+    after: &BTreeMap<u32, ProcessSample>,
+) -> Option<IoCounters> {
+    if after.is_empty() {
+        return None;
+    }
+    after
+        .iter()
+        .try_fold(IoCounters::default(), |sum, (pid, sample)| {
+            let earlier = match before.get(pid) {
+                Some(earlier) => earlier.io?,
+                None => IoCounters::default(),
+            };
+            Some(sum + sample.io?.since(&earlier))
+        })
 }
 
 /// Reads stdout until the ready line; returns the announced address and
@@ -226,24 +333,29 @@ impl CpuCounters {
     }
 }
 
-/// CPU ticks so far of each of `pids` that is a local PostgreSQL process.
-/// The name check matters: for a PostgreSQL on another machine the pids are
-/// that machine's, and whatever runs here under the same pid is not ours.
-pub(crate) fn postgres_ticks(pids: &[u32]) -> BTreeMap<u32, u64> {
+/// CPU ticks and disk writes so far of each of `pids` that is a local
+/// PostgreSQL process. The name check matters: for a PostgreSQL on another
+/// machine the pids are that machine's, and whatever runs here under the
+/// same pid is not ours.
+pub(crate) fn postgres_samples(pids: &[u32]) -> BTreeMap<u32, ProcessSample> {
     pids.iter()
         .filter_map(|&pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            (parse_process_name(&stat)? == "postgres")
-                .then(|| parse_process_ticks(&stat))
-                .flatten()
-                .map(|ticks| (pid, ticks))
+            if parse_process_name(&stat)? != "postgres" {
+                return None;
+            }
+            let ticks = parse_process_ticks(&stat)?;
+            let io = std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()
+                .and_then(|text| parse_proc_io(&text));
+            Some((pid, ProcessSample { ticks, io }))
         })
         .collect()
 }
 
-/// Ticks used between two [`postgres_ticks`] readings: processes started
-/// meanwhile count from zero, those that ended meanwhile are lost.
-pub(crate) fn ticks_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
+/// Ticks used between two readings: processes started meanwhile count from
+/// zero, those that ended meanwhile are lost.
+fn ticks_between(before: &BTreeMap<u32, u64>, after: &BTreeMap<u32, u64>) -> u64 {
     after
         .iter()
         .map(|(pid, &ticks)| ticks.saturating_sub(before.get(pid).copied().unwrap_or(0)))
@@ -284,6 +396,22 @@ fn parse_process_ticks(proc_pid_stat: &str) -> Option<u64> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// `write_bytes` (what the process caused to be written to storage: page
+/// cache pages it dirtied, direct I/O) and `wchar` (every byte passed to
+/// write-like calls, sockets and pipes included) from `/proc/<pid>/io`.
+fn parse_proc_io(proc_pid_io: &str) -> Option<IoCounters> {
+    let field = |name: &str| {
+        proc_pid_io
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    Some(IoCounters {
+        write_bytes: field("write_bytes")?,
+        wchar: field("wchar")?,
+    })
 }
 
 fn parse_vm_rss_kib(proc_status: &str) -> Option<u64> {
@@ -383,6 +511,32 @@ mod tests {
             (usage.server, usage.generator, usage.database, usage.other),
             (50.0, 50.0, 20.0, 10.0)
         );
+    }
+
+    #[test]
+    fn parses_proc_io_and_sums_database_writes() {
+        let io = "rchar: 6976\nwchar: 1500\nsyscr: 10\nsyscw: 3\nread_bytes: 0\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
+        let parsed = parse_proc_io(io).expect("io");
+        assert_eq!((parsed.write_bytes, parsed.wchar), (8192, 1500));
+        assert_eq!(parse_proc_io("rchar: 1\n"), None);
+
+        let sample = |ticks, write_bytes| ProcessSample {
+            ticks,
+            io: Some(IoCounters {
+                write_bytes,
+                wchar: write_bytes / 2,
+            }),
+        };
+        let before = BTreeMap::from([(10, sample(1, 4096)), (11, sample(1, 100))]);
+        let after = BTreeMap::from([(10, sample(2, 12288)), (12, sample(1, 1000))]);
+        let written = io_between(&before, &after).expect("readable");
+        assert_eq!(
+            (written.write_bytes, written.wchar),
+            (8192 + 1000, 4096 + 500)
+        );
+        assert_eq!(io_between(&before, &BTreeMap::new()), None);
+        let unreadable = BTreeMap::from([(10, ProcessSample { ticks: 2, io: None })]);
+        assert_eq!(io_between(&before, &unreadable), None);
     }
 
     #[test]
