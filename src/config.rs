@@ -107,7 +107,26 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Applied to every source without its own; `None` means unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// From the first byte of a request head to its last: a client that trickles its headers
+    /// (slowloris) is cut off after this.
+    pub header_read_timeout: Duration,
+    /// How long a connection may wait, idle, for its next request (after connecting or after
+    /// its previous response) before it is closed.
+    pub idle_timeout: Duration,
+    /// The request line and headers together; a larger head is answered 431 and closed.
+    pub max_header_bytes: usize,
+    /// Open connections at most; lowered at start to leave [`FD_RESERVE`] file descriptors of
+    /// the process's limit for the journal, logs and the database pool. At the cap the
+    /// longest-idle connection is closed to admit a new one.
+    pub max_connections: usize,
 }
+
+/// File descriptors kept out of the connection cap: journal files, the PostgreSQL pool, the
+/// listener, logs, and a margin for connections still closing.
+pub const FD_RESERVE: u64 = 64;
+
+/// The smallest head limit accepted: a request line and the usual headers fit in 1 KiB.
+const MIN_HEADER_BYTES: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -116,6 +135,10 @@ impl Default for Limits {
             max_json_depth: 64,
             request_timeout: Duration::from_secs(10),
             rate_limit: None,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            max_header_bytes: 64 * 1024,
+            max_connections: 1024,
         }
     }
 }
@@ -215,6 +238,10 @@ struct FileLimits {
     max_json_depth: Option<usize>,
     request_timeout_ms: Option<u64>,
     rate_limit: Option<RateLimit>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -372,6 +399,24 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .map(Duration::from_millis)
             .unwrap_or(defaults.request_timeout),
         rate_limit: file.limits.rate_limit,
+        header_read_timeout: parse_env(env, "WHARF_HEADER_READ_TIMEOUT_MS")?
+            .or(file.limits.header_read_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.header_read_timeout)
+            .max(Duration::from_millis(1)),
+        idle_timeout: parse_env(env, "WHARF_IDLE_TIMEOUT_MS")?
+            .or(file.limits.idle_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.idle_timeout)
+            .max(Duration::from_millis(1)),
+        max_header_bytes: parse_env(env, "WHARF_MAX_HEADER_BYTES")?
+            .or(file.limits.max_header_bytes)
+            .unwrap_or(defaults.max_header_bytes)
+            .max(MIN_HEADER_BYTES),
+        max_connections: parse_env(env, "WHARF_MAX_CONNECTIONS")?
+            .or(file.limits.max_connections)
+            .unwrap_or(defaults.max_connections)
+            .max(1),
     };
     let processor_defaults = ProcessorSettings::default();
     let processor = ProcessorSettings {
@@ -614,6 +659,29 @@ mod tests {
             Some("standard-webhooks")
         );
         assert_eq!(config.sources.get("shop").map(|s| s.kind()), Some("hmac"));
+    }
+
+    #[test]
+    fn connection_limits_have_defaults_and_come_from_file_or_env() {
+        let config = Config::from_toml("", &env(&[])).expect("config");
+        assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(75));
+        assert_eq!(config.limits.max_header_bytes, 64 * 1024);
+        assert_eq!(config.limits.max_connections, 1024);
+        let text = "[limits]\nheader_read_timeout_ms = 300\nidle_timeout_ms = 500\n\
+                    max_header_bytes = 10\nmax_connections = 50";
+        let config =
+            Config::from_toml(text, &env(&[("WHARF_MAX_CONNECTIONS", "7")])).expect("config");
+        assert_eq!(
+            config.limits.header_read_timeout,
+            Duration::from_millis(300)
+        );
+        assert_eq!(config.limits.idle_timeout, Duration::from_millis(500));
+        assert_eq!(
+            config.limits.max_header_bytes, 1024,
+            "raised to the minimum"
+        );
+        assert_eq!(config.limits.max_connections, 7);
     }
 
     #[test]

@@ -1,11 +1,10 @@
-//! Assembles a running Wharf from a [`Config`]: journal, processor, HTTP server; and takes it
-//! down gracefully: stop accepting, finish in-flight requests, stop the processor, flush the
-//! journal.
+//! Assembles a running Wharf from a [`Config`]: journal, processor, HTTP server (the accept
+//! loop with its connection limits is [`crate::http::serve`]); and takes it down gracefully:
+//! stop accepting, finish in-flight requests, stop the processor, flush the journal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, DatabaseUrl};
+use crate::http::serve::{self, ServeSettings};
 use crate::http::{self, AppState, SharedState};
 use crate::journal::postgres::{PostgresOptions, PostgresStorage};
 use crate::journal::sqlite::{SqliteJournal, SqliteOptions};
@@ -63,7 +63,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: SharedState,
     shutdown: CancellationToken,
-    http: JoinHandle<std::io::Result<()>>,
+    http: JoinHandle<()>,
     processor: JoinHandle<()>,
 }
 
@@ -114,15 +114,9 @@ impl RunningServer {
             ProcessorMode::Manual => tokio::spawn(async {}),
         };
         let app = http::router(state.clone());
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let stop = shutdown.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        });
+        let settings = ServeSettings::from_limits(&config.limits);
+        tracing::debug!(?settings, "serving HTTP/1.1");
+        let http = tokio::spawn(serve::serve(listener, app, settings, shutdown.clone()));
         Ok(Self {
             addr,
             state,
@@ -145,10 +139,8 @@ impl RunningServer {
 
     /// Waits until the server has stopped (after its token is cancelled), then flushes.
     pub async fn stopped(self) {
-        match self.http.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "HTTP server stopped with an error"),
-            Err(error) => tracing::error!(%error, "HTTP server task failed"),
+        if let Err(error) = self.http.await {
+            tracing::error!(%error, "HTTP server task failed");
         }
         self.shutdown.cancel();
         let _ = self.processor.await;

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::journal::JournalError;
 use crate::sources::Source;
+use crate::telemetry::LogLimiter;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -36,8 +37,12 @@ impl ApiError {
     }
 
     /// The journal could not store: the provider should retry, so never a 2xx or a 4xx.
+    /// Logged at most once a second: an outage answers thousands of 503s with the same error.
     pub fn journal_unavailable(error: &JournalError) -> Self {
-        tracing::error!(error = %error, "journal unavailable; answering 503");
+        static LOG: LogLimiter = LogLimiter::new();
+        if let Some(suppressed) = LOG.allow() {
+            tracing::error!(error = %error, suppressed, "journal unavailable; answering 503");
+        }
         Self {
             retry_after_secs: Some(1),
             ..Self::new(

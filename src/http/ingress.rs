@@ -19,6 +19,7 @@ use super::{SharedState, SourceRoute};
 use crate::journal::{Appended, DeliveryStatus, NewDelivery};
 use crate::metrics::IngressOutcome;
 use crate::sources::{self, json, IdentifyError, Identity, IncomingRequest, Receipt, Verified};
+use crate::telemetry::LogLimiter;
 use crate::verify::VerifyError;
 
 /// `POST /webhook/cartpanda`: seed 000's path.
@@ -155,10 +156,15 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
     let request = &rejected.request;
     route.metrics.ingress(IngressOutcome::SignatureFailed);
     if rejected.error == VerifyError::NoSecretConfigured {
-        tracing::warn!(
-            source = source.name(),
-            "request refused: no secret is configured for this source"
-        );
+        // Anyone can send these: at most one line a second.
+        static LOG: LogLimiter = LogLimiter::new();
+        if let Some(suppressed) = LOG.allow() {
+            tracing::warn!(
+                source = source.name(),
+                suppressed,
+                "request refused: no secret is configured for this source"
+            );
+        }
     }
     route.rejections.push(Rejection {
         at: request.received_at.to_rfc3339(),
@@ -193,8 +199,13 @@ fn identify(
         .iter()
         .find(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|byte| matches!(byte, b'{' | b'['));
-    if looks_like_json && json::exceeds_depth(body, max_depth) {
-        return Err(IdentifyError::TooDeep { limit: max_depth });
+    if looks_like_json {
+        if json::exceeds_depth(body, max_depth) {
+            return Err(IdentifyError::TooDeep { limit: max_depth });
+        }
+        if let Some(duplicate) = json::duplicate_key(body) {
+            return Err(IdentifyError::DuplicateKey(duplicate));
+        }
     }
     source.identify(verified)
 }

@@ -1,5 +1,6 @@
 //! The HTTP surface. [`router`] lists every URL in one place: ingress routes (the seeds' paths
 //! kept as aliases of `/in/{source}`), health and metrics, and the token-guarded admin API.
+//! [`serve`] is the accept loop that runs it, with the connection-level limits.
 
 pub mod admin;
 pub mod error;
@@ -7,6 +8,7 @@ pub mod ingress;
 pub mod ops;
 pub mod rate_limit;
 pub mod rejections;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

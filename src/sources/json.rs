@@ -1,7 +1,13 @@
 //! Reading provider JSON: a cheap nesting-depth check that runs before any parser, lenient
 //! accessors for identifying a request, and strict ones ([`Fields`]) for normalizing it, which
 //! name the field and the type found when a payload does not hold what the ledger needs.
+//! [`duplicate_key`] refuses objects that name a key twice, which parsers read differently.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::{IdentifyError, NormalizeError};
@@ -37,6 +43,181 @@ pub fn exceeds_depth(body: &[u8], limit: usize) -> bool {
         }
     }
     false
+}
+
+/// A key that one JSON object holds twice, and where that object is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateKey {
+    /// The key, unescaped (`"a"` and `"\u0061"` are the same key).
+    pub key: String,
+    /// The JSON pointer (RFC 6901) of the object holding it; empty for the top level.
+    pub pointer: String,
+}
+
+impl fmt::Display for DuplicateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.pointer.is_empty() {
+            "the top level"
+        } else {
+            &self.pointer
+        };
+        write!(f, "key {:?} appears twice at {at}", self.key)
+    }
+}
+
+/// The first key that appears twice in one object, at any depth. serde_json keeps the last
+/// value, other parsers the first: a signed body with a duplicate key can mean one thing to
+/// Wharf and another to whoever reads it next, so it is refused. One streaming pass that keeps
+/// only the keys of the objects being read, never a tree. A body that is not valid JSON gives
+/// `None`: the source's own parse names the syntax error. Run the depth scan
+/// ([`exceeds_depth`]) first; serde_json's own recursion limit also bounds this pass.
+pub fn duplicate_key(body: &[u8]) -> Option<DuplicateKey> {
+    let mut found = None;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let scanned = KeyCheck { found: &mut found }.deserialize(&mut deserializer);
+    match (scanned, found) {
+        (Err(_), Some(found)) => {
+            let pointer =
+                found
+                    .reversed_path
+                    .iter()
+                    .rev()
+                    .fold(String::new(), |mut pointer, token| {
+                        pointer.push('/');
+                        pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
+                        pointer
+                    });
+            Some(DuplicateKey {
+                key: found.key,
+                pointer,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The duplicate found, with the path to its object collected innermost first as the error
+/// unwinds (so a body without duplicates builds no paths at all).
+struct Found {
+    key: String,
+    reversed_path: Vec<String>,
+}
+
+/// Walks one JSON value, checking every object's keys.
+struct KeyCheck<'f> {
+    found: &'f mut Option<Found>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeyCheck<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyCheck<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        let found = self.found;
+        let mut index = 0usize;
+        loop {
+            match items.next_element_seed(KeyCheck { found: &mut *found }) {
+                Ok(Some(())) => index += 1,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    if let Some(found) = found.as_mut() {
+                        found.reversed_path.push(index.to_string());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Also reached for every number: with `arbitrary_precision` serde_json hands a number over
+    /// as a one-entry map holding its text.
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let found = self.found;
+        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if seen.contains(&key) {
+                *found = Some(Found {
+                    key: key.into_owned(),
+                    reversed_path: Vec::new(),
+                });
+                return Err(de::Error::custom("duplicate key"));
+            }
+            if let Err(error) = map.next_value_seed(KeyCheck { found: &mut *found }) {
+                if let Some(found) = found.as_mut() {
+                    found.reversed_path.push(key.into_owned());
+                }
+                return Err(error);
+            }
+            seen.insert(key);
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body unless it holds escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key.to_owned()))
+    }
+
+    fn visit_string<E>(self, key: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(key))
+    }
 }
 
 /// Parses a JSON body, naming empty and non-UTF-8 bodies apart from syntax errors.
@@ -446,5 +627,50 @@ mod tests {
                 .map(|m| m.minor_units),
             Some(500)
         );
+    }
+    #[test]
+    fn duplicate_keys_are_found_at_any_depth_with_their_object() {
+        assert_eq!(
+            duplicate_key(br#"{"a":1,"b":[{"c":2}],"d":{"e":null}}"#),
+            None
+        );
+        assert_eq!(
+            duplicate_key(br#"{"id":"1","id":"2"}"#),
+            Some(DuplicateKey {
+                key: "id".into(),
+                pointer: String::new()
+            })
+        );
+        let nested = duplicate_key(br#"{"data":{"items":[1,{"a/b":{"x":1,"y":[],"x":2}}]}}"#)
+            .expect("found");
+        assert_eq!(nested.key, "x");
+        assert_eq!(nested.pointer, "/data/items/1/a~1b");
+        assert_eq!(
+            nested.to_string(),
+            r#"key "x" appears twice at /data/items/1/a~1b"#
+        );
+        assert_eq!(
+            duplicate_key(br#"{"price":1.10,"\u0070rice":2}"#).map(|d| d.key),
+            Some("price".to_owned()),
+            "an escaped spelling is the same key"
+        );
+        assert_eq!(
+            duplicate_key(br#"[{"a":1},{"a":1}]"#),
+            None,
+            "the same key in two objects is fine"
+        );
+        assert_eq!(
+            duplicate_key(br#"{"a":1,"a":"#),
+            Some(DuplicateKey {
+                key: "a".into(),
+                pointer: String::new()
+            })
+        );
+        assert_eq!(
+            duplicate_key(br#"{"a":1,"b":"#),
+            None,
+            "a syntax error is not a duplicate"
+        );
+        assert_eq!(duplicate_key(b"12.50"), None);
     }
 }

@@ -136,6 +136,9 @@ pub enum IdentifyError {
     InvalidJson(#[source] serde_json::Error),
     #[error("the JSON is nested deeper than {limit} levels")]
     TooDeep { limit: usize },
+    /// Parsers disagree on which value of a repeated key counts, so none is chosen.
+    #[error("the JSON is ambiguous: {0}")]
+    DuplicateKey(json::DuplicateKey),
     #[error("the payload has no {0}")]
     MissingField(&'static str),
     #[error("the payload is not a known {source_kind} event")]
@@ -152,6 +155,7 @@ impl IdentifyError {
             Self::NotUtf8 => "invalid_utf8",
             Self::InvalidJson(_) => "invalid_json",
             Self::TooDeep { .. } => "json_too_deep",
+            Self::DuplicateKey(_) => "duplicate_json_key",
             Self::MissingField(_) => "missing_field",
             Self::UnknownShape { .. } => "unknown_payload",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",

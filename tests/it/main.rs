@@ -2,6 +2,7 @@
 //! that touch storage run on both backends (`story::sqlite`, `story::postgres`); PostgreSQL
 //! must be reachable (see `support`).
 
+mod abuse;
 mod admin;
 mod bad_input;
 mod cartpanda;
