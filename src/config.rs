@@ -174,12 +174,42 @@ impl Default for ProcessorSettings {
     }
 }
 
+/// The embedded journal's delivery log: segment files of `segment_bytes`, at most
+/// `max_segments` of them (the most SQLite may fall behind by), and how many recent keys are
+/// answered as duplicates from memory.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalSettings {
+    pub segment_bytes: u64,
+    pub max_segments: usize,
+    pub dedup_window: usize,
+}
+
+impl Default for JournalSettings {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 16 << 20,
+            max_segments: 64,
+            dedup_window: 1 << 18,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJournal {
+    segment_bytes: Option<u64>,
+    max_segments: Option<usize>,
+    dedup_window: Option<usize>,
+}
+
 /// Everything the server needs, validated.
 #[derive(Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database: DatabaseUrl,
     pub durability: Durability,
+    /// The embedded journal's delivery log.
+    pub journal: JournalSettings,
     pub admin_token: Option<SecretString>,
     pub limits: Limits,
     pub processor: ProcessorSettings,
@@ -220,6 +250,8 @@ struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
     durability: Option<Durability>,
+    #[serde(default)]
+    journal: FileJournal,
     admin_token: Option<String>,
     #[serde(default)]
     limits: FileLimits,
@@ -361,6 +393,7 @@ where
 }
 
 fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigError> {
+    let journal_defaults = JournalSettings::default();
     let listen_text = env
         .var("WHARF_LISTEN")
         .or(file.listen)
@@ -478,6 +511,18 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
         listen,
         database: DatabaseUrl::parse(&database_text)?,
         durability,
+        journal: JournalSettings {
+            segment_bytes: parse_env(env, "WHARF_LOG_SEGMENT_BYTES")?
+                .or(file.journal.segment_bytes)
+                .unwrap_or(journal_defaults.segment_bytes),
+            max_segments: parse_env(env, "WHARF_LOG_MAX_SEGMENTS")?
+                .or(file.journal.max_segments)
+                .unwrap_or(journal_defaults.max_segments),
+            dedup_window: file
+                .journal
+                .dedup_window
+                .unwrap_or(journal_defaults.dedup_window),
+        },
         admin_token: env
             .var("WHARF_ADMIN_TOKEN")
             .or(file.admin_token)

@@ -8,6 +8,7 @@
 //!    transaction, retrying with backoff;
 //! 5. [`metrics`] and the admin API show what happened.
 
+pub mod background;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -143,6 +143,7 @@ impl Processor {
         let clock = self.clock.clone();
         let settings = self.settings.clone();
         let work = move || {
+            crate::background::yield_to_ingest();
             claimed
                 .into_iter()
                 .map(|delivery| {

@@ -41,6 +41,13 @@ pub async fn open_storage(
         DatabaseUrl::Sqlite(path) => {
             let mut options = SqliteOptions::new(path);
             options.durability = config.durability;
+            // A record must fit a segment: the largest body plus headers and framing.
+            options.segment_bytes = config
+                .journal
+                .segment_bytes
+                .max(config.limits.max_body_bytes as u64 * 2 + (256 << 10));
+            options.max_segments = config.journal.max_segments.max(2);
+            options.dedup_window = config.journal.dedup_window;
             SqliteJournal::open_storage(options, clock)
         }
         DatabaseUrl::Postgres(url) => {

@@ -5,6 +5,7 @@
 //! only after the delivery is committed with the configured durability, so an ack means "stored".
 
 pub mod postgres;
+pub mod segment_log;
 pub mod sqlite;
 pub mod transfer;
 
@@ -79,7 +80,7 @@ impl DeliveryStatus {
 }
 
 /// A verified delivery, ready to append.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewDelivery {
     pub source: String,
     pub event_id: Option<String>,
@@ -357,6 +358,11 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError>;
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError>;
+
+    /// Returns once every delivery acked before the call is visible to this read model (or
+    /// after a few seconds, whatever comes first): a backend whose ack comes before its read
+    /// tables are filled makes reads follow writes through this.
+    async fn await_visible(&self) {}
 }
 
 /// One backend's storage, by job.

@@ -29,6 +29,7 @@ use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 use super::postgres::{tls, PostgresOptions, PostgresStorage};
+use super::sqlite::{SqliteJournal, SqliteOptions};
 use super::JournalError;
 use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
@@ -36,7 +37,7 @@ use crate::ledger::{Currency, Money};
 /// The SQLite schema version this copy reads (`migrations/sqlite/V2__…`). A database at another
 /// version is refused: an older one lacks columns, a newer one may hold data this copy would
 /// drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 2;
+pub const SQLITE_SCHEMA_VERSION: i64 = 3;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;
@@ -145,6 +146,8 @@ pub enum TransferError {
         found: Option<i64>,
         advice: &'static str,
     },
+    #[error("replaying the SQLite delivery log failed: {0}")]
+    Replay(#[source] JournalError),
     #[error("reading {table} from SQLite failed: {source}")]
     Sqlite {
         table: &'static str,
@@ -203,6 +206,7 @@ pub async fn copy_sqlite_to_postgres(
     to: SecretString,
     progress: &dyn TransferProgress,
 ) -> Result<TransferReport, TransferError> {
+    settle_delivery_log(from).await?;
     let source = Source::open(from)?;
 
     let (storage, _) =
@@ -221,6 +225,27 @@ pub async fn copy_sqlite_to_postgres(
     drop(client);
     let _ = driver.await;
     copied.map(|()| report)
+}
+
+/// Opens the embedded journal once, so that whatever its delivery log holds beyond SQLite (a
+/// server that was killed, not stopped) is projected before the copy reads SQLite.
+async fn settle_delivery_log(path: &Path) -> Result<(), TransferError> {
+    if !path.is_file() {
+        return Ok(());
+    }
+    drop(lock_source(path)?);
+    // Only a database at this wharf's schema is opened for writing: anything else is left
+    // alone and refused by the schema check with advice.
+    let at_current_schema = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()
+        .is_some_and(|conn| check_schema(&conn, path).is_ok());
+    if !at_current_schema {
+        return Ok(());
+    }
+    let (storage, _) = SqliteJournal::open_storage(SqliteOptions::new(path), Arc::new(SystemClock))
+        .map_err(TransferError::Replay)?;
+    storage.log.close().await;
+    Ok(())
 }
 
 async fn connect(

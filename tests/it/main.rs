@@ -9,6 +9,7 @@ mod cartpanda;
 mod configured_sources;
 mod crash;
 mod duplicates;
+mod journal_log;
 mod multi_instance;
 mod processing;
 mod storage;

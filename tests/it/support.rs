@@ -384,6 +384,9 @@ impl TestAppBuilder {
         };
         let mut env = self.env;
         env.insert("WHARF_LISTEN".into(), "127.0.0.1:0".into());
+        // Small log segments: each test server preallocates a couple of them.
+        env.entry("WHARF_LOG_SEGMENT_BYTES".into())
+            .or_insert_with(|| "1048576".into());
         env.insert("WHARF_DATABASE".into(), database.url().to_owned());
         let config = Config::from_toml(&self.toml, &env).expect("test config");
         let clock: SharedClock = match &self.clock {
@@ -443,17 +446,33 @@ impl TestApp {
 
     /// See [`TestDatabase::rows`].
     pub async fn rows(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.settle().await;
         self.database.rows(sql).await
     }
 
     /// See [`TestDatabase::one`].
     pub async fn one(&self, sql: &str) -> Vec<Option<String>> {
+        self.settle().await;
         self.database.one(sql).await
     }
 
     /// See [`TestDatabase::count`].
     pub async fn count(&self, sql: &str) -> i64 {
+        self.settle().await;
         self.database.count(sql).await
+    }
+
+    /// The test's database (its path or URL).
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    /// Reads follow acks: on SQLite an ack comes from the delivery log, a moment before the
+    /// tables show it.
+    async fn settle(&self) {
+        if let Some(server) = &self.server {
+            server.state.storage.read.await_visible().await;
+        }
     }
 
     /// Drives the processor until nothing is due; returns how many deliveries it attempted.
@@ -512,6 +531,7 @@ pub fn serve_command(database_url: &str, extra_env: &[(&str, &str)]) -> Command 
     command
         .arg("serve")
         .env("WHARF_LISTEN", "127.0.0.1:0")
+        .env("WHARF_LOG_SEGMENT_BYTES", "1048576")
         .env("WHARF_DATABASE", database_url)
         .env("CARTPANDA_WEBHOOK_SECRET", SECRET)
         .env("WHARF_ADMIN_TOKEN", ADMIN_TOKEN)

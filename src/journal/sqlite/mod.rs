@@ -1,15 +1,21 @@
-//! The embedded backend: SQLite in WAL mode, one writer thread that group-commits (see
-//! [`writer`]), a checkpoint thread so checkpoints never stall the writer, and a small pool of
-//! read-only connections for the admin API. One process owns the file: a second `wharf` on the
-//! same database refuses to start (an exclusive lock on `<database>.lock`).
+//! The embedded backend, log-first. An append goes to the delivery log ([`log_writer`]: one
+//! writer, one syncer, `fdatasync` before the ack, duplicates answered from memory); SQLite is
+//! a projection of that log, filled in large batches by one low-priority writer thread
+//! ([`writer`], [`projection`]) that also runs claims and completions, with the applied
+//! sequence number committed beside the rows so that recovery replays exactly what is missing.
+//! A checkpoint thread, a pool of read-only connections for the read model, and an exclusive
+//! lock on `<database>.lock` (one SQLite database serves one server) complete it.
 
 mod ledger;
+mod log_writer;
+mod projection;
 mod read;
 pub mod schema;
 mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +26,9 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use self::writer::{Command, Writer, WriterConfig};
+use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
+use self::writer::{Command, Writer};
+use super::segment_log::{LogReader, SegmentLog};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
     DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
@@ -32,11 +40,14 @@ use crate::clock::{SharedClock, Timestamp};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Durability {
-    /// `fdatasync` of the WAL before the ack: survives power loss.
+    /// `fdatasync` of the delivery log before the ack: survives power loss.
     Fsync,
     /// Written to the OS before the ack: survives a process crash, not a power loss.
     Os,
 }
+
+/// Longest a read waits for SQLite to show what was acked before it.
+const VISIBILITY_WAIT: Duration = Duration::from_secs(5);
 
 /// Completions per writer transaction.
 const COMPLETION_CHUNK: usize = 64;
@@ -45,11 +56,17 @@ const COMPLETION_CHUNK: usize = 64;
 pub struct SqliteOptions {
     pub path: PathBuf,
     pub durability: Durability,
-    /// Most commands in one transaction.
+    /// Most appends in one log write.
     pub max_batch: usize,
-    /// Commands that may wait for the writer before senders wait too (backpressure).
+    /// Commands that may wait for a writer before senders wait too (backpressure).
     pub queue_capacity: usize,
     pub checkpoint_interval: Duration,
+    /// Size of one delivery-log segment file.
+    pub segment_bytes: u64,
+    /// Most segment files: the log's bound on disk (the backlog SQLite may be behind by).
+    pub max_segments: usize,
+    /// Recent keys answered as duplicates from memory.
+    pub dedup_window: usize,
 }
 
 impl SqliteOptions {
@@ -60,6 +77,9 @@ impl SqliteOptions {
             max_batch: 1024,
             queue_capacity: 16 * 1024,
             checkpoint_interval: Duration::from_millis(1000),
+            segment_bytes: 64 << 20,
+            max_segments: 16,
+            dedup_window: 1 << 18,
         }
     }
 }
@@ -69,16 +89,20 @@ pub struct SqliteJournal {
     _owner: File,
     /// The migrations this open applied.
     applied: Vec<String>,
+    log: Mutex<Option<mpsc::Sender<LogCommand>>>,
     commands: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     appended: Arc<Notify>,
-    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    progress: Arc<LogProgress>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     checkpointer: Arc<AtomicBool>,
 }
 
 impl SqliteJournal {
-    /// Opens (creating if needed) and migrates the database, then starts the writer.
+    /// Opens (creating if needed) and migrates the database, replays whatever the delivery
+    /// log holds beyond it, then starts the writers.
     pub fn open(options: SqliteOptions, clock: SharedClock) -> Result<Self, JournalError> {
+        let _ = clock;
         let owner = lock_exclusively(&options.path)?;
         let mut conn = open_write_connection(&options.path).map_err(JournalError::storage)?;
         let applied = schema::migrate(&mut conn).map_err(JournalError::storage)?;
@@ -93,32 +117,86 @@ impl SqliteJournal {
             [],
         )
         .map_err(JournalError::storage)?;
-        let (commands, receiver) = mpsc::channel(options.queue_capacity);
+
+        let applied_seq = projection::applied_seq(&conn).map_err(JournalError::storage)?;
+        let (log, recovered) = SegmentLog::open(
+            &log_dir(&options.path),
+            options.segment_bytes,
+            options.max_segments,
+            applied_seq,
+        )
+        .map_err(JournalError::storage)?;
+        let progress = Arc::new(LogProgress::default());
+        progress.synced.store(recovered.last_seq, Ordering::Release);
+        progress.applied.store(applied_seq, Ordering::Release);
+        progress.applied_watch.send_replace(applied_seq);
+        progress.durable.store(applied_seq, Ordering::Release);
+        let replayed = replay(&mut conn, &log, &progress)?;
+        if replayed > 0 {
+            tracing::info!(
+                records = replayed,
+                "journal replayed the delivery log into SQLite"
+            );
+        }
+        let window = load_window(&conn, options.dedup_window).map_err(JournalError::storage)?;
+        let next_seq = recovered
+            .last_seq
+            .max(progress.applied.load(Ordering::Acquire))
+            .max(projection::max_delivery_id(&conn).map_err(JournalError::storage)?)
+            + 1;
+        let database_inode = std::fs::metadata(&options.path)
+            .map_err(JournalError::storage)?
+            .ino();
+
         let appended = Arc::new(Notify::new());
-        let writer = Writer::new(
+        let (commands, receiver) = mpsc::channel(options.queue_capacity);
+        let segments = log.readable();
+        let sqlite_writer = Writer {
             conn,
-            receiver,
-            WriterConfig {
-                max_batch: options.max_batch,
-                fsync: options.durability == Durability::Fsync,
-                wal_path: wal_path(&options.path),
-            },
-            appended.clone(),
-            clock,
+            commands: receiver,
+            max_batch: options.max_batch,
+            wal_path: wal_path(&options.path),
+            segments,
+            progress: progress.clone(),
+            appended: appended.clone(),
+            fsync: options.durability == Durability::Fsync,
+        };
+        let mut threads = vec![std::thread::Builder::new()
+            .name("wharf-sqlite-writer".into())
+            .spawn(move || sqlite_writer.run())
+            .map_err(JournalError::storage)?];
+
+        let (log_sender, log_receiver) = mpsc::channel(options.queue_capacity);
+        let wake = commands.clone();
+        let log_writer = LogWriter {
+            log,
+            window,
+            next_seq,
+            progress: progress.clone(),
+            fsync: options.durability == Durability::Fsync,
+            database: (options.path.clone(), database_inode),
+            on_synced: Box::new(move || {
+                let _ = wake.try_send(Command::Wake);
+            }),
+        };
+        let max_batch = options.max_batch;
+        threads.push(
+            std::thread::Builder::new()
+                .name("wharf-log-writer".into())
+                .spawn(move || log_writer.run(log_receiver, max_batch))
+                .map_err(JournalError::storage)?,
         );
-        let writer_thread = std::thread::Builder::new()
-            .name("wharf-journal-writer".into())
-            .spawn(move || writer.run())
-            .map_err(JournalError::storage)?;
         let checkpointer = Arc::new(AtomicBool::new(true));
         spawn_checkpointer(&options, checkpointer.clone())?;
         Ok(Self {
             _owner: owner,
             applied,
+            log: Mutex::new(Some(log_sender)),
             commands,
             readers: Arc::new(ReaderPool::new(options.path)),
             appended,
-            writer_thread: Mutex::new(Some(writer_thread)),
+            progress,
+            threads: Mutex::new(threads),
             checkpointer,
         })
     }
@@ -155,6 +233,19 @@ impl SqliteJournal {
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
+    async fn send_to_log<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, JournalError>>) -> LogCommand,
+    ) -> Result<T, JournalError> {
+        let sender = self.log.lock().clone().ok_or(JournalError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(command(reply))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -164,6 +255,75 @@ impl SqliteJournal {
             .await
             .map_err(|_| JournalError::Closed)?
     }
+
+    /// Synced records SQLite does not hold yet.
+    fn unprojected(&self) -> u64 {
+        self.unprojected_since(self.progress.applied.load(Ordering::Acquire))
+    }
+
+    /// Records synced beyond a snapshot of SQLite that held everything through `applied`.
+    fn unprojected_since(&self, applied: u64) -> u64 {
+        self.progress
+            .synced
+            .load(Ordering::Acquire)
+            .saturating_sub(applied)
+    }
+}
+
+/// Projects everything the log holds beyond SQLite, before anything new is accepted.
+fn replay(
+    conn: &mut Connection,
+    log: &SegmentLog,
+    progress: &LogProgress,
+) -> Result<u64, JournalError> {
+    let start = progress.applied.load(Ordering::Acquire);
+    let through = progress.synced.load(Ordering::Acquire);
+    let mut reader = LogReader::new(log.readable(), start + 1);
+    while let Some(last) = projection::project_batch(conn, &mut reader, through, projection::BATCH)
+        .map_err(JournalError::storage)?
+    {
+        progress.applied.store(last, Ordering::Release);
+        progress.applied_watch.send_replace(last);
+    }
+    let applied = progress.applied.load(Ordering::Acquire);
+    // Readers add the log's unprojected records to what SQLite says it applied: say it.
+    conn.execute(
+        "INSERT INTO wharf_meta (key, value) VALUES ('applied_seq', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [applied.to_string()],
+    )
+    .map_err(JournalError::storage)?;
+    progress.synced.fetch_max(applied, Ordering::AcqRel);
+    Ok(applied - start)
+}
+
+/// The most recent keys, oldest first, so the window evicts in arrival order.
+fn load_window(conn: &Connection, capacity: usize) -> rusqlite::Result<DedupWindow> {
+    let mut window = DedupWindow::new(capacity);
+    let mut statement = conn.prepare(
+        "SELECT id, source, dedup_key, body_hash FROM deliveries ORDER BY id DESC LIMIT ?1",
+    )?;
+    let rows: Vec<(i64, String, String, Option<i64>)> = statement
+        .query_map([capacity as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, source, key, hash) in rows.into_iter().rev() {
+        window.insert(
+            &source,
+            &key,
+            id,
+            hash.unwrap_or(log_writer::UNKNOWN_FINGERPRINT),
+        );
+    }
+    Ok(window)
+}
+
+/// `wharf.db` → `wharf.db-log/`, beside the database.
+fn log_dir(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-log");
+    PathBuf::from(name)
 }
 
 /// Takes the exclusive lock on `<database>.lock`, or explains who holds it. The kernel drops
@@ -225,7 +385,6 @@ fn open_write_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
-
 /// Checkpoints from their own connection, so the writer never waits on one. PASSIVE never
 /// blocks the writer; the WAL restarts from its beginning once a checkpoint has caught up.
 fn spawn_checkpointer(
@@ -239,6 +398,7 @@ fn spawn_checkpointer(
     std::thread::Builder::new()
         .name("wharf-journal-checkpoint".into())
         .spawn(move || {
+            crate::background::yield_to_ingest();
             while running.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
                 if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
@@ -297,7 +457,8 @@ impl ReaderPool {
 #[async_trait]
 impl DeliveryLog for SqliteJournal {
     async fn append(&self, delivery: NewDelivery) -> Result<Appended, JournalError> {
-        self.send(|reply| Command::Append { delivery, reply }).await
+        self.send_to_log(|reply| LogCommand::Append { delivery, reply })
+            .await
     }
 
     async fn claim_due(&self, request: ClaimRequest) -> Result<Vec<ClaimedDelivery>, JournalError> {
@@ -307,7 +468,7 @@ impl DeliveryLog for SqliteJournal {
     async fn complete(&self, batch: Vec<Completion>) -> Result<Vec<Completed>, JournalError> {
         let mut results = Vec::with_capacity(batch.len());
         let mut pending = batch;
-        // Small transactions keep the single writer free for acks between them.
+        // Small transactions keep the single writer free for projection between them.
         while !pending.is_empty() {
             let rest = pending.split_off(pending.len().min(COMPLETION_CHUNK));
             let chunk = pending;
@@ -323,11 +484,22 @@ impl DeliveryLog for SqliteJournal {
         Ok(results)
     }
 
+    /// Healthy while the log takes and syncs writes and SQLite keeps up with it.
     async fn probe(&self) -> Result<(), JournalError> {
-        self.send(|reply| Command::Probe { reply }).await
+        self.send_to_log(|reply| LogCommand::Probe { reply })
+            .await?;
+        if self.progress.projection_failing.load(Ordering::Acquire) {
+            return Err(JournalError::storage(std::io::Error::other(
+                "SQLite cannot be written: deliveries wait in the delivery log",
+            )));
+        }
+        Ok(())
     }
 
     async fn next_due(&self) -> Result<Option<Timestamp>, JournalError> {
+        if self.unprojected() > 0 {
+            return Ok(Some(Timestamp(0)));
+        }
         self.read(read::next_due).await
     }
 
@@ -337,6 +509,15 @@ impl DeliveryLog for SqliteJournal {
 
     async fn close(&self) {
         self.checkpointer.store(false, Ordering::Relaxed);
+        // The log writer drains its queue and stops once its sender is gone; then SQLite
+        // projects what it synced and checkpoints.
+        self.log.lock().take();
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        let mut threads = threads.into_iter();
+        let sqlite_writer = threads.next();
+        for log_writer in threads {
+            let _ = tokio::task::spawn_blocking(move || log_writer.join()).await;
+        }
         let (reply, done) = oneshot::channel();
         if self
             .commands
@@ -346,8 +527,7 @@ impl DeliveryLog for SqliteJournal {
         {
             let _ = done.await;
         }
-        let handle = self.writer_thread.lock().take();
-        if let Some(handle) = handle {
+        if let Some(handle) = sqlite_writer {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
     }
@@ -355,23 +535,43 @@ impl DeliveryLog for SqliteJournal {
 
 #[async_trait]
 impl ReadModel for SqliteJournal {
+    /// Counts what SQLite holds plus what the log synced beyond the same snapshot.
     async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
-        self.read(read::status_counts).await
+        let (mut counts, applied) = self.read(read::status_counts_at_snapshot).await?;
+        counts.pending += self.unprojected_since(applied);
+        Ok(counts)
     }
 
+    /// Pending work includes what the log holds and SQLite does not yet.
     async fn backlog(&self, now: Timestamp) -> Result<Backlog, JournalError> {
-        self.read(move |conn| read::backlog(conn, now)).await
+        let (mut backlog, applied) = self
+            .read(move |conn| read::backlog_at_snapshot(conn, now))
+            .await?;
+        let unprojected = self.unprojected_since(applied);
+        backlog.due += unprojected;
+        backlog.pending += unprojected;
+        Ok(backlog)
     }
 
     async fn deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliveryView>, JournalError> {
+        self.await_visible().await;
         self.read(move |conn| read::deliveries(conn, &filter)).await
     }
 
     async fn delivery(&self, id: DeliveryId) -> Result<Option<DeliveryView>, JournalError> {
+        self.await_visible().await;
         self.read(move |conn| read::delivery(conn, id)).await
     }
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
+        self.await_visible().await;
         self.read(move |conn| read::attempts(conn, id)).await
+    }
+
+    async fn await_visible(&self) {
+        let target = self.progress.synced.load(Ordering::Acquire);
+        let mut applied = self.progress.applied_watch.subscribe();
+        let caught_up = applied.wait_for(|applied| *applied >= target);
+        let _ = tokio::time::timeout(VISIBILITY_WAIT, caught_up).await;
     }
 }

@@ -169,3 +169,33 @@ pub(super) fn attempts(conn: &Connection, id: DeliveryId) -> rusqlite::Result<Ve
     })?;
     rows.collect()
 }
+
+/// What SQLite held through `applied_seq` in one snapshot, so that the caller can add what
+/// the log synced beyond it without counting anything twice.
+fn applied_in(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached("SELECT value FROM wharf_meta WHERE key = 'applied_seq'")?
+        .query_row([], |row| row.get::<_, String>(0))
+        .optional()
+        .map(|value| value.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+pub(super) fn status_counts_at_snapshot(
+    conn: &Connection,
+) -> rusqlite::Result<(StatusCounts, u64)> {
+    let tx = conn.unchecked_transaction()?;
+    let counts = status_counts(&tx)?;
+    let applied = applied_in(&tx)?;
+    tx.commit()?;
+    Ok((counts, applied))
+}
+
+pub(super) fn backlog_at_snapshot(
+    conn: &Connection,
+    now: Timestamp,
+) -> rusqlite::Result<(Backlog, u64)> {
+    let tx = conn.unchecked_transaction()?;
+    let backlog = backlog(&tx, now)?;
+    let applied = applied_in(&tx)?;
+    tx.commit()?;
+    Ok((backlog, applied))
+}

@@ -1,32 +1,48 @@
-//! The single writer: one thread owns the write connection and group-commits every command
-//! waiting in its queue in one transaction; a second thread makes each committed batch durable
-//! with one `fdatasync` of the WAL while the writer already gathers and writes the next batch.
-//! Acks wait for the sync; nothing else does.
+//! The SQLite writer: one thread owns the write connection. It follows the delivery log into
+//! SQLite in large batches ([`super::projection`]), and runs the processor's claims and
+//! completions, so SQLite never sees two writers. It runs at the lowest CPU priority: acks do
+//! not wait for it (the log acks), so under saturation it yields to ingest and catches up
+//! after. It also bounds SQLite's WAL and tells the log which segments SQLite holds durably.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::ledger::{self, ApplyError};
+use super::log_writer::LogProgress;
+use super::projection;
 use super::read;
-use crate::clock::{SharedClock, Timestamp};
+use crate::clock::Timestamp;
+use crate::journal::segment_log::{LogReader, SegmentMap};
 use crate::journal::{
-    Appended, ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
-    DeliveryId, DeliveryStatus, JournalError, NewDelivery, RetryPlan, StorageFault,
+    ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
+    DeliveryId, DeliveryStatus, JournalError, RetryPlan, StorageFault,
 };
 use crate::ledger::{LedgerChange, WriteTimes};
+use crate::telemetry::LogLimiter;
+
+/// How far SQLite's projection may run ahead of its last WAL sync before it syncs again (and
+/// lets the log reuse the segments it covers).
+const DURABLE_EVERY: Duration = Duration::from_millis(500);
+/// Past this size, the WAL is checkpointed and truncated by the writer itself, so that it
+/// restarts however busy the readers are.
+const WAL_LIMIT_BYTES: u64 = 64 << 20;
+/// Pause after a failed projection before trying again (disk full, I/O error).
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// SQLite writes far fewer pages per delivery in large transactions (each commit rewrites the
+/// index pages it touches), so projection waits until this many records are synced...
+const PROJECT_AT_LEAST: u64 = 256;
+/// ...or this long after the oldest unprojected record, whichever comes first.
+const PROJECT_WITHIN: Duration = Duration::from_millis(20);
 
 /// A request to the writer.
 pub(super) enum Command {
-    Append {
-        delivery: NewDelivery,
-        reply: oneshot::Sender<Result<Appended, JournalError>>,
-    },
     Complete {
         batch: Vec<Completion>,
         reply: oneshot::Sender<Result<Vec<Completed>, JournalError>>,
@@ -35,9 +51,8 @@ pub(super) enum Command {
         request: ClaimRequest,
         reply: oneshot::Sender<Result<Vec<ClaimedDelivery>, JournalError>>,
     },
-    Probe {
-        reply: oneshot::Sender<Result<(), JournalError>>,
-    },
+    /// New records were synced to the log.
+    Wake,
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -45,113 +60,97 @@ pub(super) enum Command {
 
 /// What one command produced inside a committed transaction.
 enum Produced {
-    Appended(Appended),
     Completed(Vec<Completed>),
     Claimed(Vec<ClaimedDelivery>),
-    Probed,
-    Shutdown,
-}
-
-/// An answer that may only be given once the batch is durable.
-enum DurableReply {
-    Append(oneshot::Sender<Result<Appended, JournalError>>, Appended),
-    Probe(oneshot::Sender<Result<(), JournalError>>),
-}
-
-impl DurableReply {
-    fn send(self, synced: &Result<(), JournalError>) {
-        match (self, synced) {
-            (Self::Append(reply, appended), Ok(())) => {
-                let _ = reply.send(Ok(appended));
-            }
-            (Self::Append(reply, _), Err(error)) => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            (Self::Probe(reply), result) => {
-                let _ = reply.send(result.clone());
-            }
-        }
-    }
-}
-
-/// A committed batch waiting for its sync.
-struct SyncJob {
-    replies: Vec<DurableReply>,
-    stored_any: bool,
-}
-
-pub(super) struct WriterConfig {
-    pub max_batch: usize,
-    pub fsync: bool,
-    pub wal_path: PathBuf,
+    Nothing,
 }
 
 pub(super) struct Writer {
-    conn: Connection,
-    commands: mpsc::Receiver<Command>,
-    config: WriterConfig,
-    appended: Arc<Notify>,
-    clock: SharedClock,
-    /// Used only if the sync thread could not be started.
-    inline_wal: WalHandle,
+    pub conn: Connection,
+    pub commands: mpsc::Receiver<Command>,
+    pub max_batch: usize,
+    pub wal_path: PathBuf,
+    pub segments: SegmentMap,
+    pub progress: Arc<LogProgress>,
+    pub appended: Arc<Notify>,
+    pub fsync: bool,
 }
 
 impl Writer {
-    pub(super) fn new(
-        conn: Connection,
-        commands: mpsc::Receiver<Command>,
-        config: WriterConfig,
-        appended: Arc<Notify>,
-        clock: SharedClock,
-    ) -> Self {
-        Self {
-            conn,
-            commands,
-            config,
-            appended,
-            clock,
-            inline_wal: WalHandle::default(),
-        }
-    }
-
-    /// Runs until a `Shutdown` command or until every sender is gone.
+    /// Runs until a `Shutdown` command (after projecting everything synced) or until every
+    /// sender is gone.
     pub(super) fn run(mut self) {
-        let syncer = self.config.fsync.then(|| {
-            let (jobs, receiver) = std_mpsc::channel::<SyncJob>();
-            let wal_path = self.config.wal_path.clone();
-            let appended = self.appended.clone();
-            let handle = std::thread::Builder::new()
-                .name("wharf-journal-sync".into())
-                .spawn(move || run_syncer(&wal_path, receiver, &appended));
-            (jobs, handle)
-        });
-        let (jobs, sync_thread) = match syncer {
-            Some((jobs, Ok(handle))) => (Some(jobs), Some(handle)),
-            Some((_, Err(error))) => {
-                tracing::error!(%error, "journal sync thread could not start; syncing inline");
-                (None, None)
-            }
-            None => (None, None),
-        };
-        let mut batch = Vec::with_capacity(self.config.max_batch);
+        crate::background::yield_to_ingest();
+        let mut reader = self.reader();
+        let mut wal = WalHandle::default();
+        let mut last_durable = Instant::now();
         let mut shutdown = None;
-        while shutdown.is_none() {
-            let Some(first) = self.commands.blocking_recv() else {
-                break;
-            };
-            batch.push(first);
-            while batch.len() < self.config.max_batch {
-                match self.commands.try_recv() {
-                    Ok(command) => batch.push(command),
-                    Err(_) => break,
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut waiting_since: Option<Instant> = None;
+        // Halved after a failure (a full disk may fit a small transaction, not a large one),
+        // doubled back after each success.
+        let mut limit = projection::BATCH;
+        loop {
+            let backlog = self.backlog();
+            let behind = backlog > 0;
+            // A small backlog waits a moment to become a large batch.
+            if behind && backlog < PROJECT_AT_LEAST {
+                let since = *waiting_since.get_or_insert_with(Instant::now);
+                let left = PROJECT_WITHIN.saturating_sub(since.elapsed());
+                if !left.is_zero() && batch.is_empty() {
+                    match self.commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => std::thread::sleep(left.min(Duration::from_millis(2))),
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
                 }
             }
-            shutdown = self.execute_acks_first(&mut batch, jobs.as_ref());
+            if behind {
+                while batch.len() < self.max_batch {
+                    match self.commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
+                }
+            } else {
+                match self.commands.blocking_recv() {
+                    Some(command) => batch.push(command),
+                    None => break,
+                }
+                while batch.len() < self.max_batch {
+                    match self.commands.try_recv() {
+                        Ok(command) => batch.push(command),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let mut projected = behind && self.project(&mut reader, &mut limit);
+            // A claim sees every delivery acked before it was asked for.
+            if batch
+                .iter()
+                .any(|command| matches!(command, Command::Claim { .. }))
+            {
+                while self.behind() && self.project(&mut reader, &mut limit) {
+                    projected = true;
+                }
+            }
+            if projected {
+                waiting_since = None;
+            }
+            if let Some(reply) = self.execute(&mut batch) {
+                shutdown = Some(reply);
+                break;
+            }
+            self.keep_bounded(&mut wal, &mut last_durable, false);
+            if behind && !projected && batch.is_empty() {
+                std::thread::sleep(RETRY_PAUSE);
+            }
         }
-        drop(jobs);
-        if let Some(handle) = sync_thread {
-            let _ = handle.join();
-        }
+        // Everything the log synced reaches SQLite before the process goes.
+        while self.behind() && self.project(&mut reader, &mut limit) {}
+        self.keep_bounded(&mut wal, &mut last_durable, true);
         if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(%error, "final journal checkpoint failed; the WAL is replayed at next open");
         }
@@ -160,102 +159,134 @@ impl Writer {
         }
     }
 
-    /// Commits what waits for an ack (appends, probes) first, in one transaction, so that a
-    /// large completion batch never delays an ack; then each claim or completion in its own.
-    fn execute_acks_first(
-        &mut self,
-        batch: &mut Vec<Command>,
-        syncer: Option<&std_mpsc::Sender<SyncJob>>,
-    ) -> Option<oneshot::Sender<()>> {
-        let (mut acks, completions): (Vec<Command>, Vec<Command>) =
-            batch.drain(..).partition(|command| {
-                !matches!(command, Command::Complete { .. } | Command::Claim { .. })
-            });
-        let mut shutdown = None;
-        if !acks.is_empty() {
-            shutdown = self.execute(&mut acks, syncer);
-        }
-        for completion in completions {
-            let mut single = vec![completion];
-            self.execute(&mut single, syncer);
-        }
-        shutdown
+    fn reader(&self) -> LogReader {
+        LogReader::new(
+            self.segments.clone(),
+            self.progress.applied.load(Ordering::Acquire) + 1,
+        )
     }
 
-    /// Commits one batch and routes every answer; returns the shutdown reply if asked to stop.
-    fn execute(
-        &mut self,
-        batch: &mut Vec<Command>,
-        syncer: Option<&std_mpsc::Sender<SyncJob>>,
-    ) -> Option<oneshot::Sender<()>> {
-        let produced = match self.write_transaction(batch) {
-            Ok(produced) => produced,
+    fn behind(&self) -> bool {
+        self.backlog() > 0
+    }
+
+    /// Records synced to the log and not yet in SQLite.
+    fn backlog(&self) -> u64 {
+        self.progress
+            .synced
+            .load(Ordering::Acquire)
+            .saturating_sub(self.progress.applied.load(Ordering::Acquire))
+    }
+
+    /// One projection transaction; true if it applied anything.
+    fn project(&mut self, reader: &mut LogReader, limit: &mut usize) -> bool {
+        let through = self.progress.synced.load(Ordering::Acquire);
+        match projection::project_batch(&mut self.conn, reader, through, *limit) {
+            Ok(Some(last)) => {
+                *limit = (*limit * 2).min(projection::BATCH);
+                self.progress.applied.store(last, Ordering::Release);
+                self.progress.applied_watch.send_replace(last);
+                self.progress
+                    .projection_failing
+                    .store(false, Ordering::Release);
+                self.appended.notify_one();
+                true
+            }
+            Ok(None) => false,
             Err(error) => {
-                tracing::error!(error = %error, batch = batch.len(), "journal write failed");
-                let error = JournalError::Storage(StorageFault::new(error));
-                return fail_all(batch.drain(..), &error);
-            }
-        };
-        let mut durable = Vec::new();
-        let mut stored_any = false;
-        let mut shutdown = None;
-        for (command, produced) in batch.drain(..).zip(produced) {
-            match (command, produced) {
-                (Command::Append { reply, .. }, Produced::Appended(appended)) => {
-                    stored_any |= matches!(appended, Appended::Stored(_));
-                    durable.push(DurableReply::Append(reply, appended));
+                static LIMITER: LogLimiter = LogLimiter::new();
+                if let Some(suppressed) = LIMITER.allow() {
+                    tracing::error!(%error, suppressed, "projecting the delivery log into SQLite failed; retrying");
                 }
-                (Command::Complete { reply, .. }, Produced::Completed(results)) => {
-                    // Losing a completion in a crash loses its ledger change with it (same
-                    // transaction), so completions need not wait for the sync.
-                    let _ = reply.send(Ok(results));
-                }
-                (Command::Claim { reply, .. }, Produced::Claimed(claimed)) => {
-                    // A claim lost in a crash only delays the delivery until the next open,
-                    // which clears every lease (this process held the database alone).
-                    let _ = reply.send(Ok(claimed));
-                }
-                (Command::Probe { reply }, Produced::Probed) => {
-                    durable.push(DurableReply::Probe(reply));
-                }
-                (Command::Shutdown { reply }, Produced::Shutdown) => shutdown = Some(reply),
-                _ => unreachable_pairing(),
+                self.progress
+                    .projection_failing
+                    .store(true, Ordering::Release);
+                *limit = (*limit / 2).max(1);
+                *reader = self.reader();
+                false
             }
         }
-        self.hand_to_syncer(durable, stored_any, syncer);
+    }
+
+    /// Lets the log reuse segments SQLite holds durably, and keeps the WAL from growing.
+    fn keep_bounded(&mut self, wal: &mut WalHandle, last_durable: &mut Instant, now: bool) {
+        let applied = self.progress.applied.load(Ordering::Acquire);
+        let durable = self.progress.durable.load(Ordering::Acquire);
+        if applied > durable && (now || last_durable.elapsed() >= DURABLE_EVERY) {
+            *last_durable = Instant::now();
+            let synced = if self.fsync {
+                wal.sync(&self.wal_path)
+            } else {
+                Ok(())
+            };
+            match synced {
+                Ok(()) => self.progress.durable.store(applied, Ordering::Release),
+                Err(error) => {
+                    tracing::warn!(%error, "syncing SQLite's WAL failed; log segments kept")
+                }
+            }
+            let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |meta| meta.len());
+            if wal_bytes > WAL_LIMIT_BYTES {
+                if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                    tracing::debug!(%error, "WAL checkpoint deferred");
+                }
+            }
+        }
+    }
+
+    /// Runs the batch's claims and completions in one transaction and answers them.
+    fn execute(&mut self, batch: &mut Vec<Command>) -> Option<oneshot::Sender<()>> {
+        let shutdown_at = batch
+            .iter()
+            .position(|command| matches!(command, Command::Shutdown { .. }));
+        let mut shutdown = None;
+        if let Some(at) = shutdown_at {
+            if let Command::Shutdown { reply } = batch.remove(at) {
+                shutdown = Some(reply);
+            }
+        }
+        batch.retain(|command| !matches!(command, Command::Wake));
+        if batch.is_empty() {
+            return shutdown;
+        }
+        match self.write_transaction(batch) {
+            Ok(produced) => {
+                for (command, produced) in batch.drain(..).zip(produced) {
+                    match (command, produced) {
+                        (Command::Complete { reply, .. }, Produced::Completed(results)) => {
+                            let _ = reply.send(Ok(results));
+                        }
+                        (Command::Claim { reply, .. }, Produced::Claimed(claimed)) => {
+                            let _ = reply.send(Ok(claimed));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(error) => {
+                static LIMITER: LogLimiter = LogLimiter::new();
+                if let Some(suppressed) = LIMITER.allow() {
+                    tracing::error!(%error, suppressed, batch = batch.len(), "journal write failed");
+                }
+                let error = JournalError::Storage(StorageFault::new(error));
+                for command in batch.drain(..) {
+                    match command {
+                        Command::Complete { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::Claim { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::Wake | Command::Shutdown { .. } => {}
+                    }
+                }
+            }
+        }
         shutdown
     }
 
-    fn hand_to_syncer(
-        &mut self,
-        replies: Vec<DurableReply>,
-        stored_any: bool,
-        syncer: Option<&std_mpsc::Sender<SyncJob>>,
-    ) {
-        if replies.is_empty() {
-            return;
-        }
-        let job = SyncJob {
-            replies,
-            stored_any,
-        };
-        let job = match syncer {
-            Some(jobs) => match jobs.send(job) {
-                Ok(()) => return,
-                Err(std_mpsc::SendError(job)) => job,
-            },
-            None => job,
-        };
-        let synced = if self.config.fsync {
-            self.inline_wal.sync(&self.config.wal_path)
-        } else {
-            Ok(())
-        };
-        finish_job(job, &synced, &self.appended);
-    }
-
-    /// Writes every command of the batch in one transaction. Per-completion failures are
-    /// contained by savepoints; a storage failure aborts the whole batch.
+    /// Claims and completions of one batch in one transaction. Per-completion ledger
+    /// failures are contained; a storage failure aborts the whole batch.
     fn write_transaction(&mut self, batch: &[Command]) -> rusqlite::Result<Vec<Produced>> {
         let tx = self
             .conn
@@ -263,7 +294,6 @@ impl Writer {
         let mut produced = Vec::with_capacity(batch.len());
         for command in batch {
             produced.push(match command {
-                Command::Append { delivery, .. } => Produced::Appended(append(&tx, delivery)?),
                 Command::Complete { batch, .. } => {
                     let mut results = Vec::with_capacity(batch.len());
                     for completion in batch {
@@ -272,11 +302,7 @@ impl Writer {
                     Produced::Completed(results)
                 }
                 Command::Claim { request, .. } => Produced::Claimed(claim(&tx, request)?),
-                Command::Probe { .. } => {
-                    probe(&tx, self.clock.now())?;
-                    Produced::Probed
-                }
-                Command::Shutdown { .. } => Produced::Shutdown,
+                Command::Wake | Command::Shutdown { .. } => Produced::Nothing,
             });
         }
         tx.commit()?;
@@ -284,76 +310,6 @@ impl Writer {
     }
 }
 
-fn unreachable_pairing() {
-    tracing::error!("journal writer paired a command with another command's result");
-}
-
-fn fail_all(
-    commands: impl Iterator<Item = Command>,
-    error: &JournalError,
-) -> Option<oneshot::Sender<()>> {
-    let mut shutdown = None;
-    for command in commands {
-        match command {
-            Command::Append { reply, .. } => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            Command::Complete { reply, .. } => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            Command::Claim { reply, .. } => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            Command::Probe { reply } => {
-                let _ = reply.send(Err(error.clone()));
-            }
-            Command::Shutdown { reply } => shutdown = Some(reply),
-        }
-    }
-    shutdown
-}
-
-fn append(conn: &Connection, delivery: &NewDelivery) -> rusqlite::Result<Appended> {
-    let next_attempt_at =
-        (delivery.status == DeliveryStatus::Pending).then_some(delivery.received_at.micros());
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO deliveries (source, event_id, event_type, dedup_key, received_at, \
-             status, last_error, next_attempt_at, body_bytes) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
-             ON CONFLICT (source, dedup_key) DO NOTHING",
-        )?
-        .execute(params![
-            delivery.source,
-            delivery.event_id,
-            delivery.event_type,
-            delivery.dedup_key,
-            delivery.received_at.micros(),
-            delivery.status.as_str(),
-            delivery.last_error,
-            next_attempt_at,
-            delivery.body.len() as i64,
-        ])?;
-    if inserted == 1 {
-        let id = conn.last_insert_rowid();
-        conn.prepare_cached(
-            "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![id, delivery.headers_json, &delivery.body[..]])?;
-        return Ok(Appended::Stored(DeliveryId(id)));
-    }
-    let existing: i64 = conn
-        .prepare_cached("SELECT id FROM deliveries WHERE source = ?1 AND dedup_key = ?2")?
-        .query_row(params![delivery.source, delivery.dedup_key], |row| {
-            row.get(0)
-        })?;
-    Ok(Appended::Duplicate(DeliveryId(existing)))
-}
-
-/// Applies one completion. The claim is taken first (a stale claimer writes nothing); the
-/// ledger decision is made before the ledger is written, and a single-change apply is one
-/// statement, so no savepoint is needed, which spares SQLite a sub-journal copy of every page
-/// the completion touches. Several changes share a savepoint so that they land together.
 fn complete(conn: &Connection, completion: &Completion) -> rusqlite::Result<Completed> {
     match &completion.outcome {
         CompletionOutcome::Apply(changes) => apply_changes(conn, completion, changes),
@@ -567,17 +523,7 @@ fn record_attempt(
     Ok(())
 }
 
-fn probe(conn: &Connection, now: Timestamp) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO wharf_meta (key, value) VALUES ('last_probe', ?1) \
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([now.to_rfc3339()])?;
-    Ok(())
-}
-
-/// Errors that mean the database itself cannot be written: they abort the whole batch, so
-/// that no ack is sent for it.
+/// Errors that mean the database itself cannot be written: they abort the whole batch.
 pub(super) fn is_storage_failure(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
@@ -594,32 +540,6 @@ pub(super) fn is_storage_failure(error: &rusqlite::Error) -> bool {
                 | ErrorCode::FileLockingProtocolFailed
         )
     )
-}
-
-/// The sync thread: waits for committed batches, folds every batch waiting into one
-/// `fdatasync` of the WAL, then answers them all.
-fn run_syncer(wal_path: &Path, jobs: std_mpsc::Receiver<SyncJob>, appended: &Notify) {
-    let mut wal = WalHandle::default();
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        group.extend(jobs.try_iter());
-        let synced = wal.sync(wal_path);
-        if let Err(error) = &synced {
-            tracing::error!(%error, "journal sync failed; answering 503 for the batch");
-        }
-        for job in group {
-            finish_job(job, &synced, appended);
-        }
-    }
-}
-
-fn finish_job(job: SyncJob, synced: &Result<(), JournalError>, appended: &Notify) {
-    for reply in job.replies {
-        reply.send(synced);
-    }
-    if job.stored_any && synced.is_ok() {
-        appended.notify_one();
-    }
 }
 
 /// An open handle on the WAL file, reopened if the file is ever replaced.

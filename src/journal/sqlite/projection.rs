@@ -1,0 +1,143 @@
+//! Fills SQLite from the delivery log: each synced record becomes its `deliveries` and
+//! `delivery_payloads` rows (or a `delivery_conflicts` row), and the highest sequence number
+//! applied is recorded in the same transaction, so recovery replays exactly what is missing.
+//! `UNIQUE (source, dedup_key)` is the final guard against a duplicate the in-memory window
+//! no longer remembered: it changes nothing, and a different body is kept as a conflict.
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use thiserror::Error;
+
+use crate::journal::segment_log::record::{body_fingerprint, Conflict, LogRecord};
+use crate::journal::segment_log::LogReader;
+use crate::journal::{DeliveryStatus, NewDelivery};
+
+/// Most records per projection transaction: large batches cost a fraction of small ones.
+pub(super) const BATCH: usize = 2048;
+
+#[derive(Debug, Error)]
+pub(super) enum ProjectError {
+    #[error("reading the delivery log: {0}")]
+    Log(#[from] std::io::Error),
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// The last sequence number SQLite holds (0 for a new database). A database written before
+/// the log existed counts its deliveries as applied.
+pub(super) fn applied_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    let recorded: Option<String> = conn
+        .query_row(
+            "SELECT value FROM wharf_meta WHERE key = 'applied_seq'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match recorded.and_then(|value| value.parse().ok()) {
+        Some(seq) => Ok(seq),
+        None => max_delivery_id(conn),
+    }
+}
+
+pub(super) fn max_delivery_id(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM deliveries", [], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|id| id.max(0) as u64)
+}
+
+/// Projects up to one batch of records synced through `through`; returns the last sequence
+/// number applied, or `None` when there was nothing to do. On an error the reader is behind
+/// nothing: the caller restarts it from what SQLite holds.
+pub(super) fn project_batch(
+    conn: &mut Connection,
+    reader: &mut LogReader,
+    through: u64,
+    limit: usize,
+) -> Result<Option<u64>, ProjectError> {
+    let records = reader.read(through, limit.clamp(1, BATCH))?;
+    let Some(&(last, _)) = records.last() else {
+        return Ok(None);
+    };
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (seq, record) in &records {
+        match record {
+            LogRecord::Delivery(delivery) => project_delivery(&tx, *seq as i64, delivery)?,
+            LogRecord::Conflict(conflict) => project_conflict(&tx, conflict)?,
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO wharf_meta (key, value) VALUES ('applied_seq', ?1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([last.to_string()])?;
+    tx.commit()?;
+    Ok(Some(last))
+}
+
+fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusqlite::Result<()> {
+    let next_attempt_at =
+        (delivery.status == DeliveryStatus::Pending).then_some(delivery.received_at.micros());
+    let fingerprint = body_fingerprint(&delivery.body);
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, source, event_id, event_type, dedup_key, received_at, \
+             status, last_error, next_attempt_at, body_bytes, body_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            id,
+            delivery.source,
+            delivery.event_id,
+            delivery.event_type,
+            delivery.dedup_key,
+            delivery.received_at.micros(),
+            delivery.status.as_str(),
+            delivery.last_error,
+            next_attempt_at,
+            delivery.body.len() as i64,
+            fingerprint,
+        ])?;
+    if inserted == 1 {
+        conn.prepare_cached(
+            "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![id, delivery.headers_json, &delivery.body[..]])?;
+        return Ok(());
+    }
+    // Already here: a replay of this very record, or the same key stored long ago.
+    let existing: Option<(i64, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT id, body_hash FROM deliveries WHERE source = ?1 AND dedup_key = ?2",
+        )?
+        .query_row(params![delivery.source, delivery.dedup_key], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()?;
+    match existing {
+        Some((stored, Some(hash))) if stored != id && hash != fingerprint => project_conflict(
+            conn,
+            &Conflict {
+                delivery_id: stored,
+                received_at: delivery.received_at,
+                headers_json: delivery.headers_json.clone(),
+                body: delivery.body.clone(),
+            },
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn project_conflict(conn: &Connection, conflict: &Conflict) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO delivery_conflicts (delivery_id, received_at, headers, body, body_hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        conflict.delivery_id,
+        conflict.received_at.micros(),
+        conflict.headers_json,
+        &conflict.body[..],
+        body_fingerprint(&conflict.body),
+    ])?;
+    Ok(())
+}
