@@ -97,6 +97,13 @@ pub struct NewDelivery {
     pub last_error: Option<String>,
 }
 
+/// A fingerprint of a body (its length and CRC-32), to tell a provider's changed body from a
+/// retry of the same one when a dedup key comes again. Not a security hash.
+pub fn body_fingerprint(body: &[u8]) -> i64 {
+    let crc = crc32fast::hash(body);
+    ((body.len() as i64) << 32) | i64::from(crc)
+}
+
 /// The outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {

@@ -34,7 +34,10 @@ on_both_backends!(
 /// Opens `backend`'s storage, as the server does, on a fresh database.
 async fn open(backend: Backend) -> (Storage, TestDatabase) {
     let database = TestDatabase::fresh(backend).await;
-    let env = BTreeMap::from([("WHARF_DATABASE".to_owned(), database.url().to_owned())]);
+    let env = BTreeMap::from([
+        ("WHARF_DATABASE".to_owned(), database.url().to_owned()),
+        ("WHARF_LOG_SEGMENT_BYTES".to_owned(), "1048576".to_owned()),
+    ]);
     let config = Config::from_toml("", &env).expect("config");
     let clock = Arc::new(ManualClock::at(at(T0)));
     let (storage, _migrations) = open_storage(&config, clock).await.expect("storage opens");
@@ -668,4 +671,37 @@ async fn migrate_applies_once_then_says_up_to_date(backend: Backend) {
     assert!(second.status.success(), "{second:?}");
     let second = String::from_utf8_lossy(&second.stdout).into_owned();
     assert!(second.contains("is up to date"), "{second}");
+}
+
+on_both_backends!(the_same_key_with_another_body_is_a_duplicate_kept_as_a_conflict);
+
+/// A provider that reuses an event id for a different payload is answered as a duplicate (the
+/// ledger never sees it twice), and what it sent is kept for an operator; a plain retry of the
+/// same body is not a conflict.
+async fn the_same_key_with_another_body_is_a_duplicate_kept_as_a_conflict(backend: Backend) {
+    let (storage, database) = open(backend).await;
+    let original = delivery("cartpanda", "evt_c", at(T0));
+    let Appended::Stored(id) = storage.log.append(original.clone()).await.expect("append") else {
+        panic!("the first copy is stored");
+    };
+    let mut changed = original.clone();
+    changed.body = Bytes::from_static(br#"{"id":"evt_c","price":"1.00"}"#);
+    let retried = storage.log.append(original).await.expect("append");
+    let conflicting = storage.log.append(changed).await.expect("append");
+    assert_eq!(retried, Appended::Duplicate(id));
+    assert_eq!(conflicting, Appended::Duplicate(id));
+    storage.read.await_visible().await;
+    assert_eq!(database.count("SELECT COUNT(*) FROM deliveries").await, 1);
+    assert_eq!(
+        database
+            .rows(&format!(
+                "SELECT body FROM delivery_conflicts WHERE delivery_id = {}",
+                id.0
+            ))
+            .await
+            .len(),
+        1,
+        "the changed body is kept once; the identical retry is not a conflict"
+    );
+    storage.log.close().await;
 }

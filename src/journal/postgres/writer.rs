@@ -12,7 +12,9 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use super::{pg_text, storage_error};
-use crate::journal::{Appended, DeliveryId, DeliveryStatus, JournalError, NewDelivery};
+use crate::journal::{
+    body_fingerprint, Appended, DeliveryId, DeliveryStatus, JournalError, NewDelivery,
+};
 
 pub(super) struct AppendRequest {
     pub delivery: NewDelivery,
@@ -68,14 +70,15 @@ const INSERT_BATCH: &str = "\
 WITH input AS (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::text[], $7::text[], $8::timestamptz[], $9::int4[], $10::text[],
-                         $11::bytea[])
+                         $11::bytea[], $12::int8[])
         WITH ORDINALITY AS t(source, event_id, event_type, dedup_key, received_at, status,
-                             last_error, next_attempt_at, body_bytes, headers, body, ord)
+                             last_error, next_attempt_at, body_bytes, headers, body, body_hash,
+                             ord)
 ), stored AS (
     INSERT INTO deliveries (source, event_id, event_type, dedup_key, received_at, status,
-                            last_error, next_attempt_at, body_bytes)
+                            last_error, next_attempt_at, body_bytes, body_hash)
     SELECT source, event_id, event_type, dedup_key, received_at, status, last_error,
-           next_attempt_at, body_bytes
+           next_attempt_at, body_bytes, body_hash
     FROM input ORDER BY ord
     ON CONFLICT (source, dedup_key) DO NOTHING
     RETURNING id, source, dedup_key
@@ -87,11 +90,18 @@ WITH input AS (
 SELECT id, source, dedup_key FROM stored";
 
 const EXISTING: &str = "\
-SELECT d.id, d.source, d.dedup_key FROM deliveries d
+SELECT d.id, d.source, d.dedup_key, d.body_hash FROM deliveries d
 JOIN UNNEST($1::text[], $2::text[]) AS k(source, dedup_key)
   ON d.source = k.source AND d.dedup_key = k.dedup_key";
 
-/// Stores a batch in one transaction; answers each delivery in the batch's order.
+const CONFLICTS: &str = "\
+INSERT INTO delivery_conflicts (delivery_id, received_at, headers, body, body_hash)
+SELECT delivery_id, received_at, headers::jsonb, body, body_hash
+FROM UNNEST($1::int8[], $2::timestamptz[], $3::text[], $4::bytea[], $5::int8[])
+    AS c(delivery_id, received_at, headers, body, body_hash)";
+
+/// Stores a batch in one transaction; answers each delivery in the batch's order. A duplicate
+/// whose body differs from the stored one is answered as a duplicate and kept as a conflict.
 async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, JournalError> {
     // The first of several identical keys in one batch is the one stored.
     let mut first_of: HashMap<(&str, &str), usize> = HashMap::new();
@@ -135,6 +145,7 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
         .collect();
     let headers: Vec<&str> = rows.iter().map(|d| d.headers_json.as_str()).collect();
     let bodies: Vec<&[u8]> = rows.iter().map(|d| &d.body[..]).collect();
+    let fingerprints: Vec<i64> = rows.iter().map(|d| body_fingerprint(&d.body)).collect();
     let stored = tx
         .query(
             &insert,
@@ -150,16 +161,20 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
                 &sizes,
                 &headers,
                 &bodies,
+                &fingerprints,
             ],
         )
         .await
         .map_err(storage_error)?;
-    let mut ids: HashMap<(String, String), Appended> = HashMap::with_capacity(batch.len());
+    // Per key: the outcome and the stored body's fingerprint (None: stored before fingerprints).
+    let mut ids: HashMap<(String, String), (Appended, Option<i64>)> =
+        HashMap::with_capacity(batch.len());
     for row in &stored {
-        ids.insert(
-            (row.get(1), row.get(2)),
-            Appended::Stored(DeliveryId(row.get(0))),
-        );
+        let key: (String, String) = (row.get(1), row.get(2));
+        let fingerprint = first_of
+            .get(&(key.0.as_str(), key.1.as_str()))
+            .map(|&at| body_fingerprint(&batch[at].body));
+        ids.insert(key, (Appended::Stored(DeliveryId(row.get(0))), fingerprint));
     }
     if stored.len() < rows.len() {
         let existing = tx
@@ -168,9 +183,10 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
             .map_err(storage_error)?;
         for row in &existing {
             ids.entry((row.get(1), row.get(2)))
-                .or_insert(Appended::Duplicate(DeliveryId(row.get(0))));
+                .or_insert((Appended::Duplicate(DeliveryId(row.get(0))), row.get(3)));
         }
     }
+    record_conflicts(&tx, batch, &ids).await?;
     tx.commit().await.map_err(storage_error)?;
 
     batch
@@ -181,7 +197,7 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
                 delivery.source.clone(),
                 pg_text(&delivery.dedup_key).into_owned(),
             );
-            let outcome = ids.get(&key).copied().ok_or_else(|| {
+            let outcome = ids.get(&key).map(|(outcome, _)| *outcome).ok_or_else(|| {
                 JournalError::Config(format!(
                     "append of {}/{} returned no row",
                     delivery.source, delivery.dedup_key
@@ -195,4 +211,49 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
             })
         })
         .collect()
+}
+
+/// Keeps every duplicate in the batch whose body differs from the stored delivery's.
+async fn record_conflicts(
+    tx: &deadpool_postgres::Transaction<'_>,
+    batch: &[&NewDelivery],
+    outcomes: &HashMap<(String, String), (Appended, Option<i64>)>,
+) -> Result<(), JournalError> {
+    let mut delivery_ids = Vec::new();
+    let mut received = Vec::new();
+    let mut headers = Vec::new();
+    let mut bodies: Vec<&[u8]> = Vec::new();
+    let mut fingerprints = Vec::new();
+    let mut seen_stored = std::collections::HashSet::new();
+    for delivery in batch {
+        let key = (
+            delivery.source.clone(),
+            pg_text(&delivery.dedup_key).into_owned(),
+        );
+        let Some(&(outcome, stored_fingerprint)) = outcomes.get(&key) else {
+            continue;
+        };
+        // The first copy of a key that this batch stored is the delivery itself.
+        if matches!(outcome, Appended::Stored(_)) && seen_stored.insert(key) {
+            continue;
+        }
+        let fingerprint = body_fingerprint(&delivery.body);
+        if stored_fingerprint.is_some_and(|stored| stored != fingerprint) {
+            delivery_ids.push(outcome.id().0);
+            received.push(delivery.received_at.to_datetime());
+            headers.push(delivery.headers_json.as_str());
+            bodies.push(&delivery.body[..]);
+            fingerprints.push(fingerprint);
+        }
+    }
+    if delivery_ids.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        CONFLICTS,
+        &[&delivery_ids, &received, &headers, &bodies, &fingerprints],
+    )
+    .await
+    .map_err(storage_error)?;
+    Ok(())
 }

@@ -45,11 +45,7 @@ pub enum DecodeError {
 const KIND_DELIVERY: u8 = 1;
 const KIND_CONFLICT: u8 = 2;
 
-/// A fingerprint of a body, to tell a changed body from a retried one (not a security hash).
-pub fn body_fingerprint(body: &[u8]) -> i64 {
-    let crc = crc32fast::hash(body);
-    ((body.len() as i64) << 32) | i64::from(crc)
-}
+pub use crate::journal::body_fingerprint;
 
 /// Appends the encoded record to `out`.
 pub fn encode(seq: u64, record: &LogRecord, out: &mut Vec<u8>) {
