@@ -1,11 +1,8 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use parking_lot::Mutex;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-
-use crate::support::{on_both_backends, sale_body, sign, Backend, BinaryServer, TestDatabase};
+use crate::support::{
+    on_both_backends, sale_body, sign, Backend, BinaryServer, Burst, TestDatabase,
+};
 
 const WORKERS: usize = 16;
 const KILL_AFTER_ACKS: usize = 400;
@@ -25,46 +22,10 @@ async fn sigkill_during_a_burst_loses_no_acked_delivery_and_processes_each_once(
     let database = TestDatabase::fresh(backend).await;
     let server = BinaryServer::start(database.url(), &[LEASE]).await;
     let client = reqwest::Client::new();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (progress, mut acks) = watch::channel(0usize);
-    let progress = Arc::new(progress);
-    let mut burst = JoinSet::new();
-    for worker in 0..WORKERS {
-        let (client, base, acked, progress) = (
-            client.clone(),
-            server.base.clone(),
-            acked.clone(),
-            progress.clone(),
-        );
-        burst.spawn(async move {
-            for index in 0..10_000 {
-                let sale = format!("W{worker}-{index}");
-                let body = sale_body(&format!("evt_{sale}"), &sale, "sale.approved");
-                let sent = client
-                    .post(format!("{base}/webhook/cartpanda"))
-                    .header("x-cartpanda-signature", sign(body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status() == 200 => {
-                        acked.lock().push(sale);
-                        progress.send_modify(|n| *n += 1);
-                    }
-                    Ok(response) => {
-                        panic!("unexpected status {} before the kill", response.status())
-                    }
-                    Err(_) => return, // the server is gone
-                }
-            }
-        });
-    }
-    acks.wait_for(|n| *n >= KILL_AFTER_ACKS)
-        .await
-        .expect("acks arrive");
+    let mut burst = Burst::start(std::slice::from_ref(&server.base), WORKERS, 10_000, "crash");
+    burst.acked_at_least(KILL_AFTER_ACKS).await;
     server.kill_9().await;
-    burst.join_all().await;
-    let acked = acked.lock().clone();
+    let acked = burst.finish().await;
     assert!(acked.len() >= KILL_AFTER_ACKS);
 
     let restarted = BinaryServer::start(database.url(), &[LEASE]).await;

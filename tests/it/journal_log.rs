@@ -3,14 +3,9 @@
 //! reuse and during SQLite's projection batches); a journal file deleted while running.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-
-use crate::support::{sale_body, sign, Backend, BinaryServer, TestApp, TestDatabase};
+use crate::support::{sale_body, Backend, BinaryServer, Burst, On503, TestApp, TestDatabase};
 
 /// Small bodies allow small segments (a segment must hold the largest body twice), and four
 /// of them are reused many times over in one burst.
@@ -21,49 +16,19 @@ const SMALL_LOG: &[(&str, &str)] = &[
 ];
 
 /// One burst from 12 workers until `kill_after` acks, then SIGKILL; returns what was acked.
+/// A 503 (the log full while SQLite catches up) is backpressure: not acked, the sender moves on.
 async fn burst_then_kill(server: BinaryServer, cycle: usize, kill_after: usize) -> Vec<String> {
-    let client = reqwest::Client::new();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (progress, mut acks) = watch::channel(0usize);
-    let progress = Arc::new(progress);
-    let mut burst = JoinSet::new();
-    for worker in 0..12 {
-        let (client, base, acked, progress) = (
-            client.clone(),
-            server.base.clone(),
-            acked.clone(),
-            progress.clone(),
-        );
-        burst.spawn(async move {
-            for index in 0..5_000 {
-                let sale = format!("C{cycle}-W{worker}-{index}");
-                let body = sale_body(&format!("evt_{sale}"), &sale, "sale.approved");
-                let sent = client
-                    .post(format!("{base}/webhook/cartpanda"))
-                    .header("x-cartpanda-signature", sign(body.as_bytes()))
-                    .body(body)
-                    .send()
-                    .await;
-                match sent {
-                    Ok(response) if response.status() == 200 => {
-                        acked.lock().push(sale);
-                        progress.send_modify(|n| *n += 1);
-                    }
-                    // Backpressure while SQLite catches up: not acked, the sender moves on.
-                    Ok(response) if response.status() == 503 => {}
-                    Ok(response) => panic!("unexpected status {}", response.status()),
-                    Err(_) => return,
-                }
-            }
-        });
-    }
-    acks.wait_for(|n| *n >= kill_after)
-        .await
-        .expect("acks arrive");
+    let label = format!("C{cycle}");
+    let mut burst = Burst::start_with(
+        std::slice::from_ref(&server.base),
+        12,
+        5_000,
+        &label,
+        On503::NotAcked,
+    );
+    burst.acked_at_least(kill_after).await;
     server.kill_9().await;
-    burst.join_all().await;
-    let acked = acked.lock().clone();
-    acked
+    burst.finish().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,9 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::support::{sale_body, sign, Backend, BinaryServer, TestDatabase};
+use crate::support::{sale_body, sign, Backend, BinaryServer, Burst, TestDatabase};
 
 const INSTANCES: usize = 3;
 /// Short, so the survivors take over a killed instance's claims within the test.
@@ -74,32 +73,11 @@ async fn burst_over_three_instances_with_one_killed_processes_every_ack_exactly_
     let database = TestDatabase::fresh(Backend::Postgres).await;
     let mut servers = start_instances(&database).await;
     let client = reqwest::Client::new();
-    let acked = Arc::new(Mutex::new(Vec::new()));
-    let (progress, mut acks) = watch::channel(0usize);
-    let progress = Arc::new(progress);
-    let mut burst = JoinSet::new();
-    for worker in 0..12 {
-        let base = servers[worker % INSTANCES].base.clone();
-        let (client, acked, progress) = (client.clone(), acked.clone(), progress.clone());
-        burst.spawn(async move {
-            for index in 0..150 {
-                let sale = format!("W{worker}-{index}");
-                let body = sale_body(&format!("evt_{sale}"), &sale, "sale.approved");
-                match post(&client, &base, &body).await {
-                    Ok(200) => {
-                        acked.lock().push(sale);
-                        progress.send_modify(|n| *n += 1);
-                    }
-                    Ok(status) => panic!("unexpected status {status}"),
-                    Err(_) => return, // this worker's instance was killed
-                }
-            }
-        });
-    }
-    acks.wait_for(|n| *n >= 300).await.expect("acks arrive");
+    let bases: Vec<String> = servers.iter().map(|server| server.base.clone()).collect();
+    let mut burst = Burst::start(&bases, 12, 150, "multi");
+    burst.acked_at_least(300).await;
     servers.remove(1).kill_9().await;
-    burst.join_all().await;
-    let acked = acked.lock().clone();
+    let acked = burst.finish().await;
     assert!(acked.len() >= 300);
     for server in &servers {
         server.await_idle(&client).await;

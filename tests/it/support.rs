@@ -613,3 +613,88 @@ fn a_database_name_replaces_the_admin_urls() {
         "postgres://u:***@db/x"
     );
 }
+
+// ---- bursts of unique deliveries ---------------------------------------------------------------
+
+/// How a burst treats a 503 (backpressure): a failure of the test, or a delivery not acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum On503 {
+    Fail,
+    NotAcked,
+}
+
+/// Workers posting unique signed sales (`{label}-W{worker}-{index}`), worker `i` to
+/// `bases[i % n]`, until each has sent `per_worker` or its server is gone; records what was
+/// acked so a test can kill a server mid-burst and then check every ack.
+pub struct Burst {
+    acked: Arc<parking_lot::Mutex<Vec<String>>>,
+    acks: tokio::sync::watch::Receiver<usize>,
+    workers: tokio::task::JoinSet<()>,
+}
+
+impl Burst {
+    pub fn start(bases: &[String], workers: usize, per_worker: usize, label: &str) -> Self {
+        Self::start_with(bases, workers, per_worker, label, On503::Fail)
+    }
+
+    pub fn start_with(
+        bases: &[String],
+        workers: usize,
+        per_worker: usize,
+        label: &str,
+        on_503: On503,
+    ) -> Self {
+        let client = reqwest::Client::new();
+        let acked = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (progress, acks) = tokio::sync::watch::channel(0usize);
+        let progress = Arc::new(progress);
+        let mut tasks = tokio::task::JoinSet::new();
+        for worker in 0..workers {
+            let base = bases[worker % bases.len()].clone();
+            let (client, acked, progress) = (client.clone(), acked.clone(), progress.clone());
+            let label = label.to_owned();
+            tasks.spawn(async move {
+                for index in 0..per_worker {
+                    let sale = format!("{label}-W{worker}-{index}");
+                    let body = sale_body(&format!("evt_{sale}"), &sale, "sale.approved");
+                    let sent = client
+                        .post(format!("{base}/webhook/cartpanda"))
+                        .header("content-type", "application/json")
+                        .header("x-cartpanda-signature", sign(body.as_bytes()))
+                        .body(body)
+                        .send()
+                        .await;
+                    match sent.map(|response| response.status().as_u16()) {
+                        Ok(200) => {
+                            acked.lock().push(sale);
+                            progress.send_modify(|n| *n += 1);
+                        }
+                        Ok(503) if on_503 == On503::NotAcked => {}
+                        Ok(status) => panic!("unexpected status {status} during the burst"),
+                        Err(_) => return, // this worker's server is gone
+                    }
+                }
+            });
+        }
+        Self {
+            acked,
+            acks,
+            workers: tasks,
+        }
+    }
+
+    /// Returns once at least `count` deliveries were acked.
+    pub async fn acked_at_least(&mut self, count: usize) {
+        self.acks
+            .wait_for(|acked| *acked >= count)
+            .await
+            .expect("acks arrive");
+    }
+
+    /// Waits for every worker to stop; returns the sale ids that were acked.
+    pub async fn finish(self) -> Vec<String> {
+        self.workers.join_all().await;
+        let acked = self.acked.lock().clone();
+        acked
+    }
+}
