@@ -21,7 +21,6 @@ mod load;
 mod postgres;
 mod report;
 pub mod summary;
-mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

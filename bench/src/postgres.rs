@@ -15,11 +15,11 @@ use futures_util::future::join_all;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::process::Command;
 use tokio_postgres::Client;
+use wharf::journal::postgres::tls;
 
 use super::child::ChildServer;
 use super::load::{BodyFactory, Pace};
 use super::report::{combine_idle, PostgresCounts, PostgresRun, PostgresSection};
-use super::tls;
 use super::{
     measure_phase, wait_idle, wharf_command, BenchOptions, DatabaseProcesses, LoadRuntime,
 };
