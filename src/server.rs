@@ -48,7 +48,7 @@ pub async fn open_storage(
                 .max(config.limits.max_body_bytes as u64 * 2 + (256 << 10));
             options.max_segments = config.journal.max_segments.max(2);
             options.dedup_window = config.journal.dedup_window;
-            SqliteJournal::open_storage(options, clock)
+            SqliteJournal::open_storage(options)
         }
         DatabaseUrl::Postgres(url) => {
             PostgresStorage::open(PostgresOptions::new(url.clone()), clock).await

@@ -242,8 +242,8 @@ async fn settle_delivery_log(path: &Path) -> Result<(), TransferError> {
     if !at_current_schema {
         return Ok(());
     }
-    let (storage, _) = SqliteJournal::open_storage(SqliteOptions::new(path), Arc::new(SystemClock))
-        .map_err(TransferError::Replay)?;
+    let (storage, _) =
+        SqliteJournal::open_storage(SqliteOptions::new(path)).map_err(TransferError::Replay)?;
     storage.log.close().await;
     Ok(())
 }

@@ -64,14 +64,6 @@ impl Table {
     pub fn position(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|column| column.name == name)
     }
-
-    /// The key's cells, taken from a full row.
-    pub fn key_of(&self, row: &[Cell]) -> Vec<Cell> {
-        self.key
-            .iter()
-            .filter_map(|name| self.position(name).and_then(|at| row.get(at)).cloned())
-            .collect()
-    }
 }
 
 /// One value of a row.

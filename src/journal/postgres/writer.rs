@@ -169,11 +169,18 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
     // Per key: the outcome and the stored body's fingerprint (None: stored before fingerprints).
     let mut ids: HashMap<(String, String), (Appended, Option<i64>)> =
         HashMap::with_capacity(batch.len());
+    // Each stored row's fingerprint, as computed for the insert.
+    let fingerprint_of: HashMap<(&str, &str), i64> = sources
+        .iter()
+        .zip(&keys)
+        .zip(&fingerprints)
+        .map(|((source, key), fingerprint)| ((*source, key.as_ref()), *fingerprint))
+        .collect();
     for row in &stored {
         let key: (String, String) = (row.get(1), row.get(2));
-        let fingerprint = first_of
+        let fingerprint = fingerprint_of
             .get(&(key.0.as_str(), key.1.as_str()))
-            .map(|&at| body_fingerprint(&batch[at].body));
+            .copied();
         ids.insert(key, (Appended::Stored(DeliveryId(row.get(0))), fingerprint));
     }
     if stored.len() < rows.len() {

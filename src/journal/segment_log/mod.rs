@@ -258,12 +258,6 @@ impl SegmentLog {
         }
     }
 
-    /// Bytes the log's files take on disk.
-    pub fn disk_bytes(&self) -> u64 {
-        let count = 1 + self.sealed.len() + self.spare.len();
-        count as u64 * self.segment_bytes
-    }
-
     /// The active segment's path and inode, to notice a file deleted or replaced under us.
     pub fn active_identity(&self) -> (PathBuf, u64) {
         let inode = self
@@ -273,10 +267,6 @@ impl SegmentLog {
             .map(|meta| meta.ino())
             .unwrap_or(0);
         (self.active.path.clone(), inode)
-    }
-
-    pub fn directory(&self) -> &Path {
-        &self.dir
     }
 
     fn mark_dirty(&mut self, file: Arc<File>) {
@@ -509,10 +499,6 @@ impl LogReader {
             cursor: None,
             next_seq,
         }
-    }
-
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
     }
 
     /// Up to `max` records with sequence numbers up to `through`, in order.

@@ -34,7 +34,7 @@ use super::{
     DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
     StatusCounts, Storage,
 };
-use crate::clock::{SharedClock, Timestamp};
+use crate::clock::Timestamp;
 
 /// When a commit counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -101,8 +101,7 @@ pub struct SqliteJournal {
 impl SqliteJournal {
     /// Opens (creating if needed) and migrates the database, replays whatever the delivery
     /// log holds beyond it, then starts the writers.
-    pub fn open(options: SqliteOptions, clock: SharedClock) -> Result<Self, JournalError> {
-        let _ = clock;
+    pub fn open(options: SqliteOptions) -> Result<Self, JournalError> {
         let owner = lock_exclusively(&options.path)?;
         let mut conn = open_write_connection(&options.path).map_err(JournalError::storage)?;
         let applied = schema::migrate(&mut conn).map_err(JournalError::storage)?;
@@ -201,17 +200,9 @@ impl SqliteJournal {
         })
     }
 
-    /// The migrations this open applied (empty when the schema was up to date).
-    pub fn applied_migrations(&self) -> &[String] {
-        &self.applied
-    }
-
     /// Opens the database as a [`Storage`]: one journal serves as log and read model.
-    pub fn open_storage(
-        options: SqliteOptions,
-        clock: SharedClock,
-    ) -> Result<(Storage, Vec<String>), JournalError> {
-        let journal = Arc::new(Self::open(options, clock)?);
+    pub fn open_storage(options: SqliteOptions) -> Result<(Storage, Vec<String>), JournalError> {
+        let journal = Arc::new(Self::open(options)?);
         let applied = journal.applied.clone();
         let storage = Storage {
             backend: Backend::Sqlite,
