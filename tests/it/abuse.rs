@@ -12,7 +12,15 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use wharf::cli::READY_PREFIX;
 
-use crate::support::{sale_body, sign, TestApp, TestDatabase, ADMIN_TOKEN, SECRET};
+use crate::support::{
+    on_both_backends, sale_body, sign, Backend, TestApp, TestDatabase, ADMIN_TOKEN, SECRET,
+};
+
+// What ingress refuses must leave no trace, or the trace it must leave, on either backend.
+on_both_backends!(
+    oversized_headers_are_refused_with_431_and_nothing_is_stored,
+    duplicate_json_keys_are_refused_and_kept_as_failed,
+);
 
 /// `host:port` of a base URL.
 fn host(base: &str) -> &str {
@@ -202,9 +210,8 @@ async fn idle_connections_close_after_the_idle_timeout_not_the_header_timeout() 
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_headers_are_refused_with_431_and_nothing_is_stored() {
-    let app = TestApp::spawn().await;
+async fn oversized_headers_are_refused_with_431_and_nothing_is_stored(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let addr = host(&app.base).to_owned();
     let body = sale_body("evt_big_head", "SALE_BIG", "sale.approved");
 
@@ -275,9 +282,8 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_json_keys_are_refused_and_kept_as_failed() {
-    let app = TestApp::spawn().await;
+async fn duplicate_json_keys_are_refused_and_kept_as_failed(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let clean = sale_body("evt_dup", "SALE_DUP", "sale.approved");
     let cases = [
         (
