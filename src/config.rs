@@ -132,7 +132,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            max_json_depth: 64,
+            max_json_depth: crate::sources::json::DEFAULT_MAX_DEPTH,
             request_timeout: Duration::from_secs(10),
             rate_limit: None,
             header_read_timeout: Duration::from_secs(10),
@@ -422,10 +422,12 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
         max_body_bytes: parse_env(env, "WHARF_MAX_BODY_BYTES")?
             .or(file.limits.max_body_bytes)
             .unwrap_or(defaults.max_body_bytes),
+        // serde_json's own limit is below anything deeper (see `json::MAX_DEPTH`).
         max_json_depth: file
             .limits
             .max_json_depth
-            .unwrap_or(defaults.max_json_depth),
+            .unwrap_or(defaults.max_json_depth)
+            .min(crate::sources::json::MAX_DEPTH),
         request_timeout: file
             .limits
             .request_timeout_ms

@@ -10,15 +10,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::rejections::{redacted_headers, redacted_query, Rejection};
+use super::rejections::{redacted_headers, redacted_headers_json, redacted_query, Rejection};
 use super::{SharedState, SourceRoute};
 use crate::journal::{Appended, DeliveryStatus, NewDelivery};
 use crate::metrics::IngressOutcome;
-use crate::sources::{self, json, IdentifyError, Identity, IncomingRequest, Receipt, Verified};
+use crate::sources::{self, IdentifyError, Identity, IncomingRequest, Receipt, Verified};
 use crate::telemetry::LogLimiter;
 use crate::verify::VerifyError;
 
@@ -200,12 +199,9 @@ fn identify(
         .find(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|byte| matches!(byte, b'{' | b'['));
     if looks_like_json {
-        if json::exceeds_depth(body, max_depth) {
-            return Err(IdentifyError::TooDeep { limit: max_depth });
-        }
-        if let Some(duplicate) = json::duplicate_key(body) {
-            return Err(IdentifyError::DuplicateKey(duplicate));
-        }
+        // Refused for every source, whether or not it reads JSON; the tree is kept for the
+        // source's own reading.
+        verified.parse_json(max_depth)?;
     }
     source.identify(verified)
 }
@@ -218,11 +214,7 @@ fn new_delivery(
     identified: &Result<Identity, IdentifyError>,
 ) -> NewDelivery {
     let request = verified.request();
-    let headers = Value::Object(redacted_headers(
-        &request.headers,
-        route.source.secret_headers(),
-    ))
-    .to_string();
+    let headers = redacted_headers_json(&request.headers, route.source.secret_headers());
     let (event_id, event_type, dedup_key, status, last_error) = match identified {
         Ok(identity) => (
             identity.event_id.clone(),

@@ -98,12 +98,10 @@ impl Source for CartPanda {
     }
 
     fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError> {
-        let payload = json::parse_body(&request.request().body)?;
-        match shape(&payload) {
-            Some(Shape::Sale { event_type }) => identify_sale(&payload, event_type),
-            Some(Shape::Store { event }) => {
-                identify_store(&payload, event, &request.request().body)
-            }
+        let payload = request.json()?;
+        match shape(payload) {
+            Some(Shape::Sale { event_type }) => identify_sale(payload, event_type),
+            Some(Shape::Store { event }) => identify_store(payload, event, &request.request().body),
             None => Err(IdentifyError::MissingField("type")),
         }
     }

@@ -74,19 +74,19 @@ impl Source for GenericHmac {
     }
 
     fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError> {
-        let request = request.request();
         let needs_json = [&self.settings.dedup_key, &self.settings.event_type]
             .into_iter()
             .flatten()
             .any(|locator| matches!(locator, Locator::JsonPointer(_)));
         let payload = if needs_json {
-            Some(json::parse_body(&request.body)?)
+            Some(request.json()?)
         } else {
             None
         };
+        let request = request.request();
         let dedup_key = match &self.settings.dedup_key {
             Some(locator) => Some(
-                locate(request, payload.as_ref(), locator)
+                locate(request, payload, locator)
                     .ok_or(IdentifyError::MissingField("dedup key"))?,
             ),
             None => None,
@@ -95,7 +95,7 @@ impl Source for GenericHmac {
             .settings
             .event_type
             .as_ref()
-            .and_then(|locator| locate(request, payload.as_ref(), locator))
+            .and_then(|locator| locate(request, payload, locator))
             .unwrap_or_else(|| "webhook".to_owned());
         Ok(Identity {
             event_id: dedup_key.clone(),

@@ -1,49 +1,18 @@
 //! Reading provider JSON: a cheap nesting-depth check that runs before any parser, lenient
 //! accessors for identifying a request, and strict ones ([`Fields`]) for normalizing it, which
 //! name the field and the type found when a payload does not hold what the ledger needs.
-//! [`duplicate_key`] refuses objects that name a key twice, which parsers read differently.
+//! [`parse_strict`] refuses objects that name a key twice, which parsers read differently.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::map::Entry;
+use serde_json::{Map, Value};
 
 use super::{IdentifyError, NormalizeError};
 use crate::clock::Timestamp;
 use crate::ledger::{check_id, check_text, Currency, Money, TextError};
-
-/// Deepest nesting of arrays and objects in `body`, scanning bytes only (strings skipped), and
-/// stopping early once `limit` is passed: a hostile body costs one linear pass, no allocation.
-pub fn exceeds_depth(body: &[u8], limit: usize) -> bool {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &byte in body {
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > limit {
-                    return true;
-                }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
 
 /// A key that one JSON object holds twice, and where that object is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,35 +34,52 @@ impl fmt::Display for DuplicateKey {
     }
 }
 
-/// The first key that appears twice in one object, at any depth. serde_json keeps the last
-/// value, other parsers the first: a signed body with a duplicate key can mean one thing to
-/// Wharf and another to whoever reads it next, so it is refused. One streaming pass that keeps
-/// only the keys of the objects being read, never a tree. A body that is not valid JSON gives
-/// `None`: the source's own parse names the syntax error. Run the depth scan
-/// ([`exceeds_depth`]) first; serde_json's own recursion limit also bounds this pass.
-pub fn duplicate_key(body: &[u8]) -> Option<DuplicateKey> {
-    let mut found = None;
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    let scanned = KeyCheck { found: &mut found }.deserialize(&mut deserializer);
-    match (scanned, found) {
-        (Err(_), Some(found)) => {
-            let pointer =
-                found
-                    .reversed_path
-                    .iter()
-                    .rev()
-                    .fold(String::new(), |mut pointer, token| {
-                        pointer.push('/');
-                        pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
-                        pointer
-                    });
-            Some(DuplicateKey {
-                key: found.key,
-                pointer,
-            })
-        }
-        _ => None,
+/// The nesting limit when no configuration says otherwise (`limits.max_json_depth`).
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// Parses a JSON body in one pass, refusing what parsers read differently. A key that one
+/// object holds twice is an error: serde_json keeps the last value, other parsers the first,
+/// so a signed body with a duplicate key can mean one thing to Wharf and another to whoever
+/// reads it next. Nesting beyond `max_depth` is refused before the parser goes deeper, so a
+/// hostile body costs at most one pass. Empty and non-UTF-8 bodies are named apart from syntax
+/// errors.
+///
+/// Both checks are part of building the tree (a map insert that finds the key taken, a depth
+/// counter), not extra passes over the body: ingest reads every JSON body once.
+pub fn parse_strict(body: &[u8], max_depth: usize) -> Result<Value, IdentifyError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IdentifyError::EmptyBody);
     }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(IdentifyError::NotUtf8);
+    };
+    let max_depth = max_depth.min(MAX_DEPTH);
+    let mut refused = None;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let parsed = StrictValue {
+        refused: &mut refused,
+        depth_left: max_depth,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|value| deserializer.end().map(|()| value));
+    match (parsed, refused) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(Refusal::Duplicate(found))) => {
+            Err(IdentifyError::DuplicateKey(found.into_duplicate_key()))
+        }
+        (Err(_), Some(Refusal::TooDeep)) => Err(IdentifyError::TooDeep { limit: max_depth }),
+        (Err(error), None) => Err(IdentifyError::InvalidJson(error)),
+    }
+}
+
+/// The deepest nesting any configuration may allow: serde_json stops at its 128th level on its
+/// own, and that would read as a syntax error rather than as "too deep".
+pub const MAX_DEPTH: usize = 126;
+
+/// Why the strict parse stopped on a body that may be well-formed JSON.
+enum Refusal {
+    Duplicate(Found),
+    TooDeep,
 }
 
 /// The duplicate found, with the path to its object collected innermost first as the error
@@ -103,60 +89,109 @@ struct Found {
     reversed_path: Vec<String>,
 }
 
-/// Walks one JSON value, checking every object's keys.
-struct KeyCheck<'f> {
-    found: &'f mut Option<Found>,
+impl Found {
+    fn into_duplicate_key(self) -> DuplicateKey {
+        let pointer = self
+            .reversed_path
+            .iter()
+            .rev()
+            .fold(String::new(), |mut pointer, token| {
+                pointer.push('/');
+                pointer.push_str(&token.replace('~', "~0").replace('/', "~1"));
+                pointer
+            });
+        DuplicateKey {
+            key: self.key,
+            pointer,
+        }
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for KeyCheck<'_> {
-    type Value = ();
+/// How serde_json hands over a number under `arbitrary_precision`: a one-entry map whose key
+/// is this token and whose value is the number's text (serde_json's own `Value` reads it so).
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+/// Builds one JSON value, refusing an object that names a key twice and nesting deeper than
+/// `depth_left` more levels.
+struct StrictValue<'f> {
+    refused: &'f mut Option<Refusal>,
+    depth_left: usize,
+}
+
+impl<'f> StrictValue<'f> {
+    /// Entering an array or object: one level fewer for what it holds.
+    fn descend<E: de::Error>(self) -> Result<(&'f mut Option<Refusal>, usize), E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => Ok((self.refused, depth_left)),
+            None => {
+                *self.refused = Some(Refusal::TooDeep);
+                Err(E::custom("nested too deep"))
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for KeyCheck<'_> {
-    type Value = ();
+impl<'de> Visitor<'de> for StrictValue<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
+    fn visit_bool<E>(self, value: bool) -> Result<Value, E> {
+        Ok(Value::Bool(value))
     }
 
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
+    fn visit_i64<E>(self, value: i64) -> Result<Value, E> {
+        Ok(Value::from(value))
     }
 
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
+    fn visit_u64<E>(self, value: u64) -> Result<Value, E> {
+        Ok(Value::from(value))
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
+    fn visit_f64<E>(self, value: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number))
     }
 
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        Ok(())
+    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+        Ok(Value::String(value.to_owned()))
     }
 
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
+    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+        Ok(Value::String(value))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        let found = self.found;
-        let mut index = 0usize;
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Value, A::Error> {
+        let (refused, depth_left) = self.descend()?;
+        let mut values = Vec::with_capacity(items.size_hint().unwrap_or(0).min(64));
         loop {
-            match items.next_element_seed(KeyCheck { found: &mut *found }) {
-                Ok(Some(())) => index += 1,
-                Ok(None) => return Ok(()),
+            let item = StrictValue {
+                refused: &mut *refused,
+                depth_left,
+            };
+            match items.next_element_seed(item) {
+                Ok(Some(value)) => values.push(value),
+                Ok(None) => return Ok(Value::Array(values)),
                 Err(error) => {
-                    if let Some(found) = found.as_mut() {
-                        found.reversed_path.push(index.to_string());
+                    if let Some(Refusal::Duplicate(found)) = refused.as_mut() {
+                        found.reversed_path.push(values.len().to_string());
                     }
                     return Err(error);
                 }
@@ -165,31 +200,55 @@ impl<'de> Visitor<'de> for KeyCheck<'_> {
     }
 
     /// Also reached for every number: with `arbitrary_precision` serde_json hands a number over
-    /// as a one-entry map holding its text.
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let found = self.found;
-        let mut seen: HashSet<Cow<'de, str>> = HashSet::new();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if seen.contains(&key) {
-                *found = Some(Found {
-                    key: key.into_owned(),
-                    reversed_path: Vec::new(),
-                });
-                return Err(de::Error::custom("duplicate key"));
-            }
-            if let Err(error) = map.next_value_seed(KeyCheck { found: &mut *found }) {
-                if let Some(found) = found.as_mut() {
-                    found.reversed_path.push(key.into_owned());
-                }
-                return Err(error);
-            }
-            seen.insert(key);
+    /// as a one-entry map holding its text, which is no nesting.
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
+        let Some(first_key) = entries.next_key_seed(KeySeed)? else {
+            self.descend::<A::Error>()?;
+            return Ok(Value::Object(Map::new()));
+        };
+        if first_key == NUMBER_TOKEN {
+            let text: Cow<'de, str> = entries.next_value_seed(KeySeed)?;
+            return text
+                .parse::<serde_json::Number>()
+                .map(Value::Number)
+                .map_err(de::Error::custom);
         }
-        Ok(())
+        let (refused, depth_left) = self.descend()?;
+        let mut object = Map::new();
+        let mut next_key = Some(first_key);
+        while let Some(key) = next_key {
+            let member = StrictValue {
+                refused: &mut *refused,
+                depth_left,
+            };
+            let value = match entries.next_value_seed(member) {
+                Ok(value) => value,
+                Err(error) => {
+                    if let Some(Refusal::Duplicate(found)) = refused.as_mut() {
+                        found.reversed_path.push(key.into_owned());
+                    }
+                    return Err(error);
+                }
+            };
+            match object.entry(key) {
+                Entry::Vacant(vacant) => {
+                    vacant.insert(value);
+                }
+                Entry::Occupied(taken) => {
+                    *refused = Some(Refusal::Duplicate(Found {
+                        key: taken.key().clone(),
+                        reversed_path: Vec::new(),
+                    }));
+                    return Err(de::Error::custom("duplicate key"));
+                }
+            }
+            next_key = entries.next_key_seed(KeySeed)?;
+        }
+        Ok(Value::Object(object))
     }
 }
 
-/// An object key, borrowed from the body unless it holds escapes.
+/// An object key (or a number's text), borrowed from the body unless it holds escapes.
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
@@ -220,15 +279,10 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-/// Parses a JSON body, naming empty and non-UTF-8 bodies apart from syntax errors.
+/// Parses a JSON body, naming empty and non-UTF-8 bodies apart from syntax errors; duplicate
+/// keys and excessive nesting are refused as in [`parse_strict`].
 pub fn parse_body(body: &[u8]) -> Result<Value, IdentifyError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(IdentifyError::EmptyBody);
-    }
-    if std::str::from_utf8(body).is_err() {
-        return Err(IdentifyError::NotUtf8);
-    }
-    serde_json::from_slice(body).map_err(IdentifyError::InvalidJson)
+    parse_strict(body, DEFAULT_MAX_DEPTH)
 }
 
 /// Parses a stored body for normalization.
@@ -517,11 +571,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn depth_scan_counts_nesting_outside_strings() {
-        assert!(!exceeds_depth(br#"{"a":[{"b":1}]}"#, 3));
-        assert!(exceeds_depth(br#"{"a":[{"b":[1]}]}"#, 3));
-        assert!(!exceeds_depth(br#"{"a":"[[[[[[[[\"[[[["}"#, 1));
-        assert!(exceeds_depth(&[b'['; 10_000], 64));
+    fn nesting_is_counted_outside_strings() {
+        let too_deep = |body: &[u8], limit| {
+            matches!(
+                parse_strict(body, limit),
+                Err(IdentifyError::TooDeep { .. })
+            )
+        };
+        assert!(!too_deep(br#"{"a":[{"b":1}]}"#, 3));
+        assert!(too_deep(br#"{"a":[{"b":[1]}]}"#, 3));
+        assert!(
+            too_deep(br#"{"a":[{"b":{}}]}"#, 3),
+            "an empty object is a level"
+        );
+        assert!(
+            !too_deep(br#"{"a":[{"b":1.5e3}]}"#, 3),
+            "a number is no level"
+        );
+        assert!(!too_deep(br#"{"a":"[[[[[[[[\"[[[["}"#, 1));
+        assert!(too_deep(&[b'['; 10_000], 64));
+        assert!(
+            too_deep(&[b'['; 10_000], 100_000),
+            "at most MAX_DEPTH, whatever is asked"
+        );
     }
 
     #[test]
@@ -628,6 +700,44 @@ mod tests {
             Some(500)
         );
     }
+    fn duplicate_key(body: &[u8]) -> Option<DuplicateKey> {
+        match parse_strict(body, DEFAULT_MAX_DEPTH) {
+            Err(IdentifyError::DuplicateKey(duplicate)) => Some(duplicate),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_strict_parse_reads_what_serde_json_reads() {
+        let bodies: [&[u8]; 6] = [
+            br#"{"z":1,"a":[1.10,-0.0,1e400,12345678901234567890123],"m":{"x":null,"y":true}}"#,
+            br#"[]"#,
+            br#"  {"s":"\u00e9\n\"","n":-12.500} "#,
+            b"12.50",
+            br#""text""#,
+            br#"{"":{"":[{},[]]}}"#,
+        ];
+        for body in bodies {
+            let strict = parse_strict(body, DEFAULT_MAX_DEPTH).expect("valid");
+            let plain: Value = serde_json::from_slice(body).expect("valid");
+            assert_eq!(strict, plain, "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                strict.to_string(),
+                plain.to_string(),
+                "same order and digits"
+            );
+        }
+        for (body, code) in [
+            (&b"  "[..], "empty_body"),
+            (&b"{\"a\":\"\xff\"}"[..], "invalid_utf8"),
+            (&b"{\"a\":1} x"[..], "invalid_json"),
+            (&b"[[[1]]]"[..], "json_too_deep"),
+        ] {
+            let error = parse_strict(body, 2).expect_err("refused");
+            assert_eq!(error.code(), code, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
     #[test]
     fn duplicate_keys_are_found_at_any_depth_with_their_object() {
         assert_eq!(
@@ -659,12 +769,12 @@ mod tests {
             None,
             "the same key in two objects is fine"
         );
-        assert_eq!(
-            duplicate_key(br#"{"a":1,"a":"#),
-            Some(DuplicateKey {
-                key: "a".into(),
-                pointer: String::new()
-            })
+        assert!(
+            matches!(
+                parse_strict(br#"{"a":1,"a":"#, DEFAULT_MAX_DEPTH),
+                Err(IdentifyError::InvalidJson(_))
+            ),
+            "a value is read before its key is checked: a truncated body is a syntax error"
         );
         assert_eq!(
             duplicate_key(br#"{"a":1,"b":"#),

@@ -8,7 +8,7 @@ pub mod json;
 pub mod registry;
 pub mod standard_webhooks;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use bytes::Bytes;
@@ -74,11 +74,32 @@ fn percent_decode(text: &str) -> String {
 /// A request its source has authenticated. Only [`authenticate`] makes one, so code that holds
 /// a `Verified` cannot be looking at an unverified request.
 #[derive(Debug)]
-pub struct Verified(IncomingRequest);
+pub struct Verified {
+    request: IncomingRequest,
+    /// The body as JSON, parsed at most once per request (by the ingress's checks or by the
+    /// first source that asks).
+    json: OnceLock<Value>,
+}
 
 impl Verified {
     pub fn request(&self) -> &IncomingRequest {
-        &self.0
+        &self.request
+    }
+
+    /// The body parsed strictly ([`json::parse_strict`]: no duplicate keys, bounded nesting)
+    /// with at most `max_depth` levels; later calls return the same tree.
+    pub fn parse_json(&self, max_depth: usize) -> Result<&Value, IdentifyError> {
+        if let Some(value) = self.json.get() {
+            return Ok(value);
+        }
+        let value = json::parse_strict(&self.request.body, max_depth)?;
+        Ok(self.json.get_or_init(|| value))
+    }
+
+    /// The body as JSON, for sources: parsed once, with the default nesting limit unless the
+    /// ingress already parsed it under the configured one.
+    pub fn json(&self) -> Result<&Value, IdentifyError> {
+        self.parse_json(json::DEFAULT_MAX_DEPTH)
     }
 }
 
@@ -96,7 +117,10 @@ pub fn authenticate(
     now: Timestamp,
 ) -> Result<Verified, Box<Rejected>> {
     match source.authenticate(&request, now) {
-        Ok(()) => Ok(Verified(request)),
+        Ok(()) => Ok(Verified {
+            request,
+            json: OnceLock::new(),
+        }),
         Err(error) => Err(Box::new(Rejected { request, error })),
     }
 }
