@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -14,11 +13,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::journal::sqlite::Durability;
-use crate::sources::cartpanda::{CartPanda, CartPandaSettings};
-use crate::sources::generic_hmac::{GenericHmac, GenericHmacSettings, Locator};
-use crate::sources::standard_webhooks::StandardWebhooks;
 use crate::sources::Registry;
-use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet, DEFAULT_TOLERANCE_SECS};
+use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -38,7 +34,8 @@ pub enum ConfigError {
     Invalid { name: String, reason: String },
 }
 
-fn invalid(name: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+/// A setting that cannot be used, named as the operator wrote it.
+pub fn invalid(name: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
     ConfigError::Invalid {
         name: name.into(),
         reason: reason.to_string(),
@@ -244,8 +241,9 @@ impl fmt::Debug for Config {
 
 // ---- the file format -------------------------------------------------------------------------
 
+/// The file's top level. Besides these keys, each provider may have its own section
+/// (`[cartpanda]`), read by the provider; any other key is an error.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
     database: Option<String>,
@@ -258,9 +256,10 @@ struct FileConfig {
     #[serde(default)]
     processor: FileProcessor,
     #[serde(default)]
-    cartpanda: FileCartPanda,
-    #[serde(default)]
-    sources: BTreeMap<String, FileSource>,
+    sources: BTreeMap<String, toml::Table>,
+    /// Provider sections, and mistakes.
+    #[serde(flatten)]
+    providers: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,36 +285,6 @@ struct FileProcessor {
     batch_window_ms: Option<u64>,
     lease_ms: Option<u64>,
     idle_poll_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileCartPanda {
-    #[serde(default)]
-    secrets: Vec<String>,
-    signature_header: Option<String>,
-    algorithm: Option<String>,
-    encoding: Option<String>,
-    prefix: Option<String>,
-    rate_limit: Option<RateLimit>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileSource {
-    kind: String,
-    #[serde(default)]
-    secrets: Vec<String>,
-    tolerance_secs: Option<u64>,
-    signature_header: Option<String>,
-    algorithm: Option<String>,
-    encoding: Option<String>,
-    prefix: Option<String>,
-    dedup_header: Option<String>,
-    dedup_pointer: Option<String>,
-    event_type_header: Option<String>,
-    event_type_pointer: Option<String>,
-    rate_limit: Option<RateLimit>,
 }
 
 /// Reads environment variables; a trait so tests can pass a map instead of the process env.
@@ -371,7 +340,8 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 /// Secrets from a comma-separated variable: several at once during a rotation.
-fn secrets_from_env(value: Option<String>) -> Option<Vec<String>> {
+/// A comma-separated list of secrets from one environment variable.
+pub fn secrets_from_env(value: Option<String>) -> Option<Vec<String>> {
     value.map(|list| {
         list.split(',')
             .map(|s| s.trim().to_owned())
@@ -489,26 +459,7 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .map(Duration::from_millis)
             .unwrap_or(processor_defaults.batch_window),
     };
-    let mut sources = Registry::new();
-    let mut source_rate_limits = BTreeMap::new();
-    sources.insert(Arc::new(cartpanda(&file.cartpanda, env)?));
-    if let Some(limit) = file.cartpanda.rate_limit {
-        source_rate_limits.insert("cartpanda".to_owned(), limit);
-    }
-    for (name, source) in &file.sources {
-        validate_source_name(name)?;
-        let env_name = format!(
-            "WHARF_SOURCE_{}_SECRET",
-            name.to_ascii_uppercase().replace('-', "_")
-        );
-        let secrets = SecretSet::new(
-            secrets_from_env(env.var(&env_name)).unwrap_or_else(|| source.secrets.clone()),
-        );
-        sources.insert(configured_source(name, source, secrets)?);
-        if let Some(limit) = source.rate_limit {
-            source_rate_limits.insert(name.clone(), limit);
-        }
-    }
+    let (sources, source_rate_limits) = build_sources(file.providers, file.sources, env)?;
     Ok(Config {
         listen,
         database: DatabaseUrl::parse(&database_text)?,
@@ -536,22 +487,120 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
     })
 }
 
-fn validate_source_name(name: &str) -> Result<(), ConfigError> {
-    let valid = !name.is_empty()
+/// Every provider's built-in source, then the declared ones, with their rate limits.
+fn build_sources(
+    mut sections: BTreeMap<String, toml::Value>,
+    declared: BTreeMap<String, toml::Table>,
+    env: &dyn Environment,
+) -> Result<(Registry, BTreeMap<String, RateLimit>), ConfigError> {
+    let mut sources = Registry::new();
+    let mut rate_limits = BTreeMap::new();
+    for provider in crate::sources::PROVIDERS {
+        let kind = provider.kind();
+        let mut section = match sections.remove(kind) {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(table)) => table,
+            Some(_) => return Err(invalid(kind, "must be a table")),
+        };
+        let rate_limit = take_rate_limit(kind, &mut section)?;
+        if let Some(source) = provider.builtin(section, env)? {
+            if let Some(limit) = rate_limit {
+                rate_limits.insert(source.name().to_owned(), limit);
+            }
+            sources.insert(source);
+        }
+    }
+    if let Some(unknown) = sections.keys().next() {
+        let kinds: Vec<_> = crate::sources::PROVIDERS.iter().map(|p| p.kind()).collect();
+        return Err(invalid(
+            unknown.as_str(),
+            format!(
+                "is not a setting nor a provider (providers: {})",
+                kinds.join(", ")
+            ),
+        ));
+    }
+    for (name, mut section) in declared {
+        let context = format!("sources.{name}");
+        if sources.get(&name).is_some() || !valid_source_name(&name) {
+            return Err(invalid(
+                context,
+                "source names are 1-64 of [a-z0-9_-] and not a built-in source's name",
+            ));
+        }
+        let kind = match section.remove("kind") {
+            Some(toml::Value::String(kind)) => kind,
+            _ => return Err(invalid(format!("{context}.kind"), "is required (a string)")),
+        };
+        let provider = crate::sources::provider(&kind).ok_or_else(|| {
+            let kinds: Vec<_> = crate::sources::PROVIDERS
+                .iter()
+                .map(|p| format!("{:?}", p.kind()))
+                .collect();
+            invalid(
+                format!("{context}.kind"),
+                format!("{kind:?} is not one of {}", kinds.join(", ")),
+            )
+        })?;
+        let rate_limit = take_rate_limit(&context, &mut section)?;
+        let file_secrets: Vec<String> = match section.remove("secrets") {
+            None => Vec::new(),
+            Some(value) => value
+                .try_into()
+                .map_err(|error| invalid(format!("{context}.secrets"), error))?,
+        };
+        let env_name = format!(
+            "WHARF_SOURCE_{}_SECRET",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        let secrets = SecretSet::new(secrets_from_env(env.var(&env_name)).unwrap_or(file_secrets));
+        sources.insert(provider.configured(&name, section, secrets)?);
+        if let Some(limit) = rate_limit {
+            rate_limits.insert(name, limit);
+        }
+    }
+    let mut routes = std::collections::BTreeSet::new();
+    for source in sources.iter() {
+        for route in source.routes() {
+            if !routes.insert((route.path.clone(), route.method.to_string())) {
+                return Err(invalid(
+                    source.name(),
+                    format!(
+                        "{} {} is already another source's route",
+                        route.method, route.path
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((sources, rate_limits))
+}
+
+/// `rate_limit`, which every source may have and the ingress applies.
+fn take_rate_limit(
+    context: &str,
+    section: &mut toml::Table,
+) -> Result<Option<RateLimit>, ConfigError> {
+    section
+        .remove("rate_limit")
+        .map(|value| {
+            value
+                .try_into()
+                .map_err(|error| invalid(format!("{context}.rate_limit"), error))
+        })
+        .transpose()
+}
+
+fn valid_source_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !valid || name == "cartpanda" {
-        return Err(invalid(
-            format!("sources.{name}"),
-            "source names are 1-64 of [a-z0-9_-] and not a built-in source's name",
-        ));
-    }
-    Ok(())
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
-fn hmac_scheme(
+/// An HMAC scheme from its settings, named under `context` in errors.
+pub fn hmac_scheme(
     context: &str,
     algorithm: Option<&str>,
     encoding: Option<&str>,
@@ -572,83 +621,6 @@ fn hmac_scheme(
             .filter(|p| !p.is_empty())
             .map(str::to_owned),
     })
-}
-
-fn cartpanda(file: &FileCartPanda, env: &dyn Environment) -> Result<CartPanda, ConfigError> {
-    let secrets = secrets_from_env(env.var("CARTPANDA_WEBHOOK_SECRET"))
-        .unwrap_or_else(|| file.secrets.clone());
-    let mut settings = CartPandaSettings::seed_default(SecretSet::new(secrets));
-    if let Some(header) = env
-        .var("CARTPANDA_SIGNATURE_HEADER")
-        .or_else(|| file.signature_header.clone())
-    {
-        settings.signature_header = header.to_ascii_lowercase();
-    }
-    settings.scheme = hmac_scheme(
-        "cartpanda",
-        env.var("CARTPANDA_SIGNATURE_ALGORITHM")
-            .as_deref()
-            .or(file.algorithm.as_deref()),
-        env.var("CARTPANDA_SIGNATURE_ENCODING")
-            .as_deref()
-            .or(file.encoding.as_deref()),
-        file.prefix.as_deref(),
-        Some("sha256="),
-    )?;
-    Ok(CartPanda::new("cartpanda", settings))
-}
-
-fn configured_source(
-    name: &str,
-    file: &FileSource,
-    secrets: SecretSet,
-) -> Result<crate::sources::SharedSource, ConfigError> {
-    let context = format!("sources.{name}");
-    match file.kind.as_str() {
-        "standard-webhooks" => Ok(Arc::new(StandardWebhooks::new(
-            name,
-            secrets,
-            file.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS),
-        ))),
-        "hmac" => {
-            let signature_header = file
-                .signature_header
-                .clone()
-                .ok_or_else(|| {
-                    invalid(
-                        format!("{context}.signature_header"),
-                        "is required for kind = \"hmac\"",
-                    )
-                })?
-                .to_ascii_lowercase();
-            let locator =
-                |header: &Option<String>, pointer: &Option<String>| match (header, pointer) {
-                    (Some(header), _) => Some(Locator::Header(header.to_ascii_lowercase())),
-                    (None, Some(pointer)) => Some(Locator::JsonPointer(pointer.clone())),
-                    (None, None) => None,
-                };
-            Ok(Arc::new(GenericHmac::new(
-                name,
-                GenericHmacSettings {
-                    secrets,
-                    signature_header,
-                    scheme: hmac_scheme(
-                        &context,
-                        file.algorithm.as_deref(),
-                        file.encoding.as_deref(),
-                        file.prefix.as_deref(),
-                        None,
-                    )?,
-                    dedup_key: locator(&file.dedup_header, &file.dedup_pointer),
-                    event_type: locator(&file.event_type_header, &file.event_type_pointer),
-                },
-            )))
-        }
-        other => Err(invalid(
-            format!("{context}.kind"),
-            format!("{other:?} is not one of \"standard-webhooks\", \"hmac\""),
-        )),
-    }
 }
 
 #[cfg(test)]

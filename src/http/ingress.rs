@@ -1,6 +1,7 @@
 //! Receiving one delivery: limits, authentication, identification, durable append, answer.
 //! The 2xx is sent only after the journal says the delivery is durable.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -13,26 +14,32 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use super::rejections::{redacted_headers, redacted_headers_json, redacted_query, Rejection};
+use super::rejections::{
+    redacted_headers, redacted_headers_json, redacted_query, Rejection, REDACTED,
+};
 use super::{SharedState, SourceRoute};
 use crate::journal::{Appended, DeliveryStatus, NewDelivery};
 use crate::metrics::IngressOutcome;
-use crate::sources::{self, IdentifyError, Identity, IncomingRequest, Receipt, Verified};
+use crate::sources::{self, IdentifyError, Identity, IncomingRequest, Receipt, Reply, Verified};
 use crate::telemetry::LogLimiter;
 use crate::verify::VerifyError;
 
-/// `POST /webhook/cartpanda`: seed 000's path.
-pub async fn receive_cartpanda(
-    State(state): State<SharedState>,
+/// A route a source declared (see [`crate::sources::Source::routes`]): the source is fixed
+/// by the route, the method by the router.
+pub async fn receive_on_route(
+    state: SharedState,
+    source: Arc<str>,
+    path_params: Option<Path<Vec<(String, String)>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    receive_for(&state, "cartpanda", method, uri, headers, body).await
+    let path_params = path_params.map(|Path(params)| params).unwrap_or_default();
+    receive_for(&state, &source, method, uri, headers, path_params, body).await
 }
 
-/// `POST /in/{source}`.
+/// `/in/{source}`: POST, and whatever other methods the source's own routes use.
 pub async fn receive(
     State(state): State<SharedState>,
     Path(source): Path<String>,
@@ -41,7 +48,23 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    receive_for(&state, &source, method, uri, headers, body).await
+    let allowed = state.routes.get(&source).is_none_or(|route| {
+        method == Method::POST
+            || route
+                .source
+                .routes()
+                .iter()
+                .any(|declared| declared.method == method)
+    });
+    if !allowed {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{source} does not accept {method} requests"),
+        )
+        .into_response();
+    }
+    receive_for(&state, &source, method, uri, headers, Vec::new(), body).await
 }
 
 async fn receive_for(
@@ -50,6 +73,7 @@ async fn receive_for(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    path_params: Vec<(String, String)>,
     body: Body,
 ) -> Response {
     let started = Instant::now();
@@ -85,6 +109,7 @@ async fn receive_for(
         headers,
         body,
         received_at: state.clock.now(),
+        path_params,
     };
     let verified = match sources::authenticate(source, request, state.clock.now()) {
         Ok(verified) => verified,
@@ -113,7 +138,7 @@ async fn receive_for(
                 duplicate,
                 identity: &identity,
             };
-            (StatusCode::OK, Json(source.accepted_body(&receipt))).into_response()
+            reply_response(source.accepted(&receipt, verified.request()))
         }
         Err(error) => {
             route.metrics.ingress(IngressOutcome::Invalid);
@@ -121,6 +146,19 @@ async fn receive_for(
                 "genuine delivery could not be identified; stored as failed");
             ApiError::new(error.status(), error.code(), error.to_string()).for_source(source)
         }
+    }
+}
+
+fn reply_response(reply: Reply) -> Response {
+    match reply {
+        Reply::Json(status, body) => (status, Json(body)).into_response(),
+        Reply::Text(status, text) => (
+            status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Reply::Empty(status) => status.into_response(),
     }
 }
 
@@ -214,7 +252,25 @@ fn new_delivery(
     identified: &Result<Identity, IdentifyError>,
 ) -> NewDelivery {
     let request = verified.request();
-    let headers = redacted_headers_json(&request.headers, route.source.secret_headers());
+    let source = route.source.as_ref();
+    let mut path = request.path.clone();
+    for (name, value) in &request.path_params {
+        if source.secret_path_params().contains(&name.as_str()) && !value.is_empty() {
+            path = path.replace(value.as_str(), REDACTED);
+        }
+    }
+    let query = request
+        .query
+        .as_deref()
+        .map(|query| redacted_query(query, source.secret_query_params()));
+    let mut request_line = vec![
+        (":method", request.method.as_str()),
+        (":path", path.as_str()),
+    ];
+    if let Some(query) = &query {
+        request_line.push((":query", query.as_str()));
+    }
+    let headers = redacted_headers_json(&request_line, &request.headers, source.secret_headers());
     let (event_id, event_type, dedup_key, status, last_error) = match identified {
         Ok(identity) => (
             identity.event_id.clone(),

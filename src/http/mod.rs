@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, MethodFilter, MethodRouter};
 use axum::Router;
 use secrecy::SecretString;
 
@@ -92,12 +92,12 @@ impl AppState {
 
 pub type SharedState = Arc<AppState>;
 
-/// The whole URL surface.
+/// The whole URL surface: each source's own routes (see [`crate::sources::Source::routes`]),
+/// `/in/{source}` for every source, health, metrics and the admin API.
 pub fn router(state: SharedState) -> Router {
     let timeout = state.limits.request_timeout;
-    Router::new()
-        .route("/webhook/cartpanda", post(ingress::receive_cartpanda))
-        .route("/in/{source}", post(ingress::receive))
+    source_routes(&state)
+        .route("/in/{source}", any(ingress::receive))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .merge(admin::router(state.clone()))
@@ -105,6 +105,45 @@ pub fn router(state: SharedState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, deadline))
         .with_state(state)
+}
+
+/// The routes sources declared, grouped by path. Two sources claiming the same method on the
+/// same path were refused when the configuration was loaded.
+fn source_routes(state: &SharedState) -> Router<SharedState> {
+    let mut router = Router::new();
+    for (path, methods) in declared_routes(state.routes.values().map(|r| &r.source)) {
+        let mut method_router = MethodRouter::new();
+        for (method, source) in methods {
+            let Ok(filter) = MethodFilter::try_from(method) else {
+                continue;
+            };
+            let source: Arc<str> = Arc::from(source);
+            method_router = method_router.on(
+                filter,
+                move |State(state): State<SharedState>, params, method, uri, headers, body| {
+                    ingress::receive_on_route(state, source, params, method, uri, headers, body)
+                },
+            );
+        }
+        router = router.route(&path, method_router);
+    }
+    router
+}
+
+/// Path → (method, source name) for every declared route.
+fn declared_routes<'a>(
+    sources: impl Iterator<Item = &'a SharedSource>,
+) -> BTreeMap<String, Vec<(axum::http::Method, String)>> {
+    let mut paths: BTreeMap<String, Vec<(axum::http::Method, String)>> = BTreeMap::new();
+    for source in sources {
+        for route in source.routes() {
+            let methods = paths.entry(route.path).or_default();
+            if !methods.iter().any(|(method, _)| *method == route.method) {
+                methods.push((route.method, source.name().to_owned()));
+            }
+        }
+    }
+    paths
 }
 
 async fn not_found() -> ApiError {

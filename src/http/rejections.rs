@@ -41,17 +41,26 @@ pub fn redacted_headers(headers: &HeaderMap, extra_secret_names: &[&str]) -> Map
         .collect()
 }
 
-/// The same object as [`redacted_headers`], as JSON text, written straight from the header
-/// map: this runs for every delivery, so it builds no intermediate tree.
-pub fn redacted_headers_json(headers: &HeaderMap, extra_secret_names: &[&str]) -> String {
-    struct AsObject<'a>(&'a HeaderMap, &'a [&'a str]);
+/// The same object as [`redacted_headers`], as JSON text, after `pseudo` entries (the request
+/// line as HTTP/2 pseudo-headers, `:method`, `:path`, `:query`), written straight from the
+/// header map: this runs for every delivery, so it builds no intermediate tree.
+pub fn redacted_headers_json(
+    pseudo: &[(&str, &str)],
+    headers: &HeaderMap,
+    extra_secret_names: &[&str],
+) -> String {
+    struct AsObject<'a>(&'a [(&'a str, &'a str)], &'a HeaderMap, &'a [&'a str]);
     impl Serialize for AsObject<'_> {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.collect_map(redacted_header_pairs(self.0, self.1))
+            let pseudo = self
+                .0
+                .iter()
+                .map(|(name, value)| (*name, Cow::Borrowed(*value)));
+            serializer.collect_map(pseudo.chain(redacted_header_pairs(self.1, self.2)))
         }
     }
     // Serializing strings into a String cannot fail.
-    serde_json::to_string(&AsObject(headers, extra_secret_names)).unwrap_or_default()
+    serde_json::to_string(&AsObject(pseudo, headers, extra_secret_names)).unwrap_or_default()
 }
 
 fn redacted_header_pairs<'a>(
@@ -155,7 +164,7 @@ mod tests {
             "{shown}"
         );
         assert_eq!(
-            redacted_headers_json(&headers, &[]),
+            redacted_headers_json(&[], &headers, &[]),
             shown,
             "the stored text and the tree agree"
         );

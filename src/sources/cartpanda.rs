@@ -6,15 +6,20 @@
 //! id and is signed with a scheme CartPanda does not document; hence the configurable header,
 //! encoding and prefix, keyed by the store's API token.
 
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::json::{self, first_text, text, Fields, NullAmount};
+use super::registry::{self, Provider};
 use super::{
-    verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source,
-    Verified,
+    verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Route,
+    SharedSource, Source, Verified,
 };
 use crate::clock::Timestamp;
+use crate::config::{hmac_scheme, secrets_from_env, ConfigError, Environment};
 use crate::journal::ClaimedDelivery;
 use crate::ledger::{Currency, LedgerChange, SaleStatus, SaleUpsert};
 use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
@@ -50,14 +55,104 @@ impl CartPandaSettings {
 pub struct CartPanda {
     name: String,
     settings: CartPandaSettings,
+    routes: Vec<Route>,
 }
 
 impl CartPanda {
+    /// A CartPanda store answered at `/in/{name}` only.
     pub fn new(name: impl Into<String>, settings: CartPandaSettings) -> Self {
         Self {
             name: name.into(),
             settings,
+            routes: Vec::new(),
         }
+    }
+
+    /// The built-in source, also at seed 000's `POST /webhook/cartpanda`.
+    pub fn seed(settings: CartPandaSettings) -> Self {
+        Self {
+            routes: vec![Route::post("/webhook/cartpanda")],
+            ..Self::new(KIND, settings)
+        }
+    }
+}
+
+const KIND: &str = "cartpanda";
+
+/// `[cartpanda]` (the built-in store) or `[sources.NAME] kind = "cartpanda"` (another store).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    #[serde(default)]
+    secrets: Vec<String>,
+    signature_header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+}
+
+impl FileSettings {
+    /// Settings over seed 000's defaults; `env` (the seed's variables) over the file.
+    fn resolve(
+        self,
+        context: &str,
+        secrets: SecretSet,
+        env: &dyn Environment,
+    ) -> Result<CartPandaSettings, ConfigError> {
+        let mut settings = CartPandaSettings::seed_default(secrets);
+        if let Some(header) = env
+            .var("CARTPANDA_SIGNATURE_HEADER")
+            .or(self.signature_header)
+        {
+            settings.signature_header = header.to_ascii_lowercase();
+        }
+        settings.scheme = hmac_scheme(
+            context,
+            env.var("CARTPANDA_SIGNATURE_ALGORITHM")
+                .as_deref()
+                .or(self.algorithm.as_deref()),
+            env.var("CARTPANDA_SIGNATURE_ENCODING")
+                .as_deref()
+                .or(self.encoding.as_deref()),
+            self.prefix.as_deref(),
+            Some("sha256="),
+        )?;
+        Ok(settings)
+    }
+}
+
+/// Seed 000: one store from `CARTPANDA_WEBHOOK_SECRET` (comma-separated for several), more
+/// stores as configured sources.
+pub struct CartPandaProvider;
+
+impl Provider for CartPandaProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn builtin(
+        &self,
+        section: toml::Table,
+        env: &dyn Environment,
+    ) -> Result<Option<SharedSource>, ConfigError> {
+        let file: FileSettings = registry::settings(KIND, section)?;
+        let secrets = secrets_from_env(env.var("CARTPANDA_WEBHOOK_SECRET"))
+            .unwrap_or_else(|| file.secrets.clone());
+        let settings = file.resolve(KIND, SecretSet::new(secrets), env)?;
+        Ok(Some(Arc::new(CartPanda::seed(settings))))
+    }
+
+    fn configured(
+        &self,
+        name: &str,
+        section: toml::Table,
+        secrets: SecretSet,
+    ) -> Result<SharedSource, ConfigError> {
+        let context = format!("sources.{name}");
+        let file: FileSettings = registry::settings(&context, section)?;
+        let no_env = std::collections::BTreeMap::new();
+        let settings = file.resolve(&context, secrets, &no_env)?;
+        Ok(Arc::new(CartPanda::new(name, settings)))
     }
 }
 
@@ -85,7 +180,11 @@ impl Source for CartPanda {
     }
 
     fn kind(&self) -> &'static str {
-        "cartpanda"
+        KIND
+    }
+
+    fn routes(&self) -> Vec<Route> {
+        self.routes.clone()
     }
 
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
@@ -351,6 +450,7 @@ mod tests {
             headers,
             body: Bytes::copy_from_slice(body.as_bytes()),
             received_at: Timestamp(0),
+            path_params: Vec::new(),
         }
     }
 

@@ -3,14 +3,19 @@
 //! or a JSON pointer). Without a configured dedup key, the body's SHA-256 is the key, so a
 //! byte-identical resend is a duplicate.
 
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::registry::{self, Provider};
 use super::{
     json, verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized,
-    Source, Verified,
+    SharedSource, Source, Verified,
 };
 use crate::clock::Timestamp;
+use crate::config::{hmac_scheme, invalid, ConfigError};
 use crate::journal::ClaimedDelivery;
 use crate::verify::{HmacScheme, SecretSet, VerifyError};
 
@@ -55,13 +60,78 @@ fn locate(request: &IncomingRequest, payload: Option<&Value>, locator: &Locator)
     }
 }
 
+const KIND: &str = "hmac";
+
+/// `[sources.NAME] kind = "hmac"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    signature_header: Option<String>,
+    algorithm: Option<String>,
+    encoding: Option<String>,
+    prefix: Option<String>,
+    dedup_header: Option<String>,
+    dedup_pointer: Option<String>,
+    event_type_header: Option<String>,
+    event_type_pointer: Option<String>,
+}
+
+/// Senders that sign the body with an HMAC in one header; exists only when configured.
+pub struct GenericHmacProvider;
+
+impl Provider for GenericHmacProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn configured(
+        &self,
+        name: &str,
+        section: toml::Table,
+        secrets: SecretSet,
+    ) -> Result<SharedSource, ConfigError> {
+        let context = format!("sources.{name}");
+        let file: FileSettings = registry::settings(&context, section)?;
+        let signature_header = file
+            .signature_header
+            .ok_or_else(|| {
+                invalid(
+                    format!("{context}.signature_header"),
+                    "is required for kind = \"hmac\"",
+                )
+            })?
+            .to_ascii_lowercase();
+        let locator = |header: Option<String>, pointer: Option<String>| match (header, pointer) {
+            (Some(header), _) => Some(Locator::Header(header.to_ascii_lowercase())),
+            (None, Some(pointer)) => Some(Locator::JsonPointer(pointer)),
+            (None, None) => None,
+        };
+        Ok(Arc::new(GenericHmac::new(
+            name,
+            GenericHmacSettings {
+                secrets,
+                signature_header,
+                scheme: hmac_scheme(
+                    &context,
+                    file.algorithm.as_deref(),
+                    file.encoding.as_deref(),
+                    file.prefix.as_deref(),
+                    None,
+                )?,
+                dedup_key: locator(file.dedup_header, file.dedup_pointer),
+                event_type: locator(file.event_type_header, file.event_type_pointer),
+            },
+        )))
+    }
+}
+
 impl Source for GenericHmac {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn kind(&self) -> &'static str {
-        "hmac"
+        KIND
     }
 
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
@@ -152,6 +222,7 @@ mod tests {
             headers,
             body: Bytes::copy_from_slice(body.as_bytes()),
             received_at: Timestamp(0),
+            path_params: Vec::new(),
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use thiserror::Error;
 
-pub use self::registry::Registry;
+pub use self::registry::{provider, Provider, Registry, PROVIDERS};
 use crate::clock::Timestamp;
 use crate::journal::{ClaimedDelivery, DeliveryId};
 use crate::ledger::{LedgerChange, MoneyError, SaleAmountError, TextError};
@@ -30,12 +30,22 @@ pub struct IncomingRequest {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub received_at: Timestamp,
+    /// The route's `{name}` segments (a token in the path, an entity kind), as matched.
+    pub path_params: Vec<(String, String)>,
 }
 
 impl IncomingRequest {
     /// A header's value as text; `None` when absent or not visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// A path segment the route names, e.g. `token` in `/api/webhooks/refract/{token}`.
+    pub fn path_param(&self, name: &str) -> Option<&str> {
+        self.path_params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
     }
 
     /// A query-string parameter, percent-decoded.
@@ -262,6 +272,40 @@ pub struct Receipt<'a> {
     pub identity: &'a Identity,
 }
 
+/// A URL a source answers besides `/in/{name}`, with its method. `{name}` segments are
+/// captured into [`IncomingRequest::path_params`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    pub path: String,
+}
+
+impl Route {
+    pub fn post(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::POST,
+            path: path.into(),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            path: path.into(),
+        }
+    }
+}
+
+/// What a source answers once a delivery is stored: whatever its sender expects to read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Json(StatusCode, Value),
+    /// A `text/plain` answer, e.g. `OK`.
+    Text(StatusCode, String),
+    /// No body, e.g. Discord's `204 No Content`.
+    Empty(StatusCode),
+}
+
 /// A webhook provider, or a configured family of senders.
 pub trait Source: Send + Sync + 'static {
     /// The name in routes (`/in/{name}`), metrics and the journal.
@@ -290,14 +334,28 @@ pub trait Source: Send + Sync + 'static {
         &[]
     }
 
-    /// The body of a 2xx answer.
-    fn accepted_body(&self, receipt: &Receipt<'_>) -> Value {
-        json!({
-            "received": true,
-            "duplicate": receipt.duplicate,
-            "delivery_id": receipt.delivery_id,
-            "event_type": receipt.identity.event_type,
-        })
+    /// The seed's own URLs for this source, with their methods; `/in/{name}` always works too.
+    fn routes(&self) -> Vec<Route> {
+        Vec::new()
+    }
+
+    /// Path segments (from [`Source::routes`]) that carry secrets: redacted before storing.
+    fn secret_path_params(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// The answer once the delivery is durable (or known as a duplicate).
+    fn accepted(&self, receipt: &Receipt<'_>, request: &IncomingRequest) -> Reply {
+        let _ = request;
+        Reply::Json(
+            StatusCode::OK,
+            json!({
+                "received": true,
+                "duplicate": receipt.duplicate,
+                "delivery_id": receipt.delivery_id,
+                "event_type": receipt.identity.event_type,
+            }),
+        )
     }
 
     /// The body of an error answer, in the provider's own format where it has one.

@@ -1,9 +1,81 @@
-//! The sources this server knows, by name.
+//! Every provider Wharf knows, and the sources a configuration made of them.
+//!
+//! Adding a provider is one module that implements [`Provider`] (its settings, its routes and
+//! methods, its replies, its identification and normalization) plus one line in
+//! [`PROVIDERS`]; its ledger tables add one migration per backend.
 
 use std::collections::BTreeMap;
 
-use super::SharedSource;
+use super::{cartpanda, generic_hmac, standard_webhooks, SharedSource};
+use crate::config::{invalid, ConfigError, Environment};
+use crate::verify::SecretSet;
 
+/// The providers, in the order their built-in sources are listed.
+pub static PROVIDERS: &[&dyn Provider] = &[
+    &cartpanda::CartPandaProvider,
+    &standard_webhooks::StandardWebhooksProvider,
+    &generic_hmac::GenericHmacProvider,
+];
+
+/// The provider whose `kind` is `kind`.
+pub fn provider(kind: &str) -> Option<&'static dyn Provider> {
+    PROVIDERS
+        .iter()
+        .copied()
+        .find(|provider| provider.kind() == kind)
+}
+
+/// A kind of sender: builds its sources from configuration. Settings are the provider's own
+/// (a serde struct read from its TOML table), so the configuration loader knows no provider.
+pub trait Provider: Sync {
+    /// The name in `kind = "…"` and of the provider's own `[kind]` section.
+    fn kind(&self) -> &'static str;
+
+    /// The source that exists with no configuration at all, named after the provider and
+    /// answering its seed's routes, from the `[kind]` section (empty when absent) and the
+    /// seed's environment variables. Without a secret it exists and refuses traffic. `None`
+    /// for a family of senders that exists only when declared under `[sources.NAME]`.
+    fn builtin(
+        &self,
+        section: toml::Table,
+        env: &dyn Environment,
+    ) -> Result<Option<SharedSource>, ConfigError> {
+        let _ = env;
+        if section.is_empty() {
+            return Ok(None);
+        }
+        Err(invalid(
+            self.kind(),
+            format!(
+                "\"{}\" has no built-in source; declare one as [sources.NAME] with kind = \"{}\"",
+                self.kind(),
+                self.kind()
+            ),
+        ))
+    }
+
+    /// A source declared as `[sources.NAME]` with `kind = "<kind>"`. `secrets` is already
+    /// resolved (`WHARF_SOURCE_<NAME>_SECRET` over the section's `secrets`); `section` holds
+    /// the provider's own keys.
+    fn configured(
+        &self,
+        name: &str,
+        section: toml::Table,
+        secrets: SecretSet,
+    ) -> Result<SharedSource, ConfigError>;
+}
+
+/// Reads a provider's settings struct from its TOML table, naming the section in errors.
+pub fn settings<T: serde::de::DeserializeOwned>(
+    context: &str,
+    section: toml::Table,
+) -> Result<T, ConfigError> {
+    toml::Value::Table(section)
+        .try_into()
+        .map_err(|error: toml::de::Error| invalid(context, error.message()))
+}
+
+/// The sources of one configuration, by name.
 #[derive(Default, Clone)]
 pub struct Registry {
     sources: BTreeMap<String, SharedSource>,

@@ -3,14 +3,20 @@
 //! product here: a verified delivery is stored, deduplicated by `webhook-id`, and marked
 //! processed with no ledger change.
 
+use std::sync::Arc;
+
+use serde::Deserialize;
 use serde_json::Value;
 
+use super::registry::{self, Provider};
 use super::{
-    json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Source, Verified,
+    json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, SharedSource,
+    Source, Verified,
 };
 use crate::clock::Timestamp;
+use crate::config::ConfigError;
 use crate::journal::ClaimedDelivery;
-use crate::verify::{SecretSet, StandardWebhooks as Scheme, VerifyError};
+use crate::verify::{SecretSet, StandardWebhooks as Scheme, VerifyError, DEFAULT_TOLERANCE_SECS};
 
 #[derive(Debug)]
 pub struct StandardWebhooks {
@@ -29,13 +35,45 @@ impl StandardWebhooks {
     }
 }
 
+const KIND: &str = "standard-webhooks";
+
+/// `[sources.NAME] kind = "standard-webhooks"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    tolerance_secs: Option<u64>,
+}
+
+/// Any sender that follows the Standard Webhooks spec; exists only when configured.
+pub struct StandardWebhooksProvider;
+
+impl Provider for StandardWebhooksProvider {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn configured(
+        &self,
+        name: &str,
+        section: toml::Table,
+        secrets: SecretSet,
+    ) -> Result<SharedSource, ConfigError> {
+        let file: FileSettings = registry::settings(&format!("sources.{name}"), section)?;
+        Ok(Arc::new(StandardWebhooks::new(
+            name,
+            secrets,
+            file.tolerance_secs.unwrap_or(DEFAULT_TOLERANCE_SECS),
+        )))
+    }
+}
+
 impl Source for StandardWebhooks {
     fn name(&self) -> &str {
         &self.name
     }
 
     fn kind(&self) -> &'static str {
-        "standard-webhooks"
+        KIND
     }
 
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError> {
@@ -101,6 +139,7 @@ mod tests {
             headers,
             body: Bytes::copy_from_slice(body.as_bytes()),
             received_at: Timestamp::from_unix_seconds(timestamp),
+            path_params: Vec::new(),
         }
     }
 

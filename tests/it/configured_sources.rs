@@ -8,6 +8,7 @@ use crate::support::{on_both_backends, Backend, TestApp};
 on_both_backends!(
     standard_webhooks_source_verifies_dedups_and_processes,
     generic_hmac_source_takes_its_dedup_key_from_a_json_pointer,
+    a_second_cartpanda_store_is_one_section_and_the_request_line_is_kept,
 );
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -114,4 +115,80 @@ async fn generic_hmac_source_takes_its_dedup_key_from_a_json_pointer(backend: Ba
             .await,
         [Some("d-42".to_owned()), Some("stock.low".to_owned())]
     );
+}
+
+/// A provider's section configures more than one store; the journal keeps the request line
+/// (method, path, query with secrets redacted) beside the headers, as HTTP/2 pseudo-headers.
+async fn a_second_cartpanda_store_is_one_section_and_the_request_line_is_kept(backend: Backend) {
+    let app = TestApp::builder()
+        .backend(backend)
+        .toml("[sources.loja-b]\nkind = \"cartpanda\"\nsignature_header = \"X-Loja-Signature\"")
+        .env("WHARF_SOURCE_LOJA_B_SECRET", crate::support::SECRET)
+        .spawn()
+        .await;
+    let body = crate::support::sale_body("evt_b1", "B-1001", "sale.approved");
+    let response = app
+        .client
+        .post(format!("{}/in/loja-b?api_key=k3y&ref=ads", app.base))
+        .header("x-loja-signature", crate::support::sign(body.as_bytes()))
+        .body(body.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    let seed_route = app.post_cartpanda(body).await;
+    assert_eq!(
+        seed_route.status(),
+        200,
+        "the built-in store keeps seed 000's route"
+    );
+    assert_eq!(app.run_pending().await, 2);
+    assert_eq!(
+        app.rows("SELECT source, cartpanda_id FROM sales ORDER BY source")
+            .await,
+        [
+            [Some("cartpanda".to_owned()), Some("B-1001".to_owned())],
+            [Some("loja-b".to_owned()), Some("B-1001".to_owned())],
+        ]
+    );
+    let headers = app
+        .one("SELECT p.headers FROM deliveries d JOIN delivery_payloads p ON p.delivery_id = d.id WHERE d.source = 'loja-b'")
+        .await[0]
+        .clone()
+        .expect("headers");
+    let headers: Value = serde_json::from_str(&headers).expect("json");
+    assert_eq!(headers[":method"], "POST");
+    assert_eq!(headers[":path"], "/in/loja-b");
+    assert_eq!(headers[":query"], "api_key=[redacted]&ref=ads");
+    let get = app.get("/in/loja-b").await;
+    assert_eq!(
+        get.status(),
+        405,
+        "a source takes only the methods it declares"
+    );
+    let seed_get = app.get("/webhook/cartpanda").await;
+    assert_eq!(seed_get.status(), 405);
+}
+
+/// Mistakes in provider sections are named at start, not found at the first delivery.
+#[tokio::test]
+async fn provider_sections_are_checked_at_start() {
+    use std::collections::BTreeMap;
+    let env = BTreeMap::new();
+    for (toml, named) in [
+        ("[cartpanda]\nsignature_heder = \"x\"", "cartpanda"),
+        ("[stripe-ish]\nx = 1", "stripe-ish"),
+        (
+            "[standard-webhooks]\ntolerance_secs = 5",
+            "standard-webhooks",
+        ),
+        ("[sources.cartpanda]\nkind = \"hmac\"", "sources.cartpanda"),
+        ("[sources.a]\nkind = \"nope\"", "sources.a.kind"),
+        ("[sources.a]\nkind = \"hmac\"", "sources.a.signature_header"),
+    ] {
+        let error = wharf::config::Config::from_toml(toml, &env)
+            .err()
+            .unwrap_or_else(|| panic!("{toml} is refused"));
+        assert!(error.to_string().starts_with(named), "{toml}: {error}");
+    }
 }
