@@ -252,19 +252,34 @@ fn links(chars: Vec<Char>) -> Vec<Char> {
             out.extend(url);
             index = next;
         } else if starts_url(&chars, index) {
-            while let Some(ch) = chars.get(index).filter(|ch| !ch.c.is_whitespace()) {
-                out.push(Char {
-                    c: ch.c,
-                    literal: true,
-                });
-                index += 1;
-            }
+            let run = bare_url_len(chars.get(index..).unwrap_or_default());
+            out.extend(literal_run(
+                chars.get(index..index + run).unwrap_or_default(),
+            ));
+            index += run;
         } else {
             out.push(ch);
             index += 1;
         }
     }
     out
+}
+
+/// How far a bare URL runs: to a blank or a character URLs cannot hold (`|` closes a
+/// spoiler around it), less any `*`, `_` or `~` that close formatting around it.
+fn bare_url_len(chars: &[Char]) -> usize {
+    let run = chars
+        .iter()
+        .position(|ch| ch.c.is_whitespace() || matches!(ch.c, '|' | '<' | '>' | '`' | '"'))
+        .unwrap_or(chars.len());
+    let formatting = chars
+        .get(..run)
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .take_while(|ch| matches!(ch.c, '*' | '_' | '~'))
+        .count();
+    run - formatting
 }
 
 fn starts_url(chars: &[Char], at: usize) -> bool {
@@ -529,5 +544,321 @@ fn parameters(text: &str) -> Vec<(String, String)> {
             }
         }
         params.push((name.trim().to_owned(), value));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::sources::refract::message::tests::{order, seed_order, SEED_MESSAGE};
+    use crate::sources::refract::message::{OrderStatus, StatusOrigin};
+
+    fn discord(body: Value) -> Result<RefractMessage, ParseError> {
+        match body {
+            Value::Object(object) => {
+                assert!(is_discord_body(&object));
+                parse_discord(&object)
+            }
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    /// The seed message as a Refract embed: fields, spoilers, code and a blank image field.
+    fn seed_embed() -> Value {
+        json!({
+            "username": "Refract",
+            "avatar_url": "https://cdn.example/refract.png",
+            "embeds": [{
+                "title": "Successful Checkout | Best Buy US",
+                "color": 5_763_719,
+                "author": { "name": "Refract" },
+                "fields": [
+                    { "name": "Product", "value": "**STARLINK - Mini Kit AC Dual Band Wi-Fi System - White**", "inline": false },
+                    { "name": "Price", "value": "`$299.99`", "inline": true },
+                    { "name": "Profile", "value": "||Lennar #8-$48-@07||", "inline": true },
+                    { "name": "Proxy Details", "value": "||Wealth Resi | http://resi-edge-pool.wealthproxies.com:5959/||" },
+                    { "name": "Share Link", "value": "Click Here" },
+                    { "name": "Order Number", "value": "||#BBY01-807102506907||" },
+                    { "name": "Email", "value": "||woozy_byes28@icloud.com||" },
+                    { "name": "Image", "value": "\u{200b}" }
+                ],
+                "footer": { "text": "Refract v3.1.4 | Best Buy" }
+            }]
+        })
+    }
+
+    #[test]
+    fn the_discord_embed_form_of_the_seed_gives_the_same_order() {
+        assert_eq!(order(discord(seed_embed())), seed_order());
+    }
+
+    #[test]
+    fn the_description_and_content_forms_give_the_same_order() {
+        let description = "**Product**\nSTARLINK - Mini Kit AC Dual Band Wi-Fi System - White\n\
+            **Price**\n$299.99\n**Profile**\n||Lennar #8-$48-@07||\n**Proxy Details**\n\
+            Wealth Resi | http://resi-edge-pool.wealthproxies.com:5959/\n**Share Link**\n\
+            Click Here\n**Order Number**\n`#BBY01-807102506907`\n**Email**\n\
+            woozy_byes28@icloud.com\n**Image**\n";
+        let in_description = json!({ "embeds": [{
+            "title": "Successful Checkout | Best Buy US",
+            "description": description,
+        }]});
+        assert_eq!(order(discord(in_description)), seed_order());
+        let in_content = json!({ "content": SEED_MESSAGE, "username": "Refract" });
+        assert_eq!(order(discord(in_content)), seed_order());
+        let inline = json!({ "embeds": [{
+            "author": { "name": "Successful Checkout | Best Buy US" },
+            "description": "**Product:** STARLINK - Mini Kit AC Dual Band Wi-Fi System - White\n\
+                **Price:** $299.99\n**Profile:** Lennar #8-$48-@07\n\
+                **Proxy Details:** Wealth Resi | http://resi-edge-pool.wealthproxies.com:5959/\n\
+                **Share Link:** Click Here\n**Order Number:** #BBY01-807102506907\n\
+                **Email:** woozy_byes28@icloud.com",
+        }]});
+        assert_eq!(order(discord(inline)), seed_order());
+    }
+
+    #[test]
+    fn fields_come_before_the_description_which_comes_before_content() {
+        let body = json!({
+            "content": "Order Number\nC-3\nSize\n10\nMode\nFast",
+            "embeds": [{
+                "title": "Successful Checkout | Nike US",
+                "description": "Order Number\nD-2\nSize\n9.5",
+                "fields": [{ "name": "Order Number", "value": "F-1" }],
+            }],
+        });
+        let parsed = order(discord(body));
+        assert_eq!(parsed.order_number, "F-1");
+        assert_eq!(parsed.size.as_deref(), Some("9.5"));
+        assert_eq!(parsed.mode.as_deref(), Some("Fast"));
+        assert_eq!(
+            parsed.extra,
+            vec![
+                ("Order Number".to_owned(), "D-2".to_owned()),
+                ("Order Number".to_owned(), "C-3".to_owned()),
+                ("Size".to_owned(), "10".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_outcome_and_store_come_from_the_title_or_the_author() {
+        let declined = json!({ "embeds": [{
+            "author": { "name": "Checkout Declined | Best Buy US" },
+            "fields": [{ "name": "Order Number", "value": "1" }],
+        }]});
+        let parsed = order(discord(declined));
+        assert_eq!(parsed.status, OrderStatus::Declined);
+        assert_eq!(parsed.status_origin, StatusOrigin::Title);
+        assert_eq!(parsed.store.as_deref(), Some("Best Buy US"));
+
+        let store_as_author = json!({ "embeds": [{
+            "title": "Checkout Failed",
+            "author": { "name": "Walmart" },
+            "fields": [{ "name": "Order Number", "value": "2" }],
+        }]});
+        let parsed = order(discord(store_as_author));
+        assert_eq!(parsed.status, OrderStatus::Failed);
+        assert_eq!(parsed.store.as_deref(), Some("Walmart"));
+
+        let bot_as_author = json!({ "embeds": [{
+            "title": "Successful Checkout",
+            "author": { "name": "Refract AIO" },
+            "fields": [{ "name": "Order Number", "value": "3" }],
+        }]});
+        assert_eq!(order(discord(bot_as_author)).store, None);
+    }
+
+    #[test]
+    fn discord_test_notifications_are_recognized() {
+        for body in [
+            json!({ "content": "Test Notification" }),
+            json!({ "embeds": [{ "title": "Test Notification", "description": "Your webhook works!" }] }),
+            json!({ "embeds": [{ "author": { "name": "Refract | Test Webhook" } }] }),
+        ] {
+            assert!(
+                matches!(
+                    discord(body.clone()),
+                    Ok(RefractMessage::TestNotification { .. })
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_embed_image_and_timestamp_fill_in_when_no_label_does() {
+        let body = json!({ "embeds": [{
+            "title": "Successful Checkout | Target",
+            "fields": [{ "name": "Order Number", "value": "9" }],
+            "thumbnail": { "url": "https://target.scene7.com/thumb.jpg" },
+            "timestamp": "2025-01-31T12:00:00.000Z",
+        }]});
+        let parsed = order(discord(body));
+        assert_eq!(
+            parsed.image_url.as_deref(),
+            Some("https://target.scene7.com/thumb.jpg")
+        );
+        assert_eq!(
+            parsed.checkout_time.as_deref(),
+            Some("2025-01-31T12:00:00.000Z")
+        );
+        let labelled = json!({ "embeds": [{
+            "fields": [
+                { "name": "Order Number", "value": "9" },
+                { "name": "Image", "value": "[Image](https://a.example/i.png)" },
+            ],
+            "image": { "url": "https://b.example/i.png" },
+        }]});
+        assert_eq!(
+            order(discord(labelled)).image_url.as_deref(),
+            Some("https://a.example/i.png")
+        );
+    }
+
+    #[test]
+    fn only_embeds_or_pure_execute_webhook_keys_make_a_discord_body() {
+        let flat = json!({ "content": "x", "order_number": "1" });
+        assert!(!is_discord_body(flat.as_object().expect("object")));
+        let empty_embeds = json!({ "embeds": [] });
+        assert!(is_discord_body(empty_embeds.as_object().expect("object")));
+    }
+
+    #[test]
+    fn markdown_is_stripped_and_text_is_kept() {
+        let cases = [
+            ("||woozy_byes28@icloud.com||", "woozy_byes28@icloud.com"),
+            ("|| hidden ||", " hidden "),
+            ("**bold**", "bold"),
+            ("*italic*", "italic"),
+            ("***both***", "both"),
+            ("__underline__", "underline"),
+            ("~~gone~~", "gone"),
+            ("`#BBY01-807102506907`", "#BBY01-807102506907"),
+            ("```\nBBY01\n```", "BBY01\n"),
+            ("**https://x.test/a**", "https://x.test/a"),
+            ("```json\n{\"a\":1}\n```", "{\"a\":1}\n"),
+            ("`**kept**`", "**kept**"),
+            (
+                "[Click Here](https://bestbuy.com/share?id=1_2)",
+                "https://bestbuy.com/share?id=1_2",
+            ),
+            ("<https://x.test/a__b__c>", "https://x.test/a__b__c"),
+            ("see https://x.test/a__b__c", "see https://x.test/a__b__c"),
+            ("[not a link](javascript:x)", "[not a link](javascript:x)"),
+            ("\\*not italic\\*", "*not italic*"),
+            ("# Successful Checkout", "Successful Checkout"),
+            ("-# small print", "small print"),
+            ("> quoted", "quoted"),
+            ("woozy_byes28@icloud.com", "woozy_byes28@icloud.com"),
+            ("Lennar #8-$48-@07", "Lennar #8-$48-@07"),
+            (
+                "Wealth Resi | http://resi.example:5959/",
+                "Wealth Resi | http://resi.example:5959/",
+            ),
+            ("5 * 3 * 2", "5 * 3 * 2"),
+            ("a || b", "a || b"),
+            ("**unclosed", "**unclosed"),
+            ("****", "****"),
+            ("__init__.py", "init.py"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(strip_markdown(raw), expected, "{raw}");
+        }
+    }
+
+    const ATTACHMENT: &[u8] = b"\x89PNG\r\n\x1a\n\x00\x00--notquite\r\n\xff\xfe";
+
+    fn multipart(boundary: &str, parts: &[(&str, &[u8])], newline: &str) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(b"preamble, ignored");
+        body.extend_from_slice(newline.as_bytes());
+        for (headers, content) in parts {
+            body.extend_from_slice(format!("--{boundary}{newline}").as_bytes());
+            for header in headers.split('\n') {
+                body.extend_from_slice(format!("{header}{newline}").as_bytes());
+            }
+            body.extend_from_slice(newline.as_bytes());
+            body.extend_from_slice(content);
+            body.extend_from_slice(newline.as_bytes());
+        }
+        body.extend_from_slice(format!("--{boundary}--{newline}").as_bytes());
+        body
+    }
+
+    #[test]
+    fn payload_json_is_found_among_attachments() {
+        let json = br#"{"content":"Order Number\n#1"}"#;
+        let parts: [(&str, &[u8]); 3] = [
+            (
+                "Content-Disposition: form-data; name=\"files[0]\"; filename=\"shot.png\"\nContent-Type: image/png",
+                ATTACHMENT,
+            ),
+            (
+                "content-disposition: form-data; filename=\"payload_json\"; name=\"payload_json\"\nContent-Type: application/json",
+                json,
+            ),
+            ("Content-Disposition: form-data; name=\"files[1]\"", b"more"),
+        ];
+        for newline in ["\r\n", "\n"] {
+            let body = multipart("----WebKitFormBoundary7MA4YWxkTrZu0gW", &parts, newline);
+            let content_type =
+                "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW";
+            assert_eq!(
+                payload_json(content_type, &body),
+                Ok(&json[..]),
+                "{newline:?}"
+            );
+        }
+        let quoted = multipart("a b;c", &parts, "\r\n");
+        assert_eq!(
+            payload_json(
+                "Multipart/Form-Data; charset=utf-8; Boundary=\"a b;c\"",
+                &quoted
+            ),
+            Ok(&json[..])
+        );
+    }
+
+    #[test]
+    fn multipart_without_payload_json_or_boundary_says_why() {
+        let parts: [(&str, &[u8]); 1] = [(
+            "Content-Disposition: form-data; name=\"files[0]\"",
+            ATTACHMENT,
+        )];
+        let body = multipart("xyz", &parts, "\r\n");
+        assert_eq!(
+            payload_json("multipart/form-data; boundary=xyz", &body),
+            Err(MultipartError::NoPayloadJson)
+        );
+        assert_eq!(
+            payload_json("multipart/form-data", &body),
+            Err(MultipartError::NoBoundary)
+        );
+        assert_eq!(
+            payload_json("multipart/form-data; boundary=\"\"", &body),
+            Err(MultipartError::NoBoundary)
+        );
+        assert_eq!(
+            payload_json("application/json", &body),
+            Err(MultipartError::NotMultipart)
+        );
+        assert_eq!(
+            payload_json("multipart/form-data; boundary=other", &body),
+            Err(MultipartError::NoParts)
+        );
+        let unterminated =
+            b"--xyz\r\nContent-Disposition: form-data; name=\"payload_json\"\r\n\r\n{}";
+        assert_eq!(
+            payload_json("multipart/form-data; boundary=xyz", unterminated),
+            Err(MultipartError::NoPayloadJson)
+        );
+        let headless = b"--xyz\r\nContent-Disposition: form-data; name=\"payload_json\"\r\n--xyz--";
+        assert_eq!(
+            payload_json("multipart/form-data; boundary=xyz", headless),
+            Err(MultipartError::MalformedPart)
+        );
     }
 }

@@ -1249,7 +1249,7 @@ fn redact_proxy_token(token: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Seed 001's "Supported Message Format", byte for byte.
