@@ -109,6 +109,10 @@ struct Char {
 /// never inside a URL or code, so `woozy_byes28@icloud.com`, `a || b` and
 /// `https://x.test/a__b__c` are kept whole. Single `_` is left alone for the same reason.
 pub fn strip_markdown(text: &str) -> String {
+    let plain = !text.contains(['|', '*', '_', '~', '`', '[', '<', '\\', '#', '>']);
+    if plain {
+        return text.to_owned();
+    }
     let lines: Vec<String> = text.split('\n').map(strip_line_prefix).collect();
     let mut chars = unescape(&lines.join("\n"));
     chars = code_spans(chars);

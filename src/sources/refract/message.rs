@@ -2,7 +2,7 @@
 //! Discord body, flat JSON) feeds the same [`Collector`], so the same message parses to the same
 //! order whichever way it arrived. Pure, and it never panics, whatever the input.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use thiserror::Error;
@@ -386,31 +386,52 @@ impl RefractOrder {
                 })
             })
             .collect();
-        for (label, new) in &self.extra {
-            let old = old.extra_value(label);
-            if old != Some(new.as_str()) {
+        let old_extra: HashMap<String, Vec<&str>> = old
+            .extra_groups()
+            .into_iter()
+            .map(|(_, key, values)| (key, values))
+            .collect();
+        for (label, key, values) in self.extra_groups() {
+            let old_values = old_extra.get(&key);
+            if old_values != Some(&values) {
                 changes.push(FieldChange {
-                    field: ChangedField::Extra(label.clone()),
-                    old: old.map(str::to_owned),
-                    new: new.clone(),
+                    field: ChangedField::Extra(label.to_owned()),
+                    old: old_values.map(|values| values.join("\n")),
+                    new: values.join("\n"),
                 });
             }
         }
         changes
     }
 
-    /// Writes onto `self` (the stored order) every field `newer` carries, and only those.
+    /// Writes onto `self` (the stored order) every field `newer` carries, and only those. An
+    /// extra label `newer` carries replaces every stored value of that label.
     pub fn update_from(&mut self, newer: &RefractOrder) {
         for field in newer.fields_present() {
             self.copy_field(newer, field);
         }
-        for (label, value) in &newer.extra {
+        let replaced: HashSet<String> = newer.extra.iter().map(|(l, _)| label_key(l)).collect();
+        self.extra
+            .retain(|(label, _)| !replaced.contains(&label_key(label)));
+        self.extra.extend(newer.extra.iter().cloned());
+    }
+
+    /// Extra values by label (whatever its spelling), in the order first sent: the label as
+    /// first sent, its key, its values. A label may repeat with different values.
+    fn extra_groups(&self) -> Vec<(&str, String, Vec<&str>)> {
+        let mut groups: Vec<(&str, String, Vec<&str>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for (label, value) in &self.extra {
             let key = label_key(label);
-            match self.extra.iter_mut().find(|(old, _)| label_key(old) == key) {
-                Some(slot) => slot.1 = value.clone(),
-                None => self.extra.push((label.clone(), value.clone())),
+            match index.get(&key).and_then(|&at| groups.get_mut(at)) {
+                Some(group) => group.2.push(value),
+                None => {
+                    index.insert(key.clone(), groups.len());
+                    groups.push((label, key, vec![value]));
+                }
             }
         }
+        groups
     }
 
     fn copy_field(&mut self, from: &RefractOrder, field: OrderField) {
@@ -448,14 +469,6 @@ impl RefractOrder {
             OrderField::CheckoutTime => set(&mut self.checkout_time, &from.checkout_time),
             OrderField::ImageUrl => set(&mut self.image_url, &from.image_url),
         }
-    }
-
-    fn extra_value(&self, label: &str) -> Option<&str> {
-        let key = label_key(label);
-        self.extra
-            .iter()
-            .find(|(old, _)| label_key(old) == key)
-            .map(|(_, value)| value.as_str())
     }
 }
 
@@ -1572,10 +1585,11 @@ Tracking Number
         assert_eq!(
             merged.extra,
             vec![
-                ("Checkout Speed".to_owned(), "2.9s".to_owned()),
                 ("Task".to_owned(), "12".to_owned()),
+                ("checkout_speed".to_owned(), "2.9s".to_owned()),
             ]
         );
+        assert_eq!(later.changes_from(&merged), vec![]);
     }
 
     #[test]
