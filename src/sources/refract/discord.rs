@@ -36,8 +36,8 @@ pub fn is_discord_body(object: &Map<String, Value>) -> bool {
 }
 
 /// Parses a Discord execute-webhook body. Labels and values come from `embeds[].fields[]`
-/// (`name`, `value`), then each embed's `description` (alternating label and value lines),
-/// then `content` (the text format, title line included); the first value of a label wins.
+/// (`name`, `value`), then each embed's `description` (alternating label and value lines, or
+/// a single line naming the product), then `content` (the text format, title line included); the first value of a label wins.
 /// The outcome and store come from `embeds[].title`, else `embeds[].author.name`, else a title
 /// line in the description or content. An embed's `image.url` (else `thumbnail.url`) and
 /// `timestamp` fill the image and checkout time when no label does. `footer`, `username` and
@@ -67,7 +67,7 @@ pub fn parse_discord(object: &Map<String, Value>) -> Result<RefractMessage, Pars
             collector.add_pair(&strip_markdown(&name), &strip_markdown(&value));
         }
         if let Some(description) = text_at(embed, &["description"]) {
-            collector.add_lines(&description, Markdown::All);
+            collector.add_description(&description);
         }
         let image =
             text_at(embed, &["image", "url"]).or_else(|| text_at(embed, &["thumbnail", "url"]));
@@ -676,11 +676,46 @@ mod tests {
     }
 
     #[test]
+    fn a_cyber_style_embed_with_the_product_as_description_is_read() {
+        let body = json!({
+            "username": "CyberAIO",
+            "embeds": [{
+                "title": "Successfully checked out!",
+                "description": "Tupac Hologram Tee",
+                "fields": [
+                    { "name": "Store", "value": "Supreme EU", "inline": true },
+                    { "name": "size", "value": "XLarge", "inline": true },
+                    { "name": "Profile", "value": "||test||", "inline": true },
+                    { "name": "Order", "value": "||4567891||", "inline": true },
+                    { "name": "Proxy List", "value": "||test||", "inline": true },
+                    { "name": "Mode", "value": "Safe", "inline": true },
+                    { "name": "3D Secure", "value": "Enabled", "inline": true },
+                ],
+                "footer": { "text": "CyberAIO•27/02/2020 16:03:37.984" },
+            }],
+        });
+        let parsed = order(discord(body));
+        assert_eq!(parsed.order_number, "4567891");
+        assert_eq!(parsed.status, OrderStatus::Verified);
+        assert_eq!(parsed.store.as_deref(), Some("Supreme EU"));
+        assert_eq!(parsed.product.as_deref(), Some("Tupac Hologram Tee"));
+        assert_eq!(parsed.size.as_deref(), Some("XLarge"));
+        assert_eq!(parsed.profile.as_deref(), Some("test"));
+        assert_eq!(parsed.proxy.as_deref(), Some("test"));
+        assert_eq!(parsed.mode.as_deref(), Some("Safe"));
+        assert_eq!(
+            parsed.extra,
+            vec![("3D Secure".to_owned(), "Enabled".to_owned())]
+        );
+    }
+
+    #[test]
     fn discord_test_notifications_are_recognized() {
         for body in [
             json!({ "content": "Test Notification" }),
             json!({ "embeds": [{ "title": "Test Notification", "description": "Your webhook works!" }] }),
             json!({ "embeds": [{ "author": { "name": "Refract | Test Webhook" } }] }),
+            json!({ "username": "ParagonAIO", "embeds": [{ "author": { "name": "Test Webhook" } }] }),
         ] {
             assert!(
                 matches!(

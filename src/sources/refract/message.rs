@@ -661,6 +661,10 @@ fn read_title(title: &str) -> (Option<TitleMeaning>, Option<String>) {
     };
     let store = |text: &str| non_empty(text.trim());
     match (classify(left), classify(right)) {
+        // A store may have "test" in its name; a real outcome on the other side wins.
+        (Some(TitleMeaning::Test), Some(meaning)) if meaning != TitleMeaning::Test => {
+            (Some(meaning), store(left))
+        }
         (Some(meaning), _) => (Some(meaning), store(right)),
         (None, Some(meaning)) => (Some(meaning), store(left)),
         (None, None) => (None, store(right)),
@@ -781,6 +785,23 @@ impl Collector {
         } else if !name.to_lowercase().contains("refract") {
             self.store_hints.push(name);
         }
+    }
+
+    /// A Discord embed description: labelled lines, or, as CyberAIO-style bots send it, just
+    /// the product's name, which is then the product unless a label names one.
+    pub(super) fn add_description(&mut self, text: &str) {
+        let mut lines = text.lines().filter_map(|raw| Line::new(raw, Markdown::All));
+        if let (Some(only), None) = (lines.next(), lines.next()) {
+            let product_name = !only.is_known_label()
+                && only.inline_pair().is_none()
+                && !only.title.contains('|')
+                && classify(&only.title).is_none();
+            if product_name {
+                self.add_fallback(OrderField::Product, &only.value);
+                return;
+            }
+        }
+        self.add_lines(text, Markdown::All);
     }
 
     /// A value used only when no label gives the field (an embed's image or timestamp).
@@ -1660,6 +1681,8 @@ Tracking Number
         );
         let store_named_test = parse_text("Successful Checkout | Test Store\nOrder Number\n1");
         assert_eq!(order(store_named_test).store, some("Test Store"));
+        let store_first = parse_text("Test Store | Successful Checkout\nOrder Number\n1");
+        assert_eq!(order(store_first).store, some("Test Store"));
     }
 
     #[test]
