@@ -37,9 +37,9 @@ pub fn is_discord_body(object: &Map<String, Value>) -> bool {
 
 /// Parses a Discord execute-webhook body. Labels and values come from `embeds[].fields[]`
 /// (`name`, `value`), then each embed's `description` (alternating label and value lines, or
-/// a single line naming the product), then `content` (the text format, title line included); the first value of a label wins.
-/// The outcome and store come from `embeds[].title`, else `embeds[].author.name`, else a title
-/// line in the description or content. An embed's `image.url` (else `thumbnail.url`) and
+/// a single line naming the product), then `content` (the text format, title line included);
+/// the first value of a label wins. The outcome and store come from `embeds[].title`, else
+/// `embeds[].author.name`, else a title line in the description or content. An embed's `image.url` (else `thumbnail.url`) and
 /// `timestamp` fill the image and checkout time when no label does. `footer`, `username` and
 /// `avatar_url` name the bot, not the order, and are not read.
 pub fn parse_discord(object: &Map<String, Value>) -> Result<RefractMessage, ParseError> {
@@ -621,6 +621,18 @@ mod tests {
                 **Email:** woozy_byes28@icloud.com",
         }]});
         assert_eq!(order(discord(inline)), seed_order());
+    }
+
+    #[test]
+    fn a_code_block_or_spoiler_spanning_lines_is_unformatted_whole() {
+        let body = json!({
+            "content": "```\nSuccessful Checkout | Target\nOrder Number\n#T-1\n```\n||Email\nhidden@x.test||",
+        });
+        let parsed = order(discord(body));
+        assert_eq!(parsed.order_number, "T-1");
+        assert_eq!(parsed.store.as_deref(), Some("Target"));
+        assert_eq!(parsed.email.as_deref(), Some("hidden@x.test"));
+        assert_eq!(parsed.extra, vec![]);
     }
 
     #[test]

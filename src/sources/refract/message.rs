@@ -711,26 +711,36 @@ struct Line {
 }
 
 impl Line {
-    fn new(raw: &str, markdown: Markdown) -> Option<Self> {
-        let stripped = strip_markdown(raw);
-        let label = stripped.trim_matches(is_blank_char);
-        if label.is_empty() {
+    /// The lines of `text`. Discord text is unformatted whole first, so that a code block or
+    /// spoiler spanning lines goes too; plain text keeps its values as sent.
+    fn all(text: &str, markdown: Markdown) -> Vec<Self> {
+        match markdown {
+            Markdown::All => strip_markdown(text)
+                .lines()
+                .filter_map(|line| Self::new(line, line.to_owned()))
+                .collect(),
+            Markdown::LabelsOnly => text
+                .lines()
+                .filter_map(|raw| Self::new(raw, strip_markdown(raw)))
+                .collect(),
+        }
+    }
+
+    /// `None` for a blank line.
+    fn new(raw: &str, unformatted: String) -> Option<Self> {
+        let title = unformatted.trim_matches(is_blank_char);
+        if title.is_empty() {
             return None;
         }
-        let value = match markdown {
-            Markdown::All => label.to_owned(),
-            Markdown::LabelsOnly => raw.trim_matches(is_blank_char).to_owned(),
-        };
-        let title = label.to_owned();
-        let label = label
+        let label = title
             .strip_suffix(':')
-            .unwrap_or(label)
+            .unwrap_or(title)
             .trim_end()
             .to_owned();
         Some(Self {
-            value,
+            value: raw.trim_matches(is_blank_char).to_owned(),
             label,
-            title,
+            title: title.to_owned(),
         })
     }
 
@@ -790,8 +800,8 @@ impl Collector {
     /// A Discord embed description: labelled lines, or, as CyberAIO-style bots send it, just
     /// the product's name, which is then the product unless a label names one.
     pub(super) fn add_description(&mut self, text: &str) {
-        let mut lines = text.lines().filter_map(|raw| Line::new(raw, Markdown::All));
-        if let (Some(only), None) = (lines.next(), lines.next()) {
+        let lines = Line::all(text, Markdown::All);
+        if let [only] = lines.as_slice() {
             let product_name = !only.is_known_label()
                 && only.inline_pair().is_none()
                 && !only.title.contains('|')
@@ -801,7 +811,7 @@ impl Collector {
                 return;
             }
         }
-        self.add_lines(text, Markdown::All);
+        self.add_line_pairs(&lines);
     }
 
     /// A value used only when no label gives the field (an embed's image or timestamp).
@@ -849,11 +859,11 @@ impl Collector {
 
     /// Reads labelled lines (see [`parse_text`]).
     pub(super) fn add_lines(&mut self, text: &str, markdown: Markdown) {
-        let lines: Vec<Line> = text
-            .lines()
-            .filter_map(|raw| Line::new(raw, markdown))
-            .collect();
-        let mut rest = lines.as_slice();
+        self.add_line_pairs(&Line::all(text, markdown));
+    }
+
+    fn add_line_pairs(&mut self, lines: &[Line]) {
+        let mut rest = lines;
         if let [first, after @ ..] = rest {
             if is_title(first, after.first()) {
                 self.titles.push(first.title.clone());
