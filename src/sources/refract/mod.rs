@@ -17,9 +17,10 @@ pub use self::message::{
 };
 
 /// Parses a request body as it arrived. `multipart/form-data` is read through its
-/// `payload_json` part; a body that is JSON (by content type, or by starting with `{` or `[`,
-/// since Refract's default content type is `text/plain`) is a Discord body or flat JSON;
-/// anything else is the text format.
+/// `payload_json` part. Otherwise the body decides, not the content type, which seed 001 tells
+/// users to set to `text/plain` "or leave default", whatever the bot then sends: a body
+/// starting with `{` or `[` is JSON (a Discord body or flat JSON), as is a JSON string when
+/// the content type says JSON; anything else is the text format.
 pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<RefractMessage, ParseError> {
     if let Some(content_type) = content_type.filter(|ct| is_multipart(ct)) {
         let json = payload_json(content_type, body).map_err(ParseError::Multipart)?;
@@ -31,8 +32,9 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<RefractMessage, 
     if start.is_empty() {
         return Err(ParseError::Empty);
     }
-    let json_type = content_type.is_some_and(|ct| media_type(ct).ends_with("json"));
-    if json_type || start.starts_with('{') || start.starts_with('[') {
+    let json_string =
+        start.starts_with('"') && content_type.is_some_and(|ct| media_type(ct).ends_with("json"));
+    if json_string || start.starts_with('{') || start.starts_with('[') {
         parse_json(text.as_bytes())
     } else {
         parse_text(text)
@@ -123,7 +125,7 @@ mod tests {
         let flat = flat_seed().to_string();
         let json_string = Value::String(SEED_MESSAGE.to_owned()).to_string();
         let multipart = multipart_body("XyZ", discord.as_bytes());
-        let shapes: [(&[u8], Option<&str>); 9] = [
+        let shapes: [(&[u8], Option<&str>); 10] = [
             (SEED_MESSAGE.as_bytes(), Some("text/plain")),
             (SEED_MESSAGE.as_bytes(), None),
             (
@@ -135,6 +137,10 @@ mod tests {
             (flat.as_bytes(), Some("application/json; charset=utf-8")),
             (flat.as_bytes(), None),
             (json_string.as_bytes(), Some("application/json")),
+            (
+                json_string.as_bytes(),
+                Some("Application/JSON; charset=utf-8"),
+            ),
             (&multipart, Some("multipart/form-data; boundary=XyZ")),
         ];
         for (body, content_type) in shapes {
@@ -202,7 +208,7 @@ mod tests {
             (b"Order\xff", None, "the body is not valid UTF-8"),
             (b"{\"order_number\":", None, "the JSON is invalid"),
             (b"[1,2]", None, "the JSON body is an array, not an object"),
-            (b"42", Some("application/json"), "the JSON body is a number"),
+            (b"\"\"", Some("application/json"), "the body is empty"),
             (
                 b"--B\r\n\r\n{}\r\n--B--",
                 Some("multipart/form-data; boundary=B"),
@@ -219,6 +225,17 @@ mod tests {
             let expected = format!("Could not parse webhook content: {reason}");
             assert!(error.starts_with(&expected), "{error}");
         }
+        let number = parse_json(b"42").expect_err("a number").to_string();
+        assert_eq!(
+            number,
+            "Could not parse webhook content: the JSON body is a number, not an object"
+        );
+        let mislabelled = parse(SEED_MESSAGE.as_bytes(), Some("application/json"));
+        assert_eq!(
+            order(mislabelled),
+            seed_order(),
+            "text sent as JSON is still text"
+        );
     }
 
     /// Text fragments that reach the parser's corners: markdown, separators, labels, JSON and
