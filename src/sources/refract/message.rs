@@ -325,6 +325,30 @@ pub struct FieldChange {
 }
 
 impl RefractOrder {
+    /// The quantity for a new order: seed 001's default is 1.
+    pub fn quantity_or_default(&self) -> u32 {
+        self.quantity.unwrap_or(1)
+    }
+
+    /// The total for a new order: `Total` when sent, else, as seed 001 stores `Price` as
+    /// "price & total", the price times [`quantity_or_default`](Self::quantity_or_default),
+    /// multiplied exactly. `None` without either, or when the price is not an amount.
+    pub fn total_or_price(&self) -> Option<Price> {
+        if let Some(total) = &self.total {
+            return Some(total.clone());
+        }
+        let price = self.price.as_ref()?;
+        let quantity = self.quantity_or_default();
+        if quantity == 1 {
+            return Some(price.clone());
+        }
+        Some(Price {
+            raw: format!("{quantity} x {}", price.raw),
+            amount: Some(multiply_decimal(price.amount.as_deref()?, quantity)?),
+            currency: price.currency.clone(),
+        })
+    }
+
     /// The fields this message carries: what an upsert writes. Always the order number; the
     /// status unless it is only the default.
     pub fn fields_present(&self) -> Vec<OrderField> {
@@ -1240,6 +1264,26 @@ fn normalize_number(number: &str, three_decimals: bool) -> Option<String> {
     })
 }
 
+/// `299.99` × 2 → `599.98`, exactly; `None` past 38 digits.
+fn multiply_decimal(amount: &str, factor: u32) -> Option<String> {
+    let (negative, digits) = match amount.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, amount),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let units: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let product = units.checked_mul(u128::from(factor))?.to_string();
+    let scale = fraction.len();
+    let padded = format!("{product:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    let sign = if negative && product != "0" { "-" } else { "" };
+    Some(if scale == 0 {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{fraction}")
+    })
+}
+
 /// Replaces proxy passwords with `***`, in `scheme://user:pass@host:port`, `user:pass@host:port`
 /// and `host:port:user:pass`, so that a stored or displayed order does not leak them.
 fn redact_proxy_passwords(text: &str) -> String {
@@ -1445,6 +1489,27 @@ Tracking Number
     #[test]
     fn the_seed_message_parses_to_the_seed_table() {
         assert_eq!(order(parse_text(SEED_MESSAGE)), seed_order());
+    }
+
+    #[test]
+    fn a_new_order_gets_the_seed_defaults_for_quantity_and_total() {
+        let seed = order(parse_text(SEED_MESSAGE));
+        assert_eq!(seed.quantity_or_default(), 1);
+        assert_eq!(seed.total_or_price(), seed.price, "Price → price & total");
+        let two = order(parse_text(&format!("{SEED_MESSAGE}Quantity\n2\n")));
+        assert_eq!(
+            two.total_or_price(),
+            price("2 x $299.99", "599.98", Some("USD"))
+        );
+        let sent = order(parse_text(&format!("{SEED_MESSAGE}{SEED_OPTIONAL_FIELDS}")));
+        assert_eq!(
+            sent.total_or_price(),
+            price("$599.98", "599.98", Some("USD"))
+        );
+        assert_eq!(multiply_decimal("0.05", 3).as_deref(), Some("0.15"));
+        assert_eq!(multiply_decimal("-1.5", 2).as_deref(), Some("-3.0"));
+        assert_eq!(multiply_decimal("12", 10).as_deref(), Some("120"));
+        assert_eq!(multiply_decimal("9".repeat(39).as_str(), 2), None);
     }
 
     #[test]

@@ -330,6 +330,7 @@ mod tests {
                 assert!(!order.order_number.starts_with('#'));
                 assert_eq!(order.fields_present()[0], OrderField::OrderNumber);
                 assert!(order.changes_from(&order).is_empty());
+                let _ = order.total_or_price();
                 let mut stored = seed_order();
                 stored.update_from(&order);
                 assert!(order.changes_from(&stored).is_empty());
