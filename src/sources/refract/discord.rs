@@ -1,6 +1,6 @@
 //! Refract messages as Discord sends them: an execute-webhook body, as JSON or as the
 //! `payload_json` part of `multipart/form-data`, with Discord markdown in its text. It reads
-//! the body into the same [`Collector`] as the text format, so both give the same order.
+//! the body into the same `Collector` as the text format, so both give the same order.
 
 use serde_json::{Map, Value};
 use thiserror::Error;

@@ -1,5 +1,5 @@
 //! The Refract message itself: labelled lines in, one [`RefractMessage`] out. Every shape (text,
-//! Discord body, flat JSON) feeds the same [`Collector`], so the same message parses to the same
+//! Discord body, flat JSON) feeds the same `Collector`, so the same message parses to the same
 //! order whichever way it arrived. Pure, and it never panics, whatever the input.
 
 use std::collections::{HashMap, HashSet};
