@@ -422,3 +422,422 @@ fn dedup_key(parts: &Parts<'_>, changes: &[CollectionChange], guard: Option<Guar
         digest(&lines)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::pancake::{decide, Decision};
+
+    fn parse(body: &str) -> PancakeEvent {
+        parse_pancake(body.as_bytes()).expect("a readable Pancake body")
+    }
+
+    fn refused(body: &str) -> PancakeError {
+        match parse_pancake(body.as_bytes()) {
+            Ok(event) => panic!("expected a refusal, got {event:?}"),
+            Err(error) => error,
+        }
+    }
+
+    /// The body of seed 002's curl example for `/api/v1/pancake/webhook`, as the shell sends it.
+    const SEED_CURL: &str = r#"{
+    "payload": {
+      "eventType": "conversation_updated",
+      "pageId": "123456789",
+      "data": {},
+      "timestamp": 1234567890
+    }
+  }"#;
+
+    #[test]
+    fn the_seed_curl_example_is_acknowledged_with_nothing_to_write() {
+        let event = parse(SEED_CURL);
+        assert_eq!(event.shape, Shape::SeedEnvelope);
+        assert_eq!(event.event_type, "conversation_updated");
+        assert_eq!(event.kind, PancakeEventType::ConversationUpdated);
+        assert_eq!(event.page_id.as_deref(), Some("123456789"));
+        assert_eq!(
+            event.timestamp,
+            Some(Timestamp::from_unix_seconds(1_234_567_890))
+        );
+        assert_eq!(event.signature, None);
+        assert_eq!(event.effect, Effect::Ignored(Ignored::NoObjectId));
+        assert_eq!(
+            event.ignore_reason().as_deref(),
+            Some("the conversation_updated data names no object id")
+        );
+        assert_eq!(
+            event.reply(Language::Vietnamese).to_string(),
+            r#"{"code":200,"message":"Webhook đã được nhận và xử lý thành công","data":{"eventType":"conversation_updated","pageId":"123456789"},"status":"success"}"#
+        );
+    }
+
+    #[test]
+    fn the_seed_payload_format_keeps_its_signature() {
+        // Seed 002's "Pancake Webhook Payload", its `// …` placeholder left out.
+        let event = parse(
+            r#"{
+  "payload": {
+    "eventType": "conversation_updated",
+    "pageId": "123456789",
+    "data": {
+    },
+    "timestamp": 1234567890
+  },
+  "signature": "optional_signature"
+}"#,
+        );
+        assert_eq!(event.signature.as_deref(), Some("optional_signature"));
+        assert_eq!(event.kind, PancakeEventType::ConversationUpdated);
+    }
+
+    #[test]
+    fn every_seed_event_type_writes_its_collection_keyed_by_the_object_id() {
+        let table = [
+            ("conversation_updated", "conversation", FB_CONVERSATION),
+            ("message_received", "message", FB_MESSAGE),
+            ("order_created", "order", PC_ORDER),
+            ("order_updated", "order", PC_ORDER),
+            ("customer_updated", "customer", FB_CUSTOMER),
+        ];
+        for (event_type, object, collection) in table {
+            let kind = PancakeEventType::parse(event_type);
+            assert_eq!(kind.name(), Some(event_type));
+            // The object as `data` itself, and wrapped in `data.<object>`.
+            let flat = format!(
+                r#"{{"payload":{{"eventType":"{event_type}","pageId":"p1","data":{{"id":"X1","name":"Lan"}},"timestamp":1}}}}"#
+            );
+            let wrapped = format!(
+                r#"{{"payload":{{"eventType":"{event_type}","pageId":"p1","data":{{"{object}":{{"id":77,"name":"Lan"}}}}}}}}"#
+            );
+            for (body, id, document) in [
+                (flat, "X1", serde_json::json!({"id": "X1", "name": "Lan"})),
+                (wrapped, "77", serde_json::json!({"id": 77, "name": "Lan"})),
+            ] {
+                let event = parse(&body);
+                assert_eq!(event.kind, kind, "{event_type}");
+                assert_eq!(
+                    event.effect.changes(),
+                    [CollectionChange {
+                        collection,
+                        owner: Some("p1".to_owned()),
+                        id: id.to_owned(),
+                        document,
+                        op: ChangeOp::Upsert,
+                        guard: None,
+                    }],
+                    "{event_type}"
+                );
+                assert_eq!(
+                    event.reply(Language::English)["data"],
+                    serde_json::json!({"eventType": event_type, "pageId": "p1"})
+                );
+            }
+        }
+    }
+
+    /// A `messaging` event as Pancake posts it: a customer's comment under a post.
+    const MESSAGING: &str = r#"{
+  "page_id": "1029384756",
+  "event_type": "messaging",
+  "timestamp": 1735124767,
+  "data": {
+    "conversation": {
+      "id": "1029384756_5566778899",
+      "type": "COMMENT",
+      "from": {"id": "5566778899", "name": "Minh"},
+      "snippet": "còn size M không shop?",
+      "tags": [],
+      "seen": false
+    },
+    "message": {
+      "id": "1029384756_5566778899_42",
+      "conversation_id": "1029384756_5566778899",
+      "page_id": "1029384756",
+      "message": "còn size M không shop?",
+      "type": "COMMENT",
+      "from": {"id": "5566778899", "name": "Minh", "page_customer_id": "c0ffee00-1111-2222-3333-444455556666"},
+      "inserted_at": "2024-12-25T11:06:07.000000",
+      "has_phone": false
+    },
+    "post": {"id": "1029384756_987", "message": "Áo thun mới về", "type": "photo"}
+  }
+}"#;
+
+    #[test]
+    fn a_real_messaging_event_writes_the_conversation_and_the_message() {
+        let event = parse(MESSAGING);
+        assert_eq!(event.shape, Shape::Native);
+        assert_eq!(event.kind, PancakeEventType::Messaging);
+        assert_eq!(event.page_id.as_deref(), Some("1029384756"));
+        let root: Value = serde_json::from_str(MESSAGING).expect("json");
+        let changes = event.effect.changes();
+        assert_eq!(changes.len(), 2, "the post has no collection");
+        assert_eq!(changes[0].collection, FB_CONVERSATION);
+        assert_eq!(changes[0].id, "1029384756_5566778899");
+        assert_eq!(changes[0].document, root["data"]["conversation"]);
+        assert_eq!(changes[1].collection, FB_MESSAGE);
+        assert_eq!(changes[1].id, "1029384756_5566778899_42");
+        assert_eq!(changes[1].document, root["data"]["message"]);
+        assert!(changes
+            .iter()
+            .all(|change| change.owner.as_deref() == Some("1029384756")
+                && change.op == ChangeOp::Upsert));
+        assert_eq!(event.guard, None);
+        assert!(event
+            .dedup_key
+            .starts_with("pancake:1029384756:messaging:sha256:"));
+        assert_eq!(
+            event.reply(Language::Vietnamese)["data"],
+            serde_json::json!({"eventType": "messaging", "pageId": "1029384756"})
+        );
+    }
+
+    #[test]
+    fn an_edited_message_is_a_new_event_and_a_retry_is_not() {
+        let original = parse(MESSAGING);
+        let retried = parse(&MESSAGING.replace("\n", " "));
+        assert_eq!(original.dedup_key, retried.dedup_key);
+        let edited =
+            parse(&MESSAGING.replace(r#""message": "còn size M"#, r#""message": "còn size L"#));
+        assert_ne!(original.dedup_key, edited.dedup_key);
+        assert_eq!(
+            original.effect.changes()[1].id,
+            edited.effect.changes()[1].id
+        );
+    }
+
+    #[test]
+    fn pancake_request_id_is_the_dedup_key() {
+        let event = parse(
+            r#"{"page_id":"1029384756","event_type":"messaging","request_id":"req-8f1c","data":{"message":{"id":"m1"}}}"#,
+        );
+        assert_eq!(event.request_id.as_deref(), Some("req-8f1c"));
+        assert_eq!(event.dedup_key, "pancake:1029384756:request:req-8f1c");
+        assert_eq!(event.effect.changes()[0].collection, FB_MESSAGE);
+    }
+
+    fn conversation(version: &str, snippet: &str) -> PancakeEvent {
+        parse(&format!(
+            r#"{{"page_id":"1029384756","event_type":"conversation","timestamp":1735124767,
+                "data":{{"conversation":{{"id":"1029384756_5566778899","version":{version},
+                "snippet":"{snippet}","tags":[3]}}}}}}"#
+        ))
+    }
+
+    #[test]
+    fn conversation_updates_apply_only_when_their_version_is_newer() {
+        let v3 = conversation("3", "alo");
+        let v4 = conversation("4", "alo shop");
+        assert_eq!(v3.kind, PancakeEventType::Conversation);
+        assert_eq!(v3.guard, Some(Guard::Version(3)));
+        assert_eq!(v4.effect.changes()[0].guard, Some(Guard::Version(4)));
+        assert_eq!(v4.effect.changes()[0].collection, FB_CONVERSATION);
+        assert_eq!(
+            decide(v4.guard.as_ref(), v3.guard.as_ref()),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(v3.guard.as_ref(), v4.guard.as_ref()),
+            Decision::Stale,
+            "a late version 3 must not overwrite version 4"
+        );
+        assert_eq!(
+            decide(v4.guard.as_ref(), v4.guard.as_ref()),
+            Decision::Stale
+        );
+        assert_ne!(v3.dedup_key, v4.dedup_key);
+        assert_eq!(
+            v4.dedup_key,
+            conversation("4", "alo shop").dedup_key,
+            "a retry is the same event"
+        );
+        assert_eq!(
+            conversation("\"4\"", "alo shop").guard,
+            Some(Guard::Version(4)),
+            "a version sent as text"
+        );
+    }
+
+    #[test]
+    fn a_version_may_sit_on_data_or_the_envelope() {
+        let on_data = parse(
+            r#"{"page_id":"9","event_type":"conversation","data":{"version":12,"conversation":{"id":"9_1"}}}"#,
+        );
+        assert_eq!(on_data.guard, Some(Guard::Version(12)));
+        let on_top = parse(
+            r#"{"page_id":"9","event_type":"conversation","version":13,"data":{"id":"9_1","type":"INBOX"}}"#,
+        );
+        assert_eq!(on_top.guard, Some(Guard::Version(13)));
+        assert_eq!(on_top.effect.changes()[0].id, "9_1");
+    }
+
+    #[test]
+    fn a_negative_or_fractional_version_is_refused() {
+        let negative = refused(
+            r#"{"page_id":"9","event_type":"conversation","data":{"conversation":{"id":"9_1","version":-1}}}"#,
+        );
+        assert_eq!(
+            negative.field().as_deref(),
+            Some("data.conversation.version")
+        );
+        let fractional = refused(
+            r#"{"page_id":"9","event_type":"conversation","data":{"conversation":{"id":"9_1","version":1.5}}}"#,
+        );
+        assert_eq!(fractional.code(), "VAL_001");
+    }
+
+    #[test]
+    fn unknown_event_types_are_ignored_not_refused() {
+        let native =
+            parse(r#"{"page_id":"9","event_type":"livestream_started","data":{"id":"x"}}"#);
+        assert_eq!(native.kind, PancakeEventType::Unknown);
+        assert_eq!(native.effect, Effect::Ignored(Ignored::UnknownEventType));
+        assert_eq!(
+            native.ignore_reason().as_deref(),
+            Some("livestream_started is not a Pancake event Wharf handles")
+        );
+        assert!(native
+            .dedup_key
+            .starts_with("pancake:9:livestream_started:sha256:"));
+        let seed = parse(
+            r#"{"payload":{"eventType":"order_status_changed","pageId":"9","data":{"id":1}}}"#,
+        );
+        assert_eq!(seed.effect, Effect::Ignored(Ignored::UnknownEventType));
+        assert_eq!(
+            PancakeEventType::parse("Messaging"),
+            PancakeEventType::Unknown
+        );
+        assert_eq!(PancakeEventType::Unknown.name(), None);
+    }
+
+    #[test]
+    fn post_subscription_and_connect_status_are_known_but_store_nothing() {
+        let subscription = parse(
+            r#"{"event_type":"subscription","data":{"subscription":{"id":"SUB1","is_paid":true,"currency":"VND"}}}"#,
+        );
+        assert_eq!(subscription.kind, PancakeEventType::Subscription);
+        assert_eq!(
+            subscription.page_id, None,
+            "subscriptions belong to no page"
+        );
+        assert_eq!(subscription.effect, Effect::Ignored(Ignored::NotStored));
+        assert_eq!(
+            subscription.reply(Language::English).to_string(),
+            r#"{"code":200,"message":"Webhook received and processed successfully","data":{"eventType":"subscription","pageId":null},"status":"success"}"#
+        );
+        for (event_type, kind) in [
+            ("post", PancakeEventType::Post),
+            ("connect_status", PancakeEventType::ConnectStatus),
+        ] {
+            let event = parse(&format!(
+                r#"{{"page_id":"9","event_type":"{event_type}","data":{{"post":{{"id":"9_1"}},"status":"connected"}}}}"#
+            ));
+            assert_eq!(event.kind, kind);
+            assert_eq!(event.effect, Effect::Ignored(Ignored::NotStored));
+            assert_eq!(
+                event.ignore_reason(),
+                Some(format!("no seed 002 collection stores {event_type} events"))
+            );
+        }
+    }
+
+    #[test]
+    fn bodies_that_are_not_json_get_the_seed_code_val_002() {
+        for body in ["", "  \n", "{", "payload=1", "{\"payload\":}"] {
+            let error = refused(body);
+            assert_eq!(error.code(), "VAL_002", "{body:?}");
+            assert_eq!(error.status(), axum::http::StatusCode::BAD_REQUEST);
+        }
+        assert!(matches!(
+            parse_pancake(b"{\"a\":\"\xff\"}"),
+            Err(PancakeError::NotUtf8)
+        ));
+    }
+
+    #[test]
+    fn bodies_without_what_the_seed_validates_get_val_001_naming_the_field() {
+        let cases = [
+            (
+                r#"{"payload":{"pageId":"1","data":{}}}"#,
+                "payload.eventType",
+            ),
+            (
+                r#"{"payload":{"eventType":"  ","pageId":"1"}}"#,
+                "payload.eventType",
+            ),
+            (
+                r#"{"payload":{"eventType":5,"pageId":"1"}}"#,
+                "payload.eventType",
+            ),
+            (
+                r#"{"payload":{"eventType":"messaging","data":{}}}"#,
+                "payload.pageId",
+            ),
+            (
+                r#"{"payload":{"eventType":"messaging","pageId":{}}}"#,
+                "payload.pageId",
+            ),
+            (
+                r#"{"payload":{"eventType":"x","pageId":"1","data":[]}}"#,
+                "payload.data",
+            ),
+            (
+                r#"{"payload":{"eventType":"x","pageId":"1","timestamp":"soon"}}"#,
+                "payload.timestamp",
+            ),
+            (r#"{"payload":"conversation_updated"}"#, "payload"),
+            (
+                r#"{"payload":{"eventType":"x","pageId":"1"},"signature":7}"#,
+                "signature",
+            ),
+            (r#"[1,2]"#, "body"),
+            (r#"{"hello":"world"}"#, "payload.eventType"),
+            (
+                r#"{"event_type":"messaging","data":{"message":{"id":"m"}}}"#,
+                "page_id",
+            ),
+            (
+                r#"{"event_type":"messaging","page_id":"1","data":"hi"}"#,
+                "data",
+            ),
+        ];
+        for (body, field) in cases {
+            let error = refused(body);
+            assert_eq!(error.code(), "VAL_001", "{body}");
+            assert_eq!(error.field().as_deref(), Some(field), "{body}");
+        }
+    }
+
+    #[test]
+    fn ids_the_ledger_cannot_key_are_refused() {
+        let long = "9".repeat(300);
+        let error = refused(&format!(
+            r#"{{"payload":{{"eventType":"message_received","pageId":"1","data":{{"id":"{long}"}}}}}}"#
+        ));
+        assert!(matches!(&error, PancakeError::BadId { field, .. } if field == "payload.data.id"));
+        let nul = refused(
+            r#"{"payload":{"eventType":"message_received","pageId":"1","data":{"id":"m","text":"a\u0000b"}}}"#,
+        );
+        assert_eq!(nul.field().as_deref(), Some("payload.data.text"));
+    }
+
+    #[test]
+    fn dedup_keys_are_stable_across_runs_and_whitespace() {
+        let event = parse(SEED_CURL);
+        // Pinned, and reproduced outside Rust: SHA-256 over the lines "conversation_updated",
+        // "123456789", "timestamp=1234567890" and "data=" + SHA-256 of the line "{}", each line
+        // ending in "\n". A change here makes retries of events stored before it count as new.
+        assert_eq!(
+            event.dedup_key,
+            "pancake:123456789:conversation_updated:sha256:\
+             6d70d662b0ae1663d38b90abe1e84e525238f04661e494bff641278aaba4e290"
+        );
+        let compact = parse(
+            r#"{"payload":{"eventType":"conversation_updated","pageId":"123456789","data":{},"timestamp":1234567890}}"#,
+        );
+        assert_eq!(compact.dedup_key, event.dedup_key);
+        let later = parse(&SEED_CURL.replace("1234567890", "1234567891"));
+        assert_ne!(later.dedup_key, event.dedup_key);
+    }
+}
