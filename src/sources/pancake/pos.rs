@@ -723,3 +723,522 @@ fn dedup_key(
         id.unwrap_or("-"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::pancake::{decide, Decision};
+
+    fn parse(body: &str, kind: Option<PosKind>) -> PosEvent {
+        parse_pos(body.as_bytes(), kind).expect("a readable POS body")
+    }
+
+    fn refused(body: &str, kind: Option<PosKind>) -> PancakeError {
+        match parse_pos(body.as_bytes(), kind) {
+            Ok(event) => panic!("expected a refusal, got {event:?}"),
+            Err(error) => error,
+        }
+    }
+
+    /// The body of seed 002's curl example for `/api/v1/pancake-pos/webhook`.
+    const SEED_CURL: &str = r#"{
+    "payload": {
+      "eventType": "order_created",
+      "shopId": 123,
+      "data": {},
+      "timestamp": 1234567890
+    }
+  }"#;
+
+    #[test]
+    fn the_seed_curl_example_is_acknowledged_with_nothing_to_write() {
+        let event = parse(SEED_CURL, None);
+        assert_eq!(event.shape, Shape::SeedEnvelope);
+        assert_eq!(event.kind, PosEventType::OrderCreated);
+        assert_eq!(event.shop_id.as_deref(), Some("123"));
+        assert_eq!(
+            event.timestamp,
+            Some(Timestamp::from_unix_seconds(1_234_567_890))
+        );
+        assert_eq!(event.effect, Effect::Ignored(Ignored::NoObjectId));
+        assert!(event
+            .dedup_key
+            .starts_with("pancake-pos:123:order_created:-:sha256:"));
+        assert!(event.dedup_key.ends_with(":-"));
+        assert_eq!(
+            event.reply(Language::Vietnamese).to_string(),
+            r#"{"code":200,"message":"Webhook đã được nhận và xử lý thành công","data":{"eventType":"order_created","shopId":123},"status":"success"}"#,
+            "the shop id is echoed as sent, a number"
+        );
+        assert_eq!(
+            parse(SEED_CURL, Some(PosKind::Products)).kind,
+            PosEventType::OrderCreated,
+            "the envelope says what the body is, whatever the route"
+        );
+    }
+
+    #[test]
+    fn the_seed_payload_format_keeps_its_signature() {
+        let event = parse(
+            r#"{
+  "payload": {
+    "eventType": "order_created",
+    "shopId": 123,
+    "data": {
+    },
+    "timestamp": 1234567890
+  },
+  "signature": "optional_signature"
+}"#,
+            None,
+        );
+        assert_eq!(event.signature.as_deref(), Some("optional_signature"));
+    }
+
+    #[test]
+    fn every_seed_event_type_writes_its_collection_keyed_by_the_object_id() {
+        let table = [
+            ("order_created", PC_POS_ORDER, "order"),
+            ("order_updated", PC_POS_ORDER, "order"),
+            ("order_status_changed", PC_POS_ORDER, "order"),
+            ("product_created", PC_POS_PRODUCT, "product"),
+            ("product_updated", PC_POS_PRODUCT, "product"),
+            ("customer_created", PC_POS_CUSTOMER, "customer"),
+            ("customer_updated", PC_POS_CUSTOMER, "customer"),
+            ("inventory_updated", PC_POS_VARIATION, "variation"),
+        ];
+        for (event_type, collection, object) in table {
+            let kind = PosEventType::parse(event_type);
+            assert_eq!(kind.name(), Some(event_type));
+            let body = format!(
+                r#"{{"payload":{{"eventType":"{event_type}","shopId":26290,"timestamp":1731656657,
+                    "data":{{"{object}":{{"id":"A-1","status":1,"remain_quantity":7,
+                    "updated_at":"2024-11-15T07:44:17"}}}}}}}}"#
+            );
+            let event = parse(&body, None);
+            let changes = event.effect.changes();
+            assert_eq!(changes.len(), 1, "{event_type}");
+            let change = &changes[0];
+            assert_eq!(change.collection, collection, "{event_type}");
+            assert_eq!(change.id, "A-1");
+            assert_eq!(change.owner.as_deref(), Some("26290"));
+            let at = Timestamp::from_unix_seconds(1_731_656_657);
+            assert_eq!(change.guard, Some(Guard::UpdatedAt(at)));
+            let expected = match event_type {
+                "order_status_changed" => ChangeOp::StatusHistory {
+                    status: PosOrderStatus::Confirmed,
+                    at: Some(at),
+                },
+                "inventory_updated" => ChangeOp::StockChange {
+                    levels: vec![StockLevel {
+                        warehouse_id: None,
+                        remain_quantity: 7,
+                    }],
+                },
+                _ => ChangeOp::Upsert,
+            };
+            assert_eq!(change.op, expected, "{event_type}");
+            assert_eq!(
+                event.reply(Language::English)["data"],
+                serde_json::json!({"eventType": event_type, "shopId": 26290})
+            );
+        }
+    }
+
+    #[test]
+    fn a_status_change_without_updated_at_is_dated_by_the_envelope() {
+        let event = parse(
+            r#"{"payload":{"eventType":"order_status_changed","shopId":1,"timestamp":1700000000,
+                "data":{"id":55,"status":6}}}"#,
+            None,
+        );
+        assert_eq!(
+            event.effect.changes()[0].op,
+            ChangeOp::StatusHistory {
+                status: PosOrderStatus::Canceled,
+                at: Some(Timestamp::from_unix_seconds(1_700_000_000)),
+            }
+        );
+        assert_eq!(event.guard, None);
+    }
+
+    #[test]
+    fn status_and_stock_events_must_say_what_changed() {
+        let no_status = refused(
+            r#"{"payload":{"eventType":"order_status_changed","shopId":1,"data":{"id":55}}}"#,
+            None,
+        );
+        assert_eq!(no_status.field().as_deref(), Some("payload.data.status"));
+        let no_stock = refused(
+            r#"{"payload":{"eventType":"inventory_updated","shopId":1,"data":{"variation_id":"v"}}}"#,
+            None,
+        );
+        assert_eq!(
+            no_stock.field().as_deref(),
+            Some("payload.data.remain_quantity")
+        );
+    }
+
+    #[test]
+    fn an_inventory_update_names_its_variation_and_warehouses() {
+        let event = parse(
+            r#"{"payload":{"eventType":"inventory_updated","shopId":1,"data":{
+                "variation_id":"e190db2b-1163-4cc3-b956-7a9528fbf5ef",
+                "variations_warehouses":[
+                    {"warehouse_id":"a41b5d73","remain_quantity":20,"actual_remain_quantity":22},
+                    {"warehouse_id":"c52e67ad","actual_remain_quantity":1}
+                ]}}}"#,
+            None,
+        );
+        let change = &event.effect.changes()[0];
+        assert_eq!(change.id, "e190db2b-1163-4cc3-b956-7a9528fbf5ef");
+        assert_eq!(
+            change.op,
+            ChangeOp::StockChange {
+                levels: vec![StockLevel {
+                    warehouse_id: Some("a41b5d73".to_owned()),
+                    remain_quantity: 20,
+                }],
+            },
+            "a warehouse without remain_quantity says nothing about what can be sold"
+        );
+    }
+
+    #[test]
+    fn unknown_pos_event_types_are_ignored_not_refused() {
+        let event = parse(
+            r#"{"payload":{"eventType":"order_deleted","shopId":1,"data":{"id":5}}}"#,
+            None,
+        );
+        assert_eq!(event.kind, PosEventType::Unknown);
+        assert_eq!(event.effect, Effect::Ignored(Ignored::UnknownEventType));
+        assert_eq!(
+            event.ignore_reason().as_deref(),
+            Some("order_deleted is not a Pancake event Wharf handles")
+        );
+        assert_eq!(PosEventType::Unknown.name(), None);
+    }
+
+    /// An order as Pancake POS posts it to the orders route (trimmed).
+    const ORDER: &str = r#"{
+  "id": 1234,
+  "system_id": 262900001234,
+  "shop_id": 26290,
+  "status": 2,
+  "status_name": "shipped",
+  "inserted_at": "2024-11-14T03:00:00.000000",
+  "updated_at": "2024-11-15T07:44:17.123456",
+  "bill_full_name": "Nguyễn Văn A",
+  "bill_phone_number": "0901234567",
+  "items": [{"id": 1, "variation_id": "e190db2b", "quantity": 2, "retail_price": 140000}],
+  "total_price": 280000,
+  "total_discount": 10000,
+  "total_price_after_sub_discount": 270000,
+  "shipping_fee": 30000,
+  "cod": 300000,
+  "prepaid": 0,
+  "money_to_collect": 300000,
+  "transfer_money": null,
+  "partner": {"partner_id": 1, "extend_code": "GHN123"},
+  "status_history": [
+    {"status": 0, "updated_at": "2024-11-14T03:00:00"},
+    {"status": 1, "updated_at": "2024-11-14T05:12:00"},
+    {"status": 2, "updated_at": "2024-11-15T07:44:17"}
+  ]
+}"#;
+
+    #[test]
+    fn a_bare_order_from_the_orders_route() {
+        let event = parse(ORDER, Some(PosKind::Orders));
+        assert_eq!(event.shape, Shape::Native);
+        assert_eq!(event.kind, PosEventType::Entity(PosKind::Orders));
+        assert_eq!(event.event_type, "orders");
+        assert_eq!(event.shop_id.as_deref(), Some("26290"));
+        assert_eq!(event.status, Some(PosOrderStatus::Shipped));
+        let at = Timestamp(1_731_656_657_123_456);
+        assert_eq!(event.guard, Some(Guard::UpdatedAt(at)));
+        let change = &event.effect.changes()[0];
+        assert_eq!(change.collection, PC_POS_ORDER);
+        assert_eq!(change.owner.as_deref(), Some("26290"));
+        assert_eq!(change.id, "1234");
+        assert_eq!(
+            change.document,
+            serde_json::from_str::<Value>(ORDER).expect("json"),
+            "the order is stored as sent"
+        );
+        assert_eq!(
+            change.op,
+            ChangeOp::StatusHistory {
+                status: PosOrderStatus::Shipped,
+                at: Some(at),
+            }
+        );
+        assert_eq!(
+            event.dedup_key,
+            "pancake-pos:26290:orders:1234:2024-11-15T07:44:17.123456Z:2"
+        );
+        assert_eq!(
+            event.reply(Language::Vietnamese).to_string(),
+            r#"{"code":200,"message":"Webhook đã được nhận và xử lý thành công","data":{"eventType":"orders","shopId":26290},"status":"success"}"#
+        );
+    }
+
+    #[test]
+    fn order_amounts_are_kept_as_sent_integers_with_their_currency() {
+        let money = parse(ORDER, Some(PosKind::Orders))
+            .money
+            .expect("an order has money");
+        assert_eq!(money.currency.code(), "VND");
+        let amounts: Vec<(&str, i64)> = money
+            .amounts
+            .iter()
+            .map(|amount| (amount.field, amount.amount))
+            .collect();
+        assert_eq!(
+            amounts,
+            [
+                ("total_price", 280_000),
+                ("total_discount", 10_000),
+                ("total_price_after_sub_discount", 270_000),
+                ("shipping_fee", 30_000),
+                ("cod", 300_000),
+                ("prepaid", 0),
+                ("money_to_collect", 300_000),
+            ],
+            "absent and null amounts are left out"
+        );
+        assert_eq!(
+            money.money("cod").map(|cod| cod.minor_units),
+            Some(300_000),
+            "VND's minor unit is the đồng Pancake counts in"
+        );
+        let usd = parse(
+            &ORDER.replace(
+                r#""shop_id": 26290,"#,
+                r#""shop_id": 26290, "currency": "usd","#,
+            ),
+            Some(PosKind::Orders),
+        )
+        .money
+        .expect("money");
+        assert_eq!(usd.currency.code(), "USD");
+        assert_eq!(usd.amount("cod"), Some(300_000), "never rescaled");
+        assert_eq!(
+            usd.money("cod"),
+            None,
+            "Pancake's unit for cents is unknown"
+        );
+    }
+
+    #[test]
+    fn a_fractional_amount_is_refused_naming_the_field() {
+        let error = refused(
+            &ORDER.replace(r#""cod": 300000"#, r#""cod": 300000.5"#),
+            Some(PosKind::Orders),
+        );
+        assert_eq!(error.field().as_deref(), Some("cod"));
+        assert_eq!(error.code(), "VAL_001");
+    }
+
+    #[test]
+    fn order_updates_apply_only_when_updated_at_is_newer() {
+        let older = parse(ORDER, Some(PosKind::Orders));
+        let newer = parse(
+            &ORDER
+                .replace("2024-11-15T07:44:17.123456", "2024-11-16T01:00:00")
+                .replace(r#""status": 2,"#, r#""status": 3,"#),
+            Some(PosKind::Orders),
+        );
+        assert_eq!(newer.status, Some(PosOrderStatus::Received));
+        assert_eq!(
+            decide(newer.guard.as_ref(), older.guard.as_ref()),
+            Decision::Apply
+        );
+        assert_eq!(
+            decide(older.guard.as_ref(), newer.guard.as_ref()),
+            Decision::Stale,
+            "a late 'shipped' must not overwrite 'received'"
+        );
+    }
+
+    #[test]
+    fn a_pos_delivery_is_the_same_event_when_shop_id_updated_at_and_status_match() {
+        let first = parse(ORDER, Some(PosKind::Orders));
+        let retry = parse(&ORDER.replace('\n', ""), Some(PosKind::Orders));
+        assert_eq!(first.dedup_key, retry.dedup_key);
+        let note_changed = parse(
+            &ORDER.replace("Nguyễn Văn A", "Nguyễn Văn B"),
+            Some(PosKind::Orders),
+        );
+        assert_eq!(
+            first.dedup_key, note_changed.dedup_key,
+            "the key is shop, id, updated_at and status, nothing else"
+        );
+        let restatused = parse(
+            &ORDER.replace(r#""status": 2,"#, r#""status": 4,"#),
+            Some(PosKind::Orders),
+        );
+        assert_ne!(first.dedup_key, restatused.dedup_key);
+        let other_shop = parse(&ORDER.replace("26290,", "26291,"), Some(PosKind::Orders));
+        assert_ne!(first.dedup_key, other_shop.dedup_key);
+    }
+
+    #[test]
+    fn an_order_as_the_api_answers_it_is_unwrapped() {
+        let wrapped = format!(r#"{{"success": true, "data": {ORDER}}}"#);
+        let event = parse(&wrapped, Some(PosKind::Orders));
+        assert_eq!(event.effect.changes()[0].id, "1234");
+        assert_eq!(
+            event.dedup_key,
+            parse(ORDER, Some(PosKind::Orders)).dedup_key
+        );
+    }
+
+    #[test]
+    fn bare_customers_products_and_variations_upsert_their_collections() {
+        let customer = parse(
+            r#"{"id":"6a00ea1f-af2c-4e3e-8f96-46ed462e2243","shop_id":26290,"name":"Trần Thị B",
+                "phone_numbers":["0912345678"],"purchased_amount":560000,
+                "updated_at":"2024-11-15T02:32:51"}"#,
+            Some(PosKind::Customers),
+        );
+        let change = &customer.effect.changes()[0];
+        assert_eq!(change.collection, PC_POS_CUSTOMER);
+        assert_eq!(change.id, "6a00ea1f-af2c-4e3e-8f96-46ed462e2243");
+        assert_eq!(change.op, ChangeOp::Upsert);
+        assert_eq!(customer.status, None);
+        assert_eq!(customer.money, None);
+        assert_eq!(
+            customer.dedup_key,
+            "pancake-pos:26290:customers:6a00ea1f-af2c-4e3e-8f96-46ed462e2243:\
+             2024-11-15T02:32:51.000000Z:-"
+        );
+
+        let product = parse(
+            r#"{"id":"3b98a639-9d40-4faa-a692-6662f20e128d","name":"Áo sơ mi",
+                "variations":[{"id":"v1","remain_quantity":3}],"updated_at":"2024-11-15T07:44:17"}"#,
+            Some(PosKind::Products),
+        );
+        let change = &product.effect.changes()[0];
+        assert_eq!(change.collection, PC_POS_PRODUCT);
+        assert_eq!(change.op, ChangeOp::Upsert);
+        assert_eq!(
+            change.owner, None,
+            "a product names no shop; its UUID is unique"
+        );
+        assert_eq!(
+            product.reply(Language::English)["data"],
+            serde_json::json!({"eventType": "products", "shopId": null})
+        );
+
+        let variation = parse(
+            r#"{"id":"e190db2b-1163-4cc3-b956-7a9528fbf5ef","product_id":"3b98a639",
+                "retail_price":140000,"remain_quantity":20,
+                "variations_warehouses":[{"warehouse_id":"a41b5d73","remain_quantity":20,
+                "pending_quantity":0}],"updated_at":"2026-03-09T01:45:58.013616"}"#,
+            Some(PosKind::Variations),
+        );
+        let change = &variation.effect.changes()[0];
+        assert_eq!(change.collection, PC_POS_VARIATION);
+        assert_eq!(
+            change.op,
+            ChangeOp::StockChange {
+                levels: vec![
+                    StockLevel {
+                        warehouse_id: Some("a41b5d73".to_owned()),
+                        remain_quantity: 20,
+                    },
+                    StockLevel {
+                        warehouse_id: None,
+                        remain_quantity: 20,
+                    },
+                ],
+            }
+        );
+        assert_eq!(
+            variation.guard,
+            Some(Guard::UpdatedAt(Timestamp(1_773_020_758_013_616)))
+        );
+        let without_stock = parse(r#"{"id":"v9","retail_price":1}"#, Some(PosKind::Variations));
+        assert_eq!(without_stock.effect.changes()[0].op, ChangeOp::Upsert);
+        assert!(without_stock.dedup_key.contains(":variations:v9:sha256:"));
+    }
+
+    #[test]
+    fn a_bare_body_needs_its_kind_an_id_and_for_orders_a_shop() {
+        let no_kind = refused(ORDER, None);
+        assert!(matches!(no_kind, PancakeError::NoPosKind));
+        assert_eq!(no_kind.field().as_deref(), Some("payload.eventType"));
+        let no_id = refused(r#"{"name":"x"}"#, Some(PosKind::Customers));
+        assert_eq!(no_id.field().as_deref(), Some("id"));
+        let no_shop = refused(r#"{"id":5,"status":0}"#, Some(PosKind::Orders));
+        assert_eq!(no_shop.field().as_deref(), Some("shop_id"));
+        let nested_shop = parse(
+            r#"{"id":5,"status":0,"shop":{"id":7}}"#,
+            Some(PosKind::Orders),
+        );
+        assert_eq!(nested_shop.shop_id.as_deref(), Some("7"));
+        let bad_time = refused(
+            r#"{"id":5,"shop_id":7,"updated_at":"last tuesday"}"#,
+            Some(PosKind::Orders),
+        );
+        assert!(
+            matches!(bad_time, PancakeError::BadTime { ref field, .. } if field == "updated_at")
+        );
+        let missing_shop = refused(
+            r#"{"payload":{"eventType":"order_created","data":{}}}"#,
+            None,
+        );
+        assert_eq!(missing_shop.field().as_deref(), Some("payload.shopId"));
+        assert_eq!(refused("{oops", None).code(), "VAL_002");
+    }
+
+    #[test]
+    fn every_pos_order_status_code_has_a_name() {
+        let table = [
+            (0, "new", "Mới"),
+            (1, "confirmed", "Đã xác nhận"),
+            (2, "shipped", "Đã gửi hàng"),
+            (3, "received", "Đã nhận"),
+            (4, "returning", "Đang hoàn"),
+            (5, "returned", "Đã hoàn"),
+            (6, "canceled", "Đã hủy"),
+            (7, "deleted", "Đã xóa"),
+            (8, "packing", "Đang đóng hàng"),
+            (9, "waiting_pickup", "Chờ chuyển hàng"),
+            (11, "restocking", "Chờ hàng"),
+            (12, "waiting_print", "Chờ in"),
+            (13, "printed", "Đã in"),
+            (15, "partially_returned", "Hoàn một phần"),
+            (16, "payment_collected", "Đã thu tiền"),
+            (17, "waiting_confirmation", "Chờ xác nhận"),
+            (20, "ordered", "Đã đặt hàng"),
+        ];
+        assert_eq!(table.len(), PosOrderStatus::KNOWN.len());
+        for (code, name, label) in table {
+            let status = PosOrderStatus::from_code(code);
+            assert_eq!(status.code(), code);
+            assert_eq!(status.name(), name);
+            assert_eq!(status.label_vi(), label);
+            assert_ne!(status, PosOrderStatus::Other(code));
+        }
+        let undocumented = PosOrderStatus::from_code(10);
+        assert_eq!(undocumented, PosOrderStatus::Other(10));
+        assert_eq!((undocumented.code(), undocumented.name()), (10, "unknown"));
+        let event = parse(
+            r#"{"id":5,"shop_id":7,"status":"99"}"#,
+            Some(PosKind::Orders),
+        );
+        assert_eq!(event.status, Some(PosOrderStatus::Other(99)));
+    }
+
+    #[test]
+    fn routes_name_the_four_kinds() {
+        for kind in PosKind::ALL {
+            assert_eq!(PosKind::from_route(kind.route_segment()), Some(kind));
+            assert_eq!(PosEventType::Entity(kind).kind(), Some(kind));
+        }
+        assert_eq!(PosKind::from_route("inventory"), None);
+        assert_eq!(PosKind::Variations.collection(), PC_POS_VARIATION);
+    }
+}
