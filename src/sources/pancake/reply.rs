@@ -106,6 +106,109 @@ pub fn error(language: Language, error: &PancakeError) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sources::pancake::{parse_pancake, parse_pos, PosKind};
+
+    /// Seed 002's "Success Response (200 OK)", byte for byte.
+    const SEED_SUCCESS: &str = r#"{
+  "code": 200,
+  "message": "Webhook đã được nhận và xử lý thành công",
+  "data": {
+    "eventType": "order_created",
+    "pageId": "123456789"
+  },
+  "status": "success"
+}"#;
+
+    /// Seed 002's "Error Response (400 Bad Request)", byte for byte.
+    const SEED_ERROR: &str = r#"{
+  "code": "VAL_002",
+  "message": "Dữ liệu gửi lên không đúng định dạng JSON",
+  "status": "error"
+}"#;
+
+    fn pretty(value: &Value) -> String {
+        serde_json::to_string_pretty(value).expect("serializable")
+    }
+
+    #[test]
+    fn the_success_body_is_the_seeds_byte_for_byte() {
+        let body = success(
+            Language::Vietnamese,
+            "order_created",
+            OwnerField::PageId,
+            Value::from("123456789"),
+        );
+        assert_eq!(pretty(&body), SEED_SUCCESS);
+        assert_eq!(
+            body.to_string(),
+            r#"{"code":200,"message":"Webhook đã được nhận và xử lý thành công","data":{"eventType":"order_created","pageId":"123456789"},"status":"success"}"#
+        );
+        let event = parse_pancake(
+            br#"{"payload":{"eventType":"order_created","pageId":"123456789","data":{}}}"#,
+        )
+        .expect("event");
+        assert_eq!(pretty(&event.reply(Language::default())), SEED_SUCCESS);
+    }
+
+    #[test]
+    fn the_invalid_json_body_is_the_seeds_byte_for_byte() {
+        let not_json = parse_pancake(b"{\"payload\": {").expect_err("not JSON");
+        assert_eq!(not_json.code(), "VAL_002");
+        assert_eq!(pretty(&error(Language::Vietnamese, &not_json)), SEED_ERROR);
+        let pos = parse_pos(b"not json", Some(PosKind::Orders)).expect_err("not JSON");
+        assert_eq!(pretty(&error(Language::Vietnamese, &pos)), SEED_ERROR);
+        let empty = parse_pos(b"", None).expect_err("empty");
+        assert_eq!(
+            error(Language::Vietnamese, &empty).to_string(),
+            r#"{"code":"VAL_002","message":"Dữ liệu gửi lên không đúng định dạng JSON","status":"error"}"#
+        );
+    }
+
+    #[test]
+    fn english_bodies_keep_the_seeds_shape() {
+        let body = success(
+            Language::English,
+            "order_created",
+            OwnerField::ShopId,
+            Value::from(123),
+        );
+        assert_eq!(
+            pretty(&body),
+            r#"{
+  "code": 200,
+  "message": "Webhook received and processed successfully",
+  "data": {
+    "eventType": "order_created",
+    "shopId": 123
+  },
+  "status": "success"
+}"#
+        );
+        let not_json = parse_pancake(b"<xml/>").expect_err("not JSON");
+        assert_eq!(
+            error(Language::English, &not_json).to_string(),
+            r#"{"code":"VAL_002","message":"The request body is not valid JSON","status":"error"}"#
+        );
+    }
+
+    #[test]
+    fn a_missing_field_answers_val_001_naming_it() {
+        let missing =
+            parse_pancake(br#"{"payload":{"eventType":"order_created"}}"#).expect_err("no page id");
+        assert_eq!(
+            error(Language::Vietnamese, &missing).to_string(),
+            r#"{"code":"VAL_001","message":"Dữ liệu gửi lên thiếu hoặc sai trường bắt buộc: payload.pageId","status":"error"}"#
+        );
+        assert_eq!(
+            error(Language::English, &missing).to_string(),
+            r#"{"code":"VAL_001","message":"The request body is missing a required field or has it wrong: payload.pageId","status":"error"}"#
+        );
+        let no_kind = parse_pos(br#"{"id":1}"#, None).expect_err("no kind");
+        assert_eq!(
+            error(Language::English, &no_kind)["message"],
+            "The request body is missing a required field or has it wrong: payload.eventType"
+        );
+    }
 
     #[test]
     fn languages_parse_from_tags() {
