@@ -267,7 +267,7 @@ fn build(root: &Value, parts: Parts<'_>) -> Result<PancakeEvent, PancakeError> {
         .iter()
         .find(|change| change.collection == FB_CONVERSATION)
         .and_then(|change| change.guard);
-    let dedup_key = dedup_key(&parts, changes, guard);
+    let dedup_key = dedup_key(&parts, kind, changes, guard);
     Ok(PancakeEvent {
         shape: parts.shape,
         kind,
@@ -293,11 +293,15 @@ fn effect(
     use PancakeEventType as T;
     let single = |collection, name| -> Result<Vec<CollectionChange>, PancakeError> {
         let (object, object_name) = object_in(data, data_name, name);
-        Ok(
-            change(collection, object, &object_name, name, page_id, root, data)?
-                .into_iter()
-                .collect(),
-        )
+        let found = change(
+            collection,
+            (object, &object_name),
+            name,
+            page_id,
+            root,
+            (data, data_name),
+        )?;
+        Ok(found.into_iter().collect())
     };
     let changes = match kind {
         T::ConversationUpdated | T::Conversation => single(FB_CONVERSATION, "conversation")?,
@@ -311,12 +315,11 @@ fn effect(
                     let object_name = path(data_name, name);
                     changes.extend(change(
                         collection,
-                        object,
-                        &object_name,
+                        (object, &object_name),
                         name,
                         page_id,
                         root,
-                        data,
+                        (data, data_name),
                     )?);
                 }
             }
@@ -338,18 +341,17 @@ fn effect(
 /// `version`, found on the conversation, else on `data`, else at the top level.
 fn change(
     collection: &'static str,
-    object: &Value,
-    object_name: &str,
+    (object, object_name): (&Value, &str),
     name: &str,
     page_id: &Option<String>,
     root: &Value,
-    data: &Value,
+    (data, data_name): (&Value, &str),
 ) -> Result<Option<CollectionChange>, PancakeError> {
     let Some(id) = object_id(object, object_name, name)? else {
         return Ok(None);
     };
     let guard = if collection == FB_CONVERSATION {
-        version(object, object_name, data, root)?.map(Guard::Version)
+        version(object, object_name, data, data_name, root)?.map(Guard::Version)
     } else {
         None
     };
@@ -367,12 +369,14 @@ fn version(
     object: &Value,
     object_name: &str,
     data: &Value,
+    data_name: &str,
     root: &Value,
 ) -> Result<Option<u64>, PancakeError> {
-    let field = path(object_name, "version");
+    let on_object = path(object_name, "version");
+    let on_data = path(data_name, "version");
     let found = [
-        (present(object, "version"), field.as_str()),
-        (present(data, "version"), "data.version"),
+        (present(object, "version"), on_object.as_str()),
+        (present(data, "version"), on_data.as_str()),
         (present(root, "version"), "version"),
     ]
     .into_iter()
@@ -392,7 +396,12 @@ fn version(
         })
 }
 
-fn dedup_key(parts: &Parts<'_>, changes: &[CollectionChange], guard: Option<Guard>) -> String {
+fn dedup_key(
+    parts: &Parts<'_>,
+    kind: PancakeEventType,
+    changes: &[CollectionChange],
+    guard: Option<Guard>,
+) -> String {
     let page = parts.page_id.as_deref().unwrap_or("-");
     if let Some(request_id) = &parts.request_id {
         return format!("pancake:{page}:request:{request_id}");
@@ -403,17 +412,21 @@ fn dedup_key(parts: &Parts<'_>, changes: &[CollectionChange], guard: Option<Guar
             .iter()
             .map(|change| format!("{}={}", change.collection, change.id)),
     );
-    match guard {
-        Some(Guard::Version(version)) => lines.push(format!("version={version}")),
-        // Without a version nothing else tells two updates of one object apart: a message
-        // edit keeps its id.
-        _ => {
-            let sent = parts
-                .timestamp_sent
-                .map_or_else(|| "-".to_owned(), Value::to_string);
-            lines.push(format!("timestamp={sent}"));
-            lines.push(format!("data={}", value_digest(parts.data)));
-        }
+    if let Some(Guard::Version(version)) = guard {
+        lines.push(format!("version={version}"));
+    }
+    let versioned_alone = matches!(
+        kind,
+        PancakeEventType::Conversation | PancakeEventType::ConversationUpdated
+    ) && guard.is_some();
+    if !versioned_alone {
+        // A conversation's version names its whole state; nothing else does: a message edit
+        // keeps its id, and may leave the conversation's version as it was.
+        let sent = parts
+            .timestamp_sent
+            .map_or_else(|| "-".to_owned(), Value::to_string);
+        lines.push(format!("timestamp={sent}"));
+        lines.push(format!("data={}", value_digest(parts.data)));
     }
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     format!(
@@ -604,6 +617,20 @@ mod tests {
         assert_eq!(
             original.effect.changes()[1].id,
             edited.effect.changes()[1].id
+        );
+    }
+
+    #[test]
+    fn a_messaging_event_is_keyed_by_its_data_even_with_a_conversation_version() {
+        let versioned = MESSAGING.replace(r#""seen": false"#, r#""seen": false, "version": 8"#);
+        let event = parse(&versioned);
+        assert_eq!(event.guard, Some(Guard::Version(8)));
+        let edited =
+            parse(&versioned.replace(r#""message": "còn size M"#, r#""message": "còn size L"#));
+        assert_eq!(edited.guard, Some(Guard::Version(8)));
+        assert_ne!(
+            event.dedup_key, edited.dedup_key,
+            "an edit may leave the conversation's version as it was"
         );
     }
 

@@ -75,8 +75,10 @@ pub enum ChangeOp {
     StockChange {
         levels: Vec<StockLevel>,
     },
-    /// Also appends (`status`, `at`) to the order's status history, unless the latest row
-    /// already has this status: a bare order is posted on every update, status changed or not.
+    /// Also adds (`status`, `at`) to the order's status history, even when the guard makes the
+    /// document write stale (a late event still happened), but not when the history's row
+    /// just before `at` already has this status: a bare order is posted on every update, and
+    /// adds a row only when its status changed. `at: None`: the time the delivery arrived.
     StatusHistory {
         status: PosOrderStatus,
         at: Option<Timestamp>,

@@ -312,11 +312,11 @@ pub struct PosAmount {
     pub amount: i64,
 }
 
-/// An order's amounts with their currency. Unit: Pancake POS sends every amount as an integer
-/// in the shop currency's whole units, never scaled; for VND that is whole đồng, which is also
-/// VND's ISO 4217 minor unit (exponent 0), so `150000` means 150 000 ₫. Wharf keeps the integer
-/// as sent and never rescales it; [`Self::money`] makes a ledger [`Money`] only where the two
-/// units coincide.
+/// An order's amounts with their currency, each the integer exactly as Pancake POS sent it.
+/// Unit: the shop currency's whole unit, as Pancake's API counts it; for VND (the default,
+/// and Pancake POS's home currency) that is whole đồng, which is also VND's ISO 4217 minor unit
+/// (exponent 0), so `150000` is 150 000 ₫. Wharf never rescales an amount; [`Self::money`] makes
+/// a ledger [`Money`] only where Pancake's unit and the minor unit coincide.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PosMoney {
     pub currency: Currency,
