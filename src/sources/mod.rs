@@ -5,6 +5,7 @@
 pub mod cartpanda;
 pub mod generic_hmac;
 pub mod json;
+pub mod pancake;
 pub mod refract;
 pub mod registry;
 pub mod standard_webhooks;
