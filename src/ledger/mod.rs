@@ -6,18 +6,56 @@ pub mod money;
 pub mod sale;
 pub mod table;
 
+use std::fmt;
+use std::sync::Arc;
+
 pub use money::{Currency, Money, MoneyError, SaleAmountError};
 pub use sale::{
     check_id, check_text, IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert, TextError,
     WriteTimes, MAX_ID_BYTES,
 };
-pub use table::{Cell, ColumnType, CorruptRow, RowWrite, Table};
+pub use table::{Appended, Cell, ColumnType, CorruptRow, Decision, RowWrite, Table};
 
-/// One change a normalized delivery asks the ledger to make.
-#[derive(Debug, Clone, PartialEq)]
+/// One change a normalized delivery asks the ledger to make: one row of one table, decided
+/// against the row as stored. Each backend's ledger store applies it without knowing the
+/// provider; a provider's module defines its own changes ([`RowChange`]).
+#[derive(Debug, Clone)]
 pub enum LedgerChange {
     /// Create or update the sale keyed by (source, `cartpanda_id`) (seed 000's `sales` table).
     Sale(SaleUpsert),
+    /// A change a provider module defines.
+    Row(Arc<dyn RowChange>),
+}
+
+impl PartialEq for LedgerChange {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Sale(a), Self::Sale(b)) => a == b,
+            (Self::Row(a), Self::Row(b)) => Arc::ptr_eq(a, b) || a.describe() == b.describe(),
+            _ => false,
+        }
+    }
+}
+
+/// A change to one row of a provider's table: which row (`key`, in `table().key` order) and,
+/// given that row as stored now (loaded, and locked where the backend has several writers),
+/// what to write.
+pub trait RowChange: fmt::Debug + Send + Sync {
+    fn table(&self) -> &'static Table;
+
+    fn key(&self, source: &str) -> Vec<Cell>;
+
+    fn decide(
+        &self,
+        source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Decision, LedgerError>;
+
+    /// For comparing changes in tests and logs.
+    fn describe(&self) -> String {
+        format!("{self:?}")
+    }
 }
 
 /// Why a change cannot be applied now. Retried: the row it needs may arrive later.
@@ -27,6 +65,9 @@ pub enum LedgerError {
     Incomplete(#[from] IncompleteSale),
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+    /// A provider's change that needs a row another delivery writes (retried until it lands).
+    #[error("{0}")]
+    Waiting(String),
 }
 
 impl LedgerChange {
@@ -34,6 +75,7 @@ impl LedgerChange {
     pub fn table(&self) -> &'static Table {
         match self {
             Self::Sale(_) => &sale::SALES,
+            Self::Row(change) => change.table(),
         }
     }
 
@@ -41,6 +83,7 @@ impl LedgerChange {
     pub fn key(&self, source: &str) -> Vec<Cell> {
         match self {
             Self::Sale(upsert) => upsert.key(source),
+            Self::Row(change) => change.key(source),
         }
     }
 
@@ -51,9 +94,10 @@ impl LedgerChange {
         source: &str,
         current: Option<&[Cell]>,
         times: WriteTimes,
-    ) -> Result<RowWrite, LedgerError> {
+    ) -> Result<Decision, LedgerError> {
         match self {
-            Self::Sale(upsert) => upsert.decide(source, current, times),
+            Self::Sale(upsert) => upsert.decide(source, current, times).map(Decision::from),
+            Self::Row(change) => change.decide(source, current, times),
         }
     }
 }

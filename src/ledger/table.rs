@@ -166,3 +166,28 @@ pub enum RowWrite {
     /// The event adds nothing.
     Unchanged,
 }
+
+/// What the ledger writes for one change: the row itself, and rows appended to history tables
+/// (which field changed from what to what, a status step). History rows are never updated; one
+/// whose key exists already is skipped, so applying the same change twice appends once.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub row: RowWrite,
+    pub appended: Vec<Appended>,
+}
+
+/// A row for a history table (its `key` identifies the row, e.g. delivery and field).
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub table: &'static Table,
+    pub row: Vec<Cell>,
+}
+
+impl From<RowWrite> for Decision {
+    fn from(row: RowWrite) -> Self {
+        Self {
+            row,
+            appended: Vec::new(),
+        }
+    }
+}

@@ -38,15 +38,21 @@ pub(super) async fn apply(
     // Twice at most: a lost insert race means the row now exists and is merged into.
     for _ in 0..2 {
         let current = load(tx, table, &key).await?;
-        match change.decide(source, current.as_deref(), times)? {
+        let decision = change.decide(source, current.as_deref(), times)?;
+        match decision.row {
             RowWrite::Insert(row) => {
-                if insert(tx, table, &row).await? {
-                    return Ok(());
+                if !insert(tx, table, &row).await? {
+                    continue;
                 }
             }
-            RowWrite::Update(row) => return update(tx, table, &key, &row).await,
-            RowWrite::Unchanged => return Ok(()),
+            RowWrite::Update(row) => update(tx, table, &key, &row).await?,
+            RowWrite::Unchanged => {}
         }
+        // A history row already appended (a replay, another instance) is skipped.
+        for appended in decision.appended {
+            insert(tx, appended.table, &appended.row).await?;
+        }
+        return Ok(());
     }
     Err(ApplyError::Unreadable {
         table: table.name,

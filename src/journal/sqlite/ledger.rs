@@ -28,12 +28,23 @@ pub(super) fn apply(
     let table = change.table();
     let key = change.key(source);
     let current = load(conn, table, &key)?;
-    match change.decide(source, current.as_deref(), times)? {
-        RowWrite::Insert(row) => insert(conn, table, &row)?,
+    let decision = change.decide(source, current.as_deref(), times)?;
+    match decision.row {
+        RowWrite::Insert(row) => insert(conn, table, &row, Conflict::Fail)?,
         RowWrite::Update(row) => update(conn, table, &key, &row)?,
         RowWrite::Unchanged => {}
     }
+    for appended in decision.appended {
+        insert(conn, appended.table, &appended.row, Conflict::Skip)?;
+    }
     Ok(())
+}
+
+/// What an insert does when its key exists: an error for the row a change decided (the single
+/// writer read it as absent), nothing for a history row already appended.
+enum Conflict {
+    Fail,
+    Skip,
 }
 
 fn key_clause(table: &Table, first_param: usize) -> String {
@@ -62,11 +73,20 @@ fn load(conn: &Connection, table: &Table, key: &[Cell]) -> rusqlite::Result<Opti
         .optional()
 }
 
-fn insert(conn: &Connection, table: &Table, row: &[Cell]) -> rusqlite::Result<()> {
+fn insert(
+    conn: &Connection,
+    table: &Table,
+    row: &[Cell],
+    conflict: Conflict,
+) -> rusqlite::Result<()> {
     let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
     let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    let on_conflict = match conflict {
+        Conflict::Fail => "",
+        Conflict::Skip => " ON CONFLICT DO NOTHING",
+    };
     let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({})",
+        "INSERT INTO {} ({}) VALUES ({}){on_conflict}",
         table.name,
         columns.join(", "),
         placeholders.join(", ")
