@@ -22,7 +22,7 @@ pub use table::{Appended, Cell, ColumnType, CorruptRow, Decision, RowWrite, Tabl
 #[derive(Debug, Clone)]
 pub enum LedgerChange {
     /// Create or update the sale keyed by (source, `cartpanda_id`) (seed 000's `sales` table).
-    Sale(SaleUpsert),
+    Sale(Box<SaleUpsert>),
     /// A change a provider module defines.
     Row(Arc<dyn RowChange>),
 }

@@ -308,7 +308,9 @@ fn normalize_sale(payload: &Value, event_type: &str) -> Result<Normalized, Norma
             .or_else(|| json::timestamp(payload, "/created_at")),
     };
     data.check_no_nul()?;
-    Ok(Normalized::Changes(vec![LedgerChange::Sale(sale)]))
+    Ok(Normalized::Changes(vec![LedgerChange::Sale(Box::new(
+        sale,
+    ))]))
 }
 
 /// Normalizes a store-shaped order event, as strictly as [`normalize_sale`]. Where a field may
@@ -366,7 +368,9 @@ fn normalize_store(payload: &Value, event: &str) -> Result<Normalized, Normalize
         event_at: json::timestamp(raw, "/updated_at"),
     };
     order.check_no_nul()?;
-    Ok(Normalized::Changes(vec![LedgerChange::Sale(sale)]))
+    Ok(Normalized::Changes(vec![LedgerChange::Sale(Box::new(
+        sale,
+    ))]))
 }
 
 /// The status an order event itself implies; `order.updated` and `order.created` defer to the
@@ -478,8 +482,8 @@ mod tests {
     fn sale(normalized: Normalized) -> SaleUpsert {
         match normalized {
             Normalized::Changes(changes) => match changes.into_iter().next() {
-                Some(LedgerChange::Sale(sale)) => sale,
-                None => panic!("no change"),
+                Some(LedgerChange::Sale(sale)) => *sale,
+                other => panic!("not one sale: {other:?}"),
             },
             Normalized::Ignore(reason) => panic!("ignored: {reason}"),
         }

@@ -72,7 +72,7 @@ fn brl(amount: &str) -> Money {
 }
 
 fn sale(order: &str, status: SaleStatus, price: &str, event_at: i64) -> LedgerChange {
-    LedgerChange::Sale(SaleUpsert {
+    LedgerChange::Sale(Box::new(SaleUpsert {
         cartpanda_id: order.to_owned(),
         customer_email: Some("c@example.com".to_owned()),
         customer_name: Some("John Doe".to_owned()),
@@ -87,7 +87,7 @@ fn sale(order: &str, status: SaleStatus, price: &str, event_at: i64) -> LedgerCh
         transaction_id: None,
         metadata: Some(r#"{"order":"x"}"#.to_owned()),
         event_at: Some(at(event_at)),
-    })
+    }))
 }
 
 /// The processor's completion of one claimed delivery, started at `now`, taking 1 ms.
