@@ -25,6 +25,7 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/api/sources", get(list_sources))
         .route("/api/sources/{name}/rejections", get(list_rejections))
         .route("/api/stats", get(stats))
+        .route("/api/v2/webhooks/logs", get(refract_logs))
         .route("/api/admin/processor/idle", get(await_idle))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -110,10 +111,19 @@ async fn list_sources(State(state): State<SharedState>) -> Response {
         .routes
         .iter()
         .map(|(name, route)| {
+            let mut routes = vec![format!("POST /in/{name}")];
+            routes.extend(
+                route
+                    .source
+                    .routes()
+                    .into_iter()
+                    .map(|declared| format!("{} {}", declared.method, declared.path)),
+            );
             json!({
                 "name": name,
                 "kind": route.source.kind(),
                 "route": format!("/in/{name}"),
+                "routes": routes,
                 "rejected": route.rejections.total(),
             })
         })
@@ -186,4 +196,84 @@ async fn await_idle(
             }
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    limit: Option<u32>,
+}
+
+/// Seed 001's `GET /api/v2/webhooks/logs?limit=N`: the newest Refract messages, each with the
+/// raw message, what was parsed from it (read again, so it is what the parser says today),
+/// the outcome and the error. Behind the admin token: raw messages hold customers' emails.
+async fn refract_logs(
+    State(state): State<SharedState>,
+    Query(query): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let unavailable = |error| ApiError::journal_unavailable(&error);
+    let mut logs = Vec::new();
+    let refract_sources = state
+        .routes
+        .iter()
+        .filter(|(_, route)| route.source.kind() == "refract");
+    for (name, _) in refract_sources {
+        let filter = DeliveryFilter {
+            source: Some(name.clone()),
+            status: None,
+            before_id: None,
+            limit,
+        };
+        let listed = state
+            .storage
+            .read
+            .deliveries(filter)
+            .await
+            .map_err(unavailable)?;
+        for summary in listed {
+            if let Some(delivery) = state
+                .storage
+                .read
+                .delivery(summary.id)
+                .await
+                .map_err(unavailable)?
+            {
+                logs.push(refract_log_entry(delivery));
+            }
+        }
+    }
+    logs.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
+    logs.truncate(limit as usize);
+    let logs: Vec<_> = logs.into_iter().map(|(_, entry)| entry).collect();
+    Ok(Json(json!({ "count": logs.len(), "logs": logs })).into_response())
+}
+
+fn refract_log_entry(delivery: crate::journal::DeliveryView) -> (i64, serde_json::Value) {
+    let content_type = delivery
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("content-type"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let raw = delivery.body.clone().unwrap_or_default();
+    let (parsed, parse_error) =
+        match crate::sources::refract::parse(raw.as_bytes(), content_type.as_deref()) {
+            Ok(message) => (crate::sources::refract::message_json(&message), None),
+            Err(error) => (serde_json::Value::Null, Some(error.to_string())),
+        };
+    let entry = json!({
+        "id": delivery.id,
+        "source": delivery.source,
+        "received_at": delivery.received_at,
+        "event_type": delivery.event_type,
+        "outcome": delivery.status,
+        "attempts": delivery.attempts,
+        "error": delivery.last_error,
+        "processed_at": delivery.processed_at,
+        "raw_message": delivery.body,
+        "raw_message_base64": delivery.body_base64,
+        "parsed": parsed,
+        "parse_error": parse_error,
+    });
+    (delivery.id.0, entry)
 }

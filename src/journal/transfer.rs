@@ -28,7 +28,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
+use super::postgres::ledger as postgres_ledger;
 use super::postgres::{tls, PostgresOptions, PostgresStorage};
+use super::sqlite::ledger as sqlite_ledger;
 use super::sqlite::{SqliteJournal, SqliteOptions};
 use super::JournalError;
 use crate::clock::{SystemClock, Timestamp};
@@ -37,7 +39,7 @@ use crate::ledger::{Currency, Money};
 /// The SQLite schema version this copy reads (`migrations/sqlite/V2__…`). A database at another
 /// version is refused: an older one lacks columns, a newer one may hold data this copy would
 /// drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 3;
+pub const SQLITE_SCHEMA_VERSION: i64 = 4;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;
@@ -81,23 +83,27 @@ impl TableCount {
 }
 
 /// What a copy did, per table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferReport {
     pub deliveries: TableCount,
     pub payloads: TableCount,
     pub attempts: TableCount,
     pub sales: TableCount,
+    /// The providers' own ledger tables, in copy order.
+    pub ledger: Vec<(&'static str, TableCount)>,
 }
 
 impl TransferReport {
     /// Each table by its name, in copy order.
-    pub fn tables(&self) -> [(&'static str, TableCount); 4] {
-        [
+    pub fn tables(&self) -> Vec<(&'static str, TableCount)> {
+        let mut tables = vec![
             ("deliveries", self.deliveries),
             ("delivery_payloads", self.payloads),
             ("attempts", self.attempts),
             ("sales", self.sales),
-        ]
+        ];
+        tables.extend(self.ledger.iter().copied());
+        tables
     }
 }
 
@@ -222,6 +228,10 @@ pub async fn copy_sqlite_to_postgres(
         Ok(()) => copy_sales(&source, &mut client, progress, &mut report).await,
         Err(error) => Err(error),
     };
+    let copied = match copied {
+        Ok(()) => copy_ledger_tables(&source, &mut client, progress, &mut report).await,
+        Err(error) => Err(error),
+    };
     drop(client);
     let _ = driver.await;
     copied.map(|()| report)
@@ -275,6 +285,64 @@ async fn connect(
         .await
         .map_err(postgres("connecting"))?;
     Ok((client, driver))
+}
+
+/// Copies every provider's own ledger tables (see [`crate::sources::Provider::ledger_tables`])
+/// through the backends' ledger stores: rows PostgreSQL already has (same key) are skipped;
+/// database-assigned ids are assigned anew, and triggers fill in what refers to them.
+async fn copy_ledger_tables(
+    source: &Source,
+    client: &mut tokio_postgres::Client,
+    progress: &dyn TransferProgress,
+    report: &mut TransferReport,
+) -> Result<(), TransferError> {
+    let tables = crate::sources::PROVIDERS
+        .iter()
+        .flat_map(|provider| provider.ledger_tables().iter().copied());
+    for table in tables {
+        let name = table.name;
+        let total = source
+            .read(name, move |conn| count_rows(conn, name))
+            .await?;
+        progress.start(name, total);
+        let mut count = TableCount::default();
+        let mut after = 0;
+        loop {
+            let batch = source
+                .read(name, move |conn| {
+                    sqlite_ledger::rows_after(conn, table, after, BATCH_ROWS)
+                })
+                .await?;
+            let Some((last, _)) = batch.last() else {
+                break;
+            };
+            after = *last;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(postgres("starting a transaction"))?;
+            let insert = tx
+                .prepare(&postgres_ledger::insert_sql(table))
+                .await
+                .map_err(postgres("preparing a ledger copy"))?;
+            let mut copied = 0;
+            for (_, row) in &batch {
+                let params = postgres_ledger::insert_params(table, row);
+                copied += tx
+                    .execute(&insert, &postgres_ledger::refs(&params))
+                    .await
+                    .map_err(postgres("copying ledger rows"))?;
+            }
+            tx.commit()
+                .await
+                .map_err(postgres("committing a batch of ledger rows"))?;
+            count.add(batch.len(), copied);
+            progress.advance(batch.len() as u64);
+        }
+        progress.finish();
+        report.ledger.push((name, count));
+    }
+    Ok(())
 }
 
 // ---- the SQLite side -------------------------------------------------------------------------

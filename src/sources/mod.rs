@@ -181,6 +181,10 @@ pub enum IdentifyError {
     UnknownShape { source_kind: &'static str },
     #[error("content type {0:?} is not accepted here")]
     UnsupportedMediaType(String),
+    /// Well-formed, but not a message this source can read (the text says why, in the
+    /// provider's words).
+    #[error("{0}")]
+    Unparseable(String),
 }
 
 impl IdentifyError {
@@ -195,12 +199,14 @@ impl IdentifyError {
             Self::MissingField(_) => "missing_field",
             Self::UnknownShape { .. } => "unknown_payload",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::Unparseable(_) => "unparseable_content",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unparseable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         }
     }

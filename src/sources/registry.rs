@@ -6,13 +6,15 @@
 
 use std::collections::BTreeMap;
 
-use super::{cartpanda, generic_hmac, standard_webhooks, SharedSource};
+use super::{cartpanda, generic_hmac, refract, standard_webhooks, SharedSource};
 use crate::config::{invalid, ConfigError, Environment};
+use crate::ledger::Table;
 use crate::verify::SecretSet;
 
 /// The providers, in the order their built-in sources are listed.
 pub static PROVIDERS: &[&dyn Provider] = &[
     &cartpanda::CartPandaProvider,
+    &refract::RefractProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,
 ];
@@ -52,6 +54,12 @@ pub trait Provider: Sync {
                 self.kind()
             ),
         ))
+    }
+
+    /// The ledger tables this provider writes through [`crate::ledger::RowChange`], in the
+    /// order a copy to another backend must write them (`wharf migrate --from … --to …`).
+    fn ledger_tables(&self) -> &'static [&'static Table] {
+        &[]
     }
 
     /// A source declared as `[sources.NAME]` with `kind = "<kind>"`. `secrets` is already

@@ -14,6 +14,7 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
+use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
 pub use self::hmac::{hmac_digest, HmacScheme};
@@ -205,6 +206,11 @@ pub enum VerifyError {
     /// A configured key is unusable (e.g. `whsec_` secret not base64, bad certificate).
     #[error("configured key is unusable: {0}")]
     BadKey(String),
+    /// A token-authenticated source got no token (`where` says where it may be given).
+    #[error("no token in the request: give it as {0}")]
+    MissingToken(&'static str),
+    #[error("the token does not match any configured token")]
+    WrongToken,
 }
 
 impl VerifyError {
@@ -219,6 +225,8 @@ impl VerifyError {
             VerifyError::TimestampOutsideTolerance { .. } => "timestamp_outside_tolerance",
             VerifyError::NoSecretConfigured => "no_secret_configured",
             VerifyError::BadKey(_) => "bad_key",
+            VerifyError::MissingToken(_) => "missing_token",
+            VerifyError::WrongToken => "wrong_token",
         }
     }
 }
@@ -228,6 +236,29 @@ impl VerifyError {
 /// length itself is public).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
+}
+
+/// Checks a shared-secret token (for senders that cannot sign: a token in the URL or a
+/// header). Both sides are hashed first, so the comparison is constant-time and reveals
+/// neither the token's bytes nor its length; every configured token is compared.
+pub fn verify_token(
+    secrets: &SecretSet,
+    provided: Option<&str>,
+    where_given: &'static str,
+) -> Result<(), VerifyError> {
+    if secrets.is_empty() {
+        return Err(VerifyError::NoSecretConfigured);
+    }
+    let provided = provided
+        .filter(|token| !token.is_empty())
+        .ok_or(VerifyError::MissingToken(where_given))?;
+    let digest = |bytes: &[u8]| sha2::Sha256::digest(bytes).to_vec();
+    let expected: Vec<Vec<u8>> = secrets.iter_exposed().map(digest).collect();
+    if any_match(&expected, &[digest(provided.as_bytes())]) {
+        Ok(())
+    } else {
+        Err(VerifyError::WrongToken)
+    }
 }
 
 /// True if any provided signature equals any expected one. Every pair is
@@ -402,6 +433,25 @@ mod tests {
     }
 
     #[test]
+    fn tokens_are_compared_whole_and_absent_ones_named() {
+        let tokens = SecretSet::new(["t0ken-a".to_owned(), "t0ken-b".to_owned()]);
+        assert_eq!(verify_token(&tokens, Some("t0ken-b"), "?token="), Ok(()));
+        assert_eq!(
+            verify_token(&tokens, Some("t0ken-"), "?token="),
+            Err(VerifyError::WrongToken),
+            "a prefix is not the token"
+        );
+        assert_eq!(
+            verify_token(&tokens, Some(""), "?token="),
+            Err(VerifyError::MissingToken("?token="))
+        );
+        assert_eq!(
+            verify_token(&SecretSet::default(), Some("x"), "?token="),
+            Err(VerifyError::NoSecretConfigured)
+        );
+    }
+
+    #[test]
     fn error_codes_are_snake_case_and_distinct() {
         let all = [
             VerifyError::MissingSignature,
@@ -415,6 +465,8 @@ mod tests {
             },
             VerifyError::NoSecretConfigured,
             VerifyError::BadKey("x".into()),
+            VerifyError::MissingToken("x"),
+            VerifyError::WrongToken,
         ];
         let codes: Vec<&str> = all.iter().map(VerifyError::code).collect();
         assert_eq!(
@@ -428,6 +480,8 @@ mod tests {
                 "timestamp_outside_tolerance",
                 "no_secret_configured",
                 "bad_key",
+                "missing_token",
+                "wrong_token",
             ]
         );
     }

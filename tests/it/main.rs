@@ -12,6 +12,7 @@ mod duplicates;
 mod journal_log;
 mod multi_instance;
 mod processing;
+mod refract;
 mod storage;
 mod storage_failure;
 mod support;

@@ -69,7 +69,14 @@ fn json(value: &Option<String>) -> Option<Value> {
         .map(|text| serde_json::from_str(text).expect("JSON"))
 }
 
-const TABLES: [&str; 4] = ["deliveries", "delivery_payloads", "attempts", "sales"];
+const TABLES: [&str; 6] = [
+    "deliveries",
+    "delivery_payloads",
+    "attempts",
+    "sales",
+    "orders",
+    "order_events",
+];
 
 async fn counts(database: &TestDatabase) -> Vec<i64> {
     let mut counts = Vec::new();
@@ -94,6 +101,9 @@ async fn same_rows(sqlite: &TestDatabase, postgres: &TestDatabase) {
         "SELECT id, source, cartpanda_id, customer_email, customer_name, product_name, \
          product_id, currency, status, affiliate_code, affiliate_name, payment_method, \
          transaction_id, price_minor, commission_minor FROM sales ORDER BY source, cartpanda_id",
+        "SELECT o.source, o.order_number, o.product, o.email, o.status, o.tracking_number, \
+         o.quantity, e.field, e.old_value, e.new_value FROM order_events e \
+         JOIN orders o ON o.id = e.order_id ORDER BY e.delivery_id, e.field",
     ] {
         assert_eq!(sqlite.rows(sql).await, postgres.rows(sql).await, "{sql}");
     }
@@ -184,6 +194,7 @@ async fn an_embedded_installation_moves_to_postgres_whole_and_a_second_run_chang
         .backend(Backend::Sqlite)
         .database_dir(dir.path())
         .manual_clock(clock.clone())
+        .env("REFRACT_WEBHOOK_TOKEN", "t0k")
         .spawn()
         .await;
     let sqlite_path = dir.path().join("wharf.db");
@@ -209,6 +220,21 @@ async fn an_embedded_installation_moves_to_postgres_whole_and_a_second_run_chang
     app.run_pending().await;
     clock.advance_millis(3_600_000);
     app.run_pending().await;
+    // A provider's own ledger tables (Refract's orders and their history) travel too.
+    for message in [
+        "Successful Checkout | Store\nProduct\nKit\nPrice\n$10.00\nOrder Number\nR-1\n",
+        "Order Update\nOrder Number\nR-1\nStatus\nshipped\nTracking Number\n1Z9\n",
+    ] {
+        let sent = app
+            .client
+            .post(format!("{}/api/v2/webhooks/orders?token=t0k", app.base))
+            .body(message)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(sent.status(), 200);
+        app.run_pending().await;
+    }
     assert_eq!(
         app.post_cartpanda(sale_body("evt_3", "SALE_3", "sale.approved"))
             .await
@@ -233,6 +259,8 @@ async fn an_embedded_installation_moves_to_postgres_whole_and_a_second_run_chang
         ("failed", "1"),
         ("processed", "2"),
         ("processed", "1"),
+        ("processed", "1"),
+        ("processed", "1"),
         ("pending", "0"),
     ];
     assert_eq!(
@@ -255,7 +283,7 @@ async fn an_embedded_installation_moves_to_postgres_whole_and_a_second_run_chang
 
     let sqlite = TestDatabase::sqlite_in(dir.path());
     let expected_counts = counts(&sqlite).await;
-    assert_eq!(expected_counts, [6, 6, 6, 3]);
+    assert_eq!(expected_counts, [8, 8, 8, 3, 1, 7]);
 
     let first = migrate(&sqlite_path, postgres.url()).await;
     let stdout = text(&first.stdout);

@@ -126,7 +126,17 @@ async fn load(
     row.map(|row| read_row(table, &row)).transpose()
 }
 
+/// Inserts a full row unless its key exists; says whether it inserted.
 async fn insert(tx: &Transaction<'_>, table: &Table, row: &[Cell]) -> Result<bool, ApplyError> {
+    let statement = tx.prepare_cached(&insert_sql(table)).await?;
+    Ok(tx
+        .execute(&statement, &refs(&insert_params(table, row)))
+        .await?
+        == 1)
+}
+
+/// `INSERT … ON CONFLICT (key) DO NOTHING` for a full row of `table`.
+pub(crate) fn insert_sql(table: &Table) -> String {
     let names: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
     let placeholders: Vec<String> = table
         .columns
@@ -134,17 +144,19 @@ async fn insert(tx: &Transaction<'_>, table: &Table, row: &[Cell]) -> Result<boo
         .enumerate()
         .map(|(i, column)| placeholder(column.ty, i + 1))
         .collect();
-    let sql = format!(
+    format!(
         "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
         table.name,
         names.join(", "),
         placeholders.join(", "),
         table.key.join(", ")
-    );
+    )
+}
+
+/// The parameters of [`insert_sql`] for `row`.
+pub(crate) fn insert_params(table: &Table, row: &[Cell]) -> Vec<Param> {
     let types: Vec<ColumnType> = table.columns.iter().map(|column| column.ty).collect();
-    let params = bind(row, &types);
-    let statement = tx.prepare_cached(&sql).await?;
-    Ok(tx.execute(&statement, &refs(&params)).await? == 1)
+    bind(row, &types)
 }
 
 async fn update(
@@ -184,7 +196,7 @@ async fn update(
     Ok(())
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
+pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 
 /// Each cell as the Rust type its placeholder's cast expects; a null keeps that type too.
 fn bind(cells: &[Cell], types: &[ColumnType]) -> Vec<Param> {
@@ -207,7 +219,8 @@ fn bind(cells: &[Cell], types: &[ColumnType]) -> Vec<Param> {
         .collect()
 }
 
-fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+/// Borrowed parameters, as `execute` takes them.
+pub(crate) fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params
         .iter()
         .map(|param| param.as_ref() as &(dyn ToSql + Sync))

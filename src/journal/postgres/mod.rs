@@ -5,7 +5,7 @@
 //! the ledger rows it touches locked. While PostgreSQL is unreachable every call fails fast
 //! (pool timeouts) so ingest answers 503, and the pool reconnects by itself once it is back.
 
-mod ledger;
+pub(crate) mod ledger;
 mod read;
 pub mod tls;
 mod writer;

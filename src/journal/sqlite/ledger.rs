@@ -137,12 +137,38 @@ fn to_value(cell: &Cell) -> Value {
 }
 
 fn read_row(table: &Table, row: &Row<'_>) -> rusqlite::Result<Vec<Cell>> {
+    read_row_from(table, row, 0)
+}
+
+/// The table's columns, starting at column `first` of the result row.
+fn read_row_from(table: &Table, row: &Row<'_>, first: usize) -> rusqlite::Result<Vec<Cell>> {
     table
         .columns
         .iter()
         .enumerate()
-        .map(|(at, column)| read_cell(column.ty, row.get_ref(at)?, at))
+        .map(|(at, column)| read_cell(column.ty, row.get_ref(first + at)?, first + at))
         .collect()
+}
+
+/// Up to `limit` rows of `table` after `after` (a rowid), in rowid order, with their rowids:
+/// how `wharf migrate` reads a provider's table to copy it.
+pub(crate) fn rows_after(
+    conn: &Connection,
+    table: &Table,
+    after: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<(i64, Vec<Cell>)>> {
+    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
+    let sql = format!(
+        "SELECT rowid, {} FROM {} WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        columns.join(", "),
+        table.name
+    );
+    let mut statement = conn.prepare(&sql)?;
+    let rows = statement.query_map(rusqlite::params![after, limit as i64], |row| {
+        Ok((row.get(0)?, read_row_from(table, row, 1)?))
+    })?;
+    rows.collect()
 }
 
 fn read_cell(ty: ColumnType, value: ValueRef<'_>, at: usize) -> rusqlite::Result<Cell> {

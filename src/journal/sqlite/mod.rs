@@ -6,7 +6,7 @@
 //! A checkpoint thread, a pool of read-only connections for the read model, and an exclusive
 //! lock on `<database>.lock` (one SQLite database serves one server) complete it.
 
-mod ledger;
+pub(crate) mod ledger;
 mod log_writer;
 mod projection;
 mod read;

@@ -1,9 +1,12 @@
 //! Refract checkout-bot messages (seed 001), parsed from bytes to a [`RefractMessage`]: the
 //! labelled-line text, a Discord execute-webhook body (JSON or multipart) and flat JSON all give
-//! the same order. Pure: no I/O, no storage, and no input makes it panic.
+//! the same order. Pure: no I/O, no storage, and no input makes it panic. [`source`] makes it a
+//! Wharf source (routes, token, replies); [`ledger`] writes `orders` and `order_events`.
 
 pub mod discord;
+pub mod ledger;
 pub mod message;
+pub mod source;
 
 use serde_json::Value;
 
@@ -15,6 +18,7 @@ pub use self::message::{
     parse_flat_json, parse_text, ChangedField, FieldChange, OrderField, OrderStatus, ParseError,
     Price, RefractMessage, RefractOrder, StatusOrigin,
 };
+pub use self::source::{Refract, RefractProvider};
 
 /// Parses a request body as it arrived. `multipart/form-data` is read through its
 /// `payload_json` part. Otherwise the body decides, not the content type, which seed 001 tells
@@ -38,6 +42,31 @@ pub fn parse(body: &[u8], content_type: Option<&str>) -> Result<RefractMessage, 
         parse_json(text.as_bytes())
     } else {
         parse_text(text)
+    }
+}
+
+/// What a message says, as JSON for operators (the webhook logs): every field it carries,
+/// named as its column.
+pub fn message_json(message: &RefractMessage) -> Value {
+    match message {
+        RefractMessage::TestNotification { title } => {
+            serde_json::json!({ "test_notification": true, "title": title })
+        }
+        RefractMessage::Order(order) => {
+            let mut fields = serde_json::Map::new();
+            for field in order.fields_present() {
+                if let Some(value) = order.value_of(field) {
+                    fields.insert(field.column().to_owned(), Value::String(value));
+                }
+            }
+            fields
+                .entry("status")
+                .or_insert_with(|| Value::String(order.status.as_str().to_owned()));
+            for (label, value) in &order.extra {
+                fields.insert(label.clone(), Value::String(value.clone()));
+            }
+            Value::Object(fields)
+        }
     }
 }
 
