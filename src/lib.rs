@@ -15,6 +15,7 @@ pub mod config;
 pub mod http;
 pub mod journal;
 pub mod ledger;
+pub mod lookup;
 pub mod metrics;
 pub mod processor;
 pub mod server;

@@ -51,15 +51,17 @@ pub enum ProcessOutcome {
     Retry,
     Failed,
     Dead,
+    Rejected,
 }
 
 impl ProcessOutcome {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Processed,
         Self::Ignored,
         Self::Retry,
         Self::Failed,
         Self::Dead,
+        Self::Rejected,
     ];
 
     fn label(self) -> &'static str {
@@ -69,6 +71,7 @@ impl ProcessOutcome {
             Self::Retry => "retry",
             Self::Failed => "failed",
             Self::Dead => "dead",
+            Self::Rejected => "rejected",
         }
     }
 }

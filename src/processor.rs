@@ -15,8 +15,9 @@ use crate::journal::{
     ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, JournalError,
     RetryPlan, Storage,
 };
+use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
-use crate::sources::{Normalized, Registry};
+use crate::sources::{Judgement, Normalized, Registry};
 
 pub struct Processor {
     storage: Storage,
@@ -24,9 +25,14 @@ pub struct Processor {
     clock: SharedClock,
     settings: ProcessorSettings,
     metrics: Arc<Metrics>,
+    /// Asks providers' APIs about `verifying` deliveries.
+    api: ProviderApi,
     /// Bumped after every batch, so waiters re-check the backlog without polling.
     progress: watch::Sender<u64>,
 }
+
+/// The answer to one delivery's lookup, or why there is none yet.
+type LookupOutcome = Result<LookupAnswer, String>;
 
 impl Processor {
     pub fn new(
@@ -35,6 +41,7 @@ impl Processor {
         clock: SharedClock,
         settings: ProcessorSettings,
         metrics: Arc<Metrics>,
+        api: ProviderApi,
     ) -> Self {
         Self {
             storage,
@@ -42,6 +49,7 @@ impl Processor {
             clock,
             settings,
             metrics,
+            api,
             progress: watch::Sender::new(0),
         }
     }
@@ -119,7 +127,8 @@ impl Processor {
             return Ok(0);
         }
         let count = claimed.len();
-        let completions = self.attempt_all(claimed).await;
+        let lookups = self.look_up(&claimed).await;
+        let completions = self.attempt_all(claimed, lookups).await;
         let received: Vec<(Timestamp, String)> = completions
             .iter()
             .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
@@ -134,10 +143,32 @@ impl Processor {
         Ok(count)
     }
 
+    /// Makes the provider API calls that `verifying` deliveries need, all at once; `None` for
+    /// the others. A call that fails is the attempt's error (retried with backoff).
+    async fn look_up(&self, claimed: &[ClaimedDelivery]) -> Vec<Option<LookupOutcome>> {
+        let calls = claimed.iter().map(|delivery| async move {
+            if !delivery.verifying {
+                return None;
+            }
+            let source = self.sources.get(&delivery.source)?;
+            let outcome = match source.lookup(delivery) {
+                Ok(lookup) => self
+                    .api
+                    .call(&lookup)
+                    .await
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            Some(outcome)
+        });
+        futures_util::future::join_all(calls).await
+    }
+
     /// Normalizes a batch off the async threads: parsing is CPU work.
     async fn attempt_all(
         &self,
         claimed: Vec<ClaimedDelivery>,
+        lookups: Vec<Option<LookupOutcome>>,
     ) -> Vec<(ClaimedDelivery, Completion)> {
         let sources = self.sources.clone();
         let clock = self.clock.clone();
@@ -146,8 +177,10 @@ impl Processor {
             crate::background::yield_to_ingest();
             claimed
                 .into_iter()
-                .map(|delivery| {
-                    let completion = attempt(&sources, &settings, clock.now(), &delivery);
+                .zip(lookups)
+                .map(|(delivery, lookup)| {
+                    let completion =
+                        attempt(&sources, &settings, clock.now(), &delivery, lookup.as_ref());
                     (delivery, completion)
                 })
                 .collect()
@@ -170,6 +203,7 @@ impl Processor {
                 Completed::Failed(RetryPlan::RetryAt(_)) => ProcessOutcome::Retry,
                 Completed::Failed(RetryPlan::Failed) => ProcessOutcome::Failed,
                 Completed::Failed(RetryPlan::Dead) => ProcessOutcome::Dead,
+                Completed::Rejected => ProcessOutcome::Rejected,
                 Completed::Stale => continue,
             };
             if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
@@ -185,22 +219,37 @@ impl Processor {
     }
 }
 
-/// One attempt at one delivery: what the journal should record.
+/// One attempt at one delivery: what the journal should record. A `verifying` delivery is
+/// judged from its lookup's answer; a lookup that failed is a failed attempt, retried.
 fn attempt(
     sources: &Registry,
     settings: &ProcessorSettings,
     now: Timestamp,
     delivery: &ClaimedDelivery,
+    lookup: Option<&LookupOutcome>,
 ) -> Completion {
     let started = Instant::now();
     let attempt_number = delivery.attempts + 1;
     let retry = retry_plan(settings, attempt_number, now);
-    let outcome = match sources.get(&delivery.source) {
-        None => CompletionOutcome::Fail {
+    let normalized = match (sources.get(&delivery.source), lookup) {
+        (None, _) => Err(CompletionOutcome::Fail {
             error: format!("no source named {:?} is configured", delivery.source),
             plan: retry,
+        }),
+        (Some(_), Some(Err(error))) => Err(CompletionOutcome::Fail {
+            error: error.clone(),
+            plan: retry,
+        }),
+        (Some(source), Some(Ok(answer))) => match source.judge(delivery, answer) {
+            Ok(Judgement::Genuine(normalized)) => Ok(Ok(normalized)),
+            Ok(Judgement::Forged(reason)) => Err(CompletionOutcome::Reject(reason)),
+            Err(error) => Ok(Err(error)),
         },
-        Some(source) => match source.normalize(delivery) {
+        (Some(source), None) => Ok(source.normalize(delivery)),
+    };
+    let outcome = match normalized {
+        Err(outcome) => outcome,
+        Ok(normalized) => match normalized {
             Ok(Normalized::Changes(changes)) => CompletionOutcome::Apply(changes),
             Ok(Normalized::Ignore(reason)) => CompletionOutcome::Ignore(reason),
             Err(error) => {
@@ -234,6 +283,7 @@ fn attempt(
         duration_micros: started.elapsed().as_micros() as i64,
         outcome,
         if_apply_fails: retry,
+        verifying: delivery.verifying,
     }
 }
 

@@ -17,6 +17,7 @@ use crate::http::{self, AppState, SharedState};
 use crate::journal::postgres::{PostgresOptions, PostgresStorage};
 use crate::journal::sqlite::{SqliteJournal, SqliteOptions};
 use crate::journal::{JournalError, Storage};
+use crate::lookup::{LookupError, LookupSettings, ProviderApi};
 use crate::metrics::Metrics;
 use crate::processor::Processor;
 
@@ -30,6 +31,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up the client for providers' APIs: {0}")]
+    ProviderApi(#[from] LookupError),
 }
 
 /// Opens (and migrates) the storage the config names; also returns the migrations applied.
@@ -96,6 +99,7 @@ impl RunningServer {
             clock.clone(),
             config.processor.clone(),
             metrics.clone(),
+            ProviderApi::new(LookupSettings::default())?,
         ));
         let state = Arc::new(AppState::new(
             &config,

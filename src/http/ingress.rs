@@ -276,7 +276,11 @@ fn new_delivery(
             identity.event_id.clone(),
             identity.event_type.clone(),
             identity.dedup_key.clone(),
-            DeliveryStatus::Pending,
+            if source.needs_lookup(request) {
+                DeliveryStatus::Verifying
+            } else {
+                DeliveryStatus::Pending
+            },
             None,
         ),
         Err(error) => (

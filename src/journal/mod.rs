@@ -54,6 +54,11 @@ pub enum DeliveryStatus {
     Dead,
     /// Genuine and stored, but of a kind that changes nothing in the ledger.
     Ignored,
+    /// Stored, but trusted only once the provider's API confirms it (an unsigned callback):
+    /// the processor makes that lookup, retried like any attempt while the API is down.
+    Verifying,
+    /// The provider's API said the delivery is not genuine (the reason is `last_error`).
+    Rejected,
 }
 
 impl DeliveryStatus {
@@ -64,7 +69,14 @@ impl DeliveryStatus {
             Self::Failed => "failed",
             Self::Dead => "dead",
             Self::Ignored => "ignored",
+            Self::Verifying => "verifying",
+            Self::Rejected => "rejected",
         }
+    }
+
+    /// Waiting for an attempt: still claimable.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Self::Pending | Self::Verifying)
     }
 
     pub fn parse(word: &str) -> Option<Self> {
@@ -74,6 +86,8 @@ impl DeliveryStatus {
             "failed" => Self::Failed,
             "dead" => Self::Dead,
             "ignored" => Self::Ignored,
+            "verifying" => Self::Verifying,
+            "rejected" => Self::Rejected,
             _ => return None,
         })
     }
@@ -162,6 +176,8 @@ pub struct ClaimedDelivery {
     pub body: Bytes,
     /// Attempts made before this one; the completion must match it (optimistic claim).
     pub attempts: u32,
+    /// Stored as `verifying`: the provider's API must confirm it before it is normalized.
+    pub verifying: bool,
 }
 
 /// What the processor decided for one claimed delivery.
@@ -180,6 +196,19 @@ pub struct Completion {
     pub outcome: CompletionOutcome,
     /// What to record if applying the outcome to the ledger fails.
     pub if_apply_fails: RetryPlan,
+    /// The delivery was `verifying` when claimed: a retry keeps it so.
+    pub verifying: bool,
+}
+
+impl Completion {
+    /// The status a delivery waits in until its next attempt.
+    pub fn waiting_status(&self) -> DeliveryStatus {
+        if self.verifying {
+            DeliveryStatus::Verifying
+        } else {
+            DeliveryStatus::Pending
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -190,6 +219,8 @@ pub enum CompletionOutcome {
     Ignore(String),
     /// The attempt failed: record the error and follow the plan.
     Fail { error: String, plan: RetryPlan },
+    /// The provider's API disproved the delivery: mark it rejected with the reason.
+    Reject(String),
 }
 
 /// After a failed attempt: try again at a time, give up, or park as failed (permanent error).
@@ -207,6 +238,8 @@ pub enum Completed {
     Ignored,
     /// The outcome (or the ledger apply) failed and the plan was recorded.
     Failed(RetryPlan),
+    /// The provider's API disproved it.
+    Rejected,
     /// Someone else completed this attempt first; nothing was changed.
     Stale,
 }
@@ -262,6 +295,8 @@ pub struct StatusCounts {
     pub failed: u64,
     pub dead: u64,
     pub ignored: u64,
+    pub verifying: u64,
+    pub rejected: u64,
 }
 
 /// Pending work.

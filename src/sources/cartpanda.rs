@@ -476,6 +476,7 @@ mod tests {
             headers_json: "{}".into(),
             body: Bytes::copy_from_slice(body.as_bytes()),
             attempts: 0,
+            verifying: false,
         }
     }
 

@@ -21,6 +21,7 @@ pub use self::registry::{provider, Provider, Registry, PROVIDERS};
 use crate::clock::Timestamp;
 use crate::journal::{ClaimedDelivery, DeliveryId};
 use crate::ledger::{LedgerChange, MoneyError, SaleAmountError, TextError};
+use crate::lookup::{Lookup, LookupAnswer};
 use crate::verify::{HmacScheme, SecretSet, VerifyError};
 
 /// A request as it arrived, before anyone trusts it.
@@ -272,6 +273,15 @@ pub enum Normalized {
     Ignore(String),
 }
 
+/// What a provider's API said about a `verifying` delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// Confirmed; what it means for the ledger (read from the request and the API's answer).
+    Genuine(Normalized),
+    /// The API disproves it: rejected with this reason.
+    Forged(String),
+}
+
 /// What the ingress tells the provider after storing.
 #[derive(Debug, Clone, Copy)]
 pub struct Receipt<'a> {
@@ -340,6 +350,36 @@ pub trait Source: Send + Sync + 'static {
     /// Query parameters that carry secrets, redacted from the rejection log.
     fn secret_query_params(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// Whether this request can be trusted only once the provider's API confirms it (an
+    /// unsigned callback). Such a delivery is stored as `verifying`, and the processor makes
+    /// the [`Source::lookup`] before normalizing it through [`Source::judge`].
+    fn needs_lookup(&self, request: &IncomingRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// The provider API call that proves or disproves a `verifying` delivery.
+    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
+        let _ = delivery;
+        Err(NormalizeError::Invalid(format!(
+            "{} deliveries are never verified by lookup",
+            self.kind()
+        )))
+    }
+
+    /// Reads the API's answer to [`Source::lookup`].
+    fn judge(
+        &self,
+        delivery: &ClaimedDelivery,
+        answer: &LookupAnswer,
+    ) -> Result<Judgement, NormalizeError> {
+        let _ = (delivery, answer);
+        Err(NormalizeError::Invalid(format!(
+            "{} deliveries are never verified by lookup",
+            self.kind()
+        )))
     }
 
     /// The seed's own URLs for this source, with their methods; `/in/{name}` always works too.

@@ -150,6 +150,7 @@ async fn two_processors_racing_apply_each_delivery_exactly_once(backend: Backend
                 ..ProcessorSettings::default()
             },
             Arc::new(Metrics::default()),
+            wharf::lookup::ProviderApi::new(Default::default()).expect("client"),
         ))
     };
     let (first, second) = (processor(), processor());

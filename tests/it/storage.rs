@@ -102,6 +102,7 @@ fn completion(claimed: &ClaimedDelivery, now: Timestamp, outcome: CompletionOutc
         duration_micros: 1_000,
         outcome,
         if_apply_fails: RetryPlan::RetryAt(now.plus_millis(60_000)),
+        verifying: claimed.verifying,
     }
 }
 

@@ -197,6 +197,22 @@ impl PostgresStorage {
                 tx.commit().await.map_err(storage_error)?;
                 Ok(Completed::Failed(*plan))
             }
+            CompletionOutcome::Reject(reason) => {
+                if !mark(
+                    &tx,
+                    completion,
+                    DeliveryStatus::Rejected,
+                    Some(reason),
+                    None,
+                )
+                .await?
+                {
+                    return Ok(Completed::Stale);
+                }
+                record_attempt(&tx, completion, "rejected", Some(reason)).await?;
+                tx.commit().await.map_err(storage_error)?;
+                Ok(Completed::Rejected)
+            }
         }
     }
 }
@@ -283,13 +299,13 @@ async fn mark(
     error: Option<&str>,
     next_attempt_at: Option<Timestamp>,
 ) -> Result<bool, JournalError> {
-    let processed_at =
-        (status != DeliveryStatus::Pending).then(|| datetime(finished_at(completion)));
+    let processed_at = (!status.is_waiting()).then(|| datetime(finished_at(completion)));
     let statement = tx
         .prepare_cached(
             "UPDATE deliveries SET status = $1, attempts = attempts + 1, last_error = $2, \
              next_attempt_at = $3, processed_at = $4, lease_token = NULL, lease_until = NULL \
-             WHERE id = $5 AND status = 'pending' AND attempts = $6 AND lease_token = $7",
+             WHERE id = $5 AND status IN ('pending', 'verifying') AND attempts = $6 \
+             AND lease_token = $7",
         )
         .await
         .map_err(storage_error)?;
@@ -311,9 +327,14 @@ async fn mark(
     Ok(changed == 1)
 }
 
-fn plan_columns(plan: RetryPlan) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
+/// The status, next attempt time and attempt outcome a plan records; a retry waits in the
+/// status the delivery was claimed in (`verifying` stays `verifying`).
+fn plan_columns(
+    plan: RetryPlan,
+    completion: &Completion,
+) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
     match plan {
-        RetryPlan::RetryAt(at) => (DeliveryStatus::Pending, Some(at), "retry"),
+        RetryPlan::RetryAt(at) => (completion.waiting_status(), Some(at), "retry"),
         RetryPlan::Dead => (DeliveryStatus::Dead, None, "dead"),
         RetryPlan::Failed => (DeliveryStatus::Failed, None, "failed"),
     }
@@ -325,7 +346,7 @@ async fn record_failure(
     error: &str,
     plan: RetryPlan,
 ) -> Result<bool, JournalError> {
-    let (status, next, outcome) = plan_columns(plan);
+    let (status, next, outcome) = plan_columns(plan, completion);
     if !mark(tx, completion, status, Some(error), next).await? {
         return Ok(false);
     }

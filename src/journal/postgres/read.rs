@@ -16,7 +16,7 @@ use crate::journal::{
 const CLAIM: &str = "\
 WITH due AS (
     SELECT id FROM deliveries
-    WHERE status = 'pending' AND next_attempt_at <= $1
+    WHERE status IN ('pending', 'verifying') AND next_attempt_at <= $1
       AND (lease_until IS NULL OR lease_until <= $1)
     ORDER BY next_attempt_at, id
     LIMIT $2
@@ -25,10 +25,10 @@ WITH due AS (
     UPDATE deliveries d SET lease_token = $3, lease_until = $4
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.source, d.event_id, d.event_type, d.dedup_key, d.received_at,
-              d.attempts, d.next_attempt_at
+              d.attempts, d.next_attempt_at, d.status
 )
 SELECT c.id, c.source, c.event_id, c.event_type, c.dedup_key, c.received_at, c.attempts,
-       p.headers::text, p.body
+       p.headers::text, p.body, c.status
 FROM claimed c JOIN delivery_payloads p ON p.delivery_id = c.id
 ORDER BY c.next_attempt_at, c.id";
 
@@ -65,6 +65,8 @@ pub(super) async fn claim(
                 attempts: row.try_get::<_, i32>(6).map_err(storage_error)? as u32,
                 headers_json: row.try_get(7).map_err(storage_error)?,
                 body: Bytes::from(row.try_get::<_, Vec<u8>>(8).map_err(storage_error)?),
+                verifying: row.try_get::<_, &str>(9).map_err(storage_error)?
+                    == DeliveryStatus::Verifying.as_str(),
             })
         })
         .collect()
@@ -76,7 +78,7 @@ pub(super) async fn next_due(
     let row = client
         .query_one(
             "SELECT MIN(GREATEST(next_attempt_at, lease_until)) FROM deliveries \
-             WHERE status = 'pending'",
+             WHERE status IN ('pending', 'verifying')",
             &[],
         )
         .await
@@ -92,7 +94,7 @@ pub(super) async fn backlog(
     let row = client
         .query_one(
             "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= $1), COUNT(*) \
-             FROM deliveries WHERE status = 'pending'",
+             FROM deliveries WHERE status IN ('pending', 'verifying')",
             &[&datetime(now)],
         )
         .await
@@ -122,6 +124,8 @@ pub(super) async fn status_counts(
             Some(DeliveryStatus::Failed) => counts.failed = count,
             Some(DeliveryStatus::Dead) => counts.dead = count,
             Some(DeliveryStatus::Ignored) => counts.ignored = count,
+            Some(DeliveryStatus::Verifying) => counts.verifying = count,
+            Some(DeliveryStatus::Rejected) => counts.rejected = count,
             None => {}
         }
     }

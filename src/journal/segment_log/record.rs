@@ -148,6 +148,8 @@ fn status_code(status: DeliveryStatus) -> u8 {
         DeliveryStatus::Failed => 2,
         DeliveryStatus::Dead => 3,
         DeliveryStatus::Ignored => 4,
+        DeliveryStatus::Verifying => 5,
+        DeliveryStatus::Rejected => 6,
     }
 }
 
@@ -158,6 +160,8 @@ fn status_from(code: u8) -> Result<DeliveryStatus, DecodeError> {
         2 => DeliveryStatus::Failed,
         3 => DeliveryStatus::Dead,
         4 => DeliveryStatus::Ignored,
+        5 => DeliveryStatus::Verifying,
+        6 => DeliveryStatus::Rejected,
         _ => return Err(DecodeError::Malformed("unknown status")),
     })
 }

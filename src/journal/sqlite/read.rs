@@ -18,7 +18,7 @@ pub(super) fn claimed(
 ) -> rusqlite::Result<ClaimedDelivery> {
     conn.prepare_cached(
         "SELECT d.source, d.event_id, d.event_type, d.dedup_key, d.received_at, p.headers, \
-         p.body, d.attempts \
+         p.body, d.attempts, d.status \
          FROM deliveries d JOIN delivery_payloads p ON p.delivery_id = d.id WHERE d.id = ?1",
     )?
     .query_row([id.0], |row| {
@@ -33,6 +33,7 @@ pub(super) fn claimed(
             headers_json: row.get(5)?,
             body: Bytes::from(row.get::<_, Vec<u8>>(6)?),
             attempts: row.get(7)?,
+            verifying: row.get::<_, String>(8)? == DeliveryStatus::Verifying.as_str(),
         })
     })
 }
@@ -40,7 +41,7 @@ pub(super) fn claimed(
 pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<Timestamp>> {
     conn.prepare_cached(
         "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM deliveries \
-         WHERE status = 'pending'",
+         WHERE status IN ('pending', 'verifying')",
     )?
     .query_row([], |row| row.get::<_, Option<i64>>(0))
     .map(|at| at.map(Timestamp))
@@ -49,7 +50,7 @@ pub(super) fn next_due(conn: &Connection) -> rusqlite::Result<Option<Timestamp>>
 pub(super) fn backlog(conn: &Connection, now: Timestamp) -> rusqlite::Result<Backlog> {
     conn.prepare_cached(
         "SELECT COUNT(*) FILTER (WHERE next_attempt_at <= ?1), COUNT(*) \
-         FROM deliveries WHERE status = 'pending'",
+         FROM deliveries WHERE status IN ('pending', 'verifying')",
     )?
     .query_row([now.micros()], |row| {
         Ok(Backlog {
@@ -74,6 +75,8 @@ pub(super) fn status_counts(conn: &Connection) -> rusqlite::Result<StatusCounts>
             Some(DeliveryStatus::Failed) => counts.failed = count,
             Some(DeliveryStatus::Dead) => counts.dead = count,
             Some(DeliveryStatus::Ignored) => counts.ignored = count,
+            Some(DeliveryStatus::Verifying) => counts.verifying = count,
+            Some(DeliveryStatus::Rejected) => counts.rejected = count,
             None => {}
         }
     }

@@ -332,6 +332,19 @@ fn complete(conn: &Connection, completion: &Completion) -> rusqlite::Result<Comp
             }
             Ok(Completed::Failed(*plan))
         }
+        CompletionOutcome::Reject(reason) => {
+            if !mark(
+                conn,
+                completion,
+                DeliveryStatus::Rejected,
+                Some(reason),
+                None,
+            )? {
+                return Ok(Completed::Stale);
+            }
+            record_attempt(conn, completion, "rejected", Some(reason))?;
+            Ok(Completed::Rejected)
+        }
     }
 }
 
@@ -429,9 +442,8 @@ fn remark_failure(
     error: &str,
     plan: RetryPlan,
 ) -> rusqlite::Result<()> {
-    let (status, next, outcome) = plan_columns(plan);
-    let processed_at =
-        (status != DeliveryStatus::Pending).then(|| finished_at(completion).micros());
+    let (status, next, outcome) = plan_columns(plan, completion);
+    let processed_at = (!status.is_waiting()).then(|| finished_at(completion).micros());
     conn.prepare_cached(
         "UPDATE deliveries SET status = ?1, last_error = ?2, next_attempt_at = ?3, \
          processed_at = ?4 WHERE id = ?5",
@@ -446,9 +458,14 @@ fn remark_failure(
     record_attempt(conn, completion, outcome, Some(error))
 }
 
-fn plan_columns(plan: RetryPlan) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
+/// The status, next attempt time and attempt outcome a plan records; a retry waits in the
+/// status the delivery was claimed in (`verifying` stays `verifying`).
+fn plan_columns(
+    plan: RetryPlan,
+    completion: &Completion,
+) -> (DeliveryStatus, Option<Timestamp>, &'static str) {
     match plan {
-        RetryPlan::RetryAt(at) => (DeliveryStatus::Pending, Some(at), "retry"),
+        RetryPlan::RetryAt(at) => (completion.waiting_status(), Some(at), "retry"),
         RetryPlan::Dead => (DeliveryStatus::Dead, None, "dead"),
         RetryPlan::Failed => (DeliveryStatus::Failed, None, "failed"),
     }
@@ -461,7 +478,7 @@ fn record_failure(
     error: &str,
     plan: RetryPlan,
 ) -> rusqlite::Result<bool> {
-    let (status, next, outcome) = plan_columns(plan);
+    let (status, next, outcome) = plan_columns(plan, completion);
     if !mark(conn, completion, status, Some(error), next)? {
         return Ok(false);
     }
@@ -482,13 +499,13 @@ fn mark(
     error: Option<&str>,
     next_attempt_at: Option<Timestamp>,
 ) -> rusqlite::Result<bool> {
-    let processed_at =
-        (status != DeliveryStatus::Pending).then(|| finished_at(completion).micros());
+    let processed_at = (!status.is_waiting()).then(|| finished_at(completion).micros());
     let changed = conn
         .prepare_cached(
             "UPDATE deliveries SET status = ?1, attempts = attempts + 1, last_error = ?2, \
              next_attempt_at = ?3, processed_at = ?4, lease_token = NULL, lease_until = NULL \
-             WHERE id = ?5 AND status = 'pending' AND attempts = ?6 AND lease_token = ?7",
+             WHERE id = ?5 AND status IN ('pending', 'verifying') AND attempts = ?6 \
+             AND lease_token = ?7",
         )?
         .execute(params![
             status.as_str(),
