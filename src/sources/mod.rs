@@ -9,6 +9,7 @@ pub mod pancake;
 pub mod refract;
 pub mod registry;
 pub mod standard_webhooks;
+pub mod tradingview;
 
 use std::sync::{Arc, OnceLock};
 
@@ -53,12 +54,17 @@ impl IncomingRequest {
 
     /// A query-string parameter, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        let query = self.query.as_deref()?;
-        query.split('&').find_map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(key) == name).then(|| percent_decode(value))
-        })
+        query_param(self.query.as_deref()?, name)
     }
+}
+
+/// A parameter of a query string (a request's, or the `:query` a delivery was stored with),
+/// percent-decoded.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(key) == name).then(|| percent_decode(value))
+    })
 }
 
 fn percent_decode(text: &str) -> String {
@@ -186,6 +192,10 @@ pub enum IdentifyError {
     /// provider's words).
     #[error("{0}")]
     Unparseable(String),
+    /// A templated message whose `{{…}}` variables were sent as written (TradingView leaves a
+    /// variable it cannot fill in that alert's context).
+    #[error("the message has unrendered placeholders: {}", .0.join(", "))]
+    UnrenderedPlaceholders(Vec<String>),
 }
 
 impl IdentifyError {
@@ -201,6 +211,7 @@ impl IdentifyError {
             Self::UnknownShape { .. } => "unknown_payload",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unparseable(_) => "unparseable_content",
+            Self::UnrenderedPlaceholders(_) => "unrendered_placeholders",
         }
     }
 

@@ -211,6 +211,9 @@ pub enum VerifyError {
     MissingToken(&'static str),
     #[error("the token does not match any configured token")]
     WrongToken,
+    /// The address a trusted proxy reported is not one the provider sends from.
+    #[error("source address {0} is not allowed")]
+    AddressNotAllowed(String),
 }
 
 impl VerifyError {
@@ -227,6 +230,7 @@ impl VerifyError {
             VerifyError::BadKey(_) => "bad_key",
             VerifyError::MissingToken(_) => "missing_token",
             VerifyError::WrongToken => "wrong_token",
+            VerifyError::AddressNotAllowed(_) => "address_not_allowed",
         }
     }
 }

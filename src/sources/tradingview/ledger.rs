@@ -1,0 +1,827 @@
+//! TradingView signals in the ledger. Each user has one `trading_positions` row (positions,
+//! realised P&L and the recent signals the risk rules need); a signal is decided against that
+//! row as stored and locked, so the rules hold on both backends and under several workers.
+//! History is appended: `trading_signals` (every signal, accepted or rejected with its
+//! reason), `trading_orders` and `trading_fills` (the paper broker fills at the alert price).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::alert::{Alert, Side};
+use super::amount::Amount;
+use crate::clock::Timestamp;
+use crate::journal::DeliveryId;
+use crate::ledger::table::{Column, RowReader};
+use crate::ledger::{
+    Appended, Cell, ColumnType, CorruptRow, Decision, LedgerError, RowChange, RowWrite, Table,
+    WriteTimes,
+};
+
+/// One row per user: the account the risk rules read and the paper broker updates.
+pub static TRADING_POSITIONS: Table = Table {
+    name: "trading_positions",
+    key: &["source", "user_id"],
+    columns: &[
+        Column::fixed("source", ColumnType::Text),
+        Column::fixed("user_id", ColumnType::Text),
+        // {"BTCUSDT": {"quantity": "0.1", "average_price": "37000", "realized_pnl": "0"}}
+        Column::updatable("positions", ColumnType::Json),
+        Column::updatable("realized_pnl", ColumnType::Decimal),
+        // The signals of the last minutes (and the last few ids), for the rate limit, the
+        // duplicate window and replays.
+        Column::updatable("recent", ColumnType::Json),
+        Column::updatable("signals_count", ColumnType::Integer),
+        Column::updatable("orders_count", ColumnType::Integer),
+        Column::updatable("last_delivery_id", ColumnType::Integer),
+        Column::fixed("created_at", ColumnType::Timestamp),
+        Column::updatable("updated_at", ColumnType::Timestamp),
+    ],
+};
+
+/// Every signal, with what the rules decided.
+pub static TRADING_SIGNALS: Table = Table {
+    name: "trading_signals",
+    key: &["source", "delivery_id"],
+    columns: &[
+        Column::fixed("source", ColumnType::Text),
+        Column::fixed("delivery_id", ColumnType::Integer),
+        Column::fixed("user_id", ColumnType::Text),
+        Column::fixed("symbol", ColumnType::Text),
+        Column::fixed("action", ColumnType::Text),
+        Column::fixed("price", ColumnType::Decimal),
+        Column::fixed("quantity", ColumnType::Decimal),
+        Column::fixed("strategy", ColumnType::Text),
+        Column::fixed("status", ColumnType::Text),
+        Column::fixed("reason", ColumnType::Text),
+        Column::fixed("received_at", ColumnType::Timestamp),
+        Column::fixed("created_at", ColumnType::Timestamp),
+    ],
+};
+
+/// The order an accepted signal placed (one per signal, so keyed by its delivery).
+pub static TRADING_ORDERS: Table = Table {
+    name: "trading_orders",
+    key: &["source", "delivery_id"],
+    columns: &[
+        Column::fixed("source", ColumnType::Text),
+        Column::fixed("delivery_id", ColumnType::Integer),
+        Column::fixed("user_id", ColumnType::Text),
+        Column::fixed("symbol", ColumnType::Text),
+        Column::fixed("side", ColumnType::Text),
+        Column::fixed("quantity", ColumnType::Decimal),
+        Column::fixed("price", ColumnType::Decimal),
+        Column::fixed("notional", ColumnType::Decimal),
+        Column::fixed("broker", ColumnType::Text),
+        Column::fixed("status", ColumnType::Text),
+        Column::fixed("created_at", ColumnType::Timestamp),
+    ],
+};
+
+/// The paper broker's fill of an order, with the position it left.
+pub static TRADING_FILLS: Table = Table {
+    name: "trading_fills",
+    key: &["source", "delivery_id"],
+    columns: &[
+        Column::fixed("source", ColumnType::Text),
+        Column::fixed("delivery_id", ColumnType::Integer),
+        Column::fixed("user_id", ColumnType::Text),
+        Column::fixed("symbol", ColumnType::Text),
+        Column::fixed("side", ColumnType::Text),
+        Column::fixed("quantity", ColumnType::Decimal),
+        Column::fixed("price", ColumnType::Decimal),
+        Column::fixed("realized_pnl", ColumnType::Decimal),
+        Column::fixed("position_after", ColumnType::Decimal),
+        Column::fixed("average_price_after", ColumnType::Decimal),
+        Column::fixed("created_at", ColumnType::Timestamp),
+    ],
+};
+
+/// How big an order is when the alert does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sizing {
+    FixedQuantity(Amount),
+    FixedNotional(Amount),
+    /// Percent of equity (starting equity plus realised P&L), at the alert price.
+    PercentOfEquity(Amount),
+}
+
+/// The risk rules and sizing of one source, carried by each change so that deciding is pure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Upper-case; empty allows every symbol.
+    pub allowed_symbols: Vec<String>,
+    /// Largest absolute position per symbol, in units.
+    pub max_position: Option<Amount>,
+    pub max_order_notional: Option<Amount>,
+    pub max_orders_per_minute: Option<u32>,
+    /// An accepted signal identical to one within this many seconds is rejected; 0 turns it off.
+    pub duplicate_window_secs: u32,
+    pub sizing: Sizing,
+    pub starting_equity: Amount,
+    /// Decimals a sized quantity is rounded down to.
+    pub quantity_decimals: u32,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            allowed_symbols: Vec::new(),
+            max_position: None,
+            max_order_notional: None,
+            max_orders_per_minute: None,
+            duplicate_window_secs: 30,
+            sizing: Sizing::FixedQuantity(Amount::from_units(1)),
+            starting_equity: Amount::from_units(10_000),
+            quantity_decimals: 8,
+        }
+    }
+}
+
+/// Decide one signal for one user against the account row: accept (order and paper fill) or
+/// reject with a reason.
+#[derive(Debug, Clone)]
+pub struct SignalChange {
+    pub user: String,
+    pub alert: Alert,
+    pub delivery: DeliveryId,
+    pub rules: Arc<Rules>,
+}
+
+/// One symbol's position in the account row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    #[serde(with = "text")]
+    pub quantity: Amount,
+    #[serde(with = "text")]
+    pub average_price: Amount,
+    #[serde(with = "text")]
+    pub realized_pnl: Amount,
+}
+
+/// A signal the rules saw, kept while it can still matter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Recent {
+    delivery: i64,
+    /// Microseconds since the epoch (`received_at`).
+    at: i64,
+    fingerprint: String,
+    accepted: bool,
+}
+
+/// Ids kept for replays regardless of age.
+const KEEP_LAST: usize = 64;
+const MINUTE_MICROS: i64 = 60_000_000;
+
+/// The account as decided on.
+#[derive(Debug, Clone, Default)]
+struct Account {
+    positions: BTreeMap<String, Position>,
+    realized_pnl: Amount,
+    recent: Vec<Recent>,
+    signals: i64,
+    orders: i64,
+}
+
+/// What the paper broker did.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    side: Side,
+    quantity: Amount,
+    notional: Amount,
+    realized_pnl: Amount,
+    after: Position,
+}
+
+impl RowChange for SignalChange {
+    fn table(&self) -> &'static Table {
+        &TRADING_POSITIONS
+    }
+
+    fn key(&self, source: &str) -> Vec<Cell> {
+        vec![Cell::text(source), Cell::text(&self.user)]
+    }
+
+    fn decide(
+        &self,
+        source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Decision, LedgerError> {
+        let mut account = match current {
+            Some(row) => Account::read(row)?,
+            None => Account::default(),
+        };
+        if account.recent.iter().any(|r| r.delivery == self.delivery.0) {
+            return Ok(RowWrite::Unchanged.into());
+        }
+        let at = times.received_at;
+        let outcome = self.judge(&account, at);
+        let mut appended = vec![self.signal_row(source, &outcome, times)];
+        account.signals += 1;
+        account.recent.push(Recent {
+            delivery: self.delivery.0,
+            at: at.micros(),
+            fingerprint: self.fingerprint(),
+            accepted: outcome.is_ok(),
+        });
+        if let Ok(fill) = &outcome {
+            account.orders += 1;
+            account.realized_pnl = account
+                .realized_pnl
+                .checked_add(fill.realized_pnl)
+                .ok_or_else(|| overflow("realized_pnl"))?;
+            if fill.after == Position::default() {
+                account.positions.remove(&self.alert.symbol);
+            } else {
+                account
+                    .positions
+                    .insert(self.alert.symbol.clone(), fill.after);
+            }
+            appended.push(self.order_row(source, fill, times.now));
+            appended.push(self.fill_row(source, fill, times.now));
+        }
+        account.prune(at, self.rules.duplicate_window_secs);
+        let row = account.row(source, &self.user, self.delivery, current, times)?;
+        Ok(Decision {
+            row: if current.is_some() {
+                RowWrite::Update(row)
+            } else {
+                RowWrite::Insert(row)
+            },
+            appended,
+        })
+    }
+}
+
+impl SignalChange {
+    fn fingerprint(&self) -> String {
+        let alert = &self.alert;
+        format!(
+            "{}|{}|{}|{}|{}",
+            alert.symbol,
+            alert.action.as_str(),
+            alert.price,
+            alert.quantity.map(|q| q.to_string()).unwrap_or_default(),
+            alert.strategy.as_deref().unwrap_or_default()
+        )
+    }
+
+    /// The risk rules, in order, then the paper fill; `Err` is the rejection's reason.
+    fn judge(&self, account: &Account, at: Timestamp) -> Result<Fill, String> {
+        let rules = &self.rules;
+        let alert = &self.alert;
+        if !rules.allowed_symbols.is_empty() && !rules.allowed_symbols.contains(&alert.symbol) {
+            return Err(format!("symbol {} is not allowed", alert.symbol));
+        }
+        if rules.duplicate_window_secs > 0 {
+            let since = at.micros() - i64::from(rules.duplicate_window_secs) * 1_000_000;
+            let fingerprint = self.fingerprint();
+            if account
+                .recent
+                .iter()
+                .any(|r| r.accepted && r.at > since && r.fingerprint == fingerprint)
+            {
+                return Err(format!(
+                    "an identical signal was accepted within the last {}s",
+                    rules.duplicate_window_secs
+                ));
+            }
+        }
+        if let Some(limit) = rules.max_orders_per_minute {
+            let since = at.micros() - MINUTE_MICROS;
+            let orders = account
+                .recent
+                .iter()
+                .filter(|r| r.accepted && r.at > since)
+                .count();
+            if orders >= limit as usize {
+                return Err(format!(
+                    "rate limit: {orders} orders in the last minute, at most {limit} allowed"
+                ));
+            }
+        }
+        let position = account
+            .positions
+            .get(&alert.symbol)
+            .copied()
+            .unwrap_or_default();
+        let (side, quantity) = match alert.action.side() {
+            Some(side) => (side, self.quantity(account)?),
+            None if position.quantity.is_zero() => {
+                return Err(format!("no open {} position to close", alert.symbol))
+            }
+            None if position.quantity.is_negative() => (Side::Buy, position.quantity.abs()),
+            None => (Side::Sell, position.quantity),
+        };
+        if !quantity.is_positive() {
+            return Err("the sized quantity rounds to zero".to_owned());
+        }
+        let notional = quantity
+            .checked_mul(alert.price)
+            .ok_or("the order notional is out of range")?;
+        if let Some(max) = rules.max_order_notional {
+            if notional > max {
+                return Err(format!(
+                    "order notional {notional} exceeds the maximum of {max}"
+                ));
+            }
+        }
+        let (after, realized_pnl) =
+            fill(&position, side, quantity, alert.price).ok_or("the position is out of range")?;
+        if let Some(max) = rules.max_position {
+            if after.quantity.abs() > max && after.quantity.abs() > position.quantity.abs() {
+                return Err(format!(
+                    "position {} {} would exceed the maximum of {max}",
+                    after.quantity, alert.symbol
+                ));
+            }
+        }
+        Ok(Fill {
+            side,
+            quantity,
+            notional,
+            realized_pnl,
+            after,
+        })
+    }
+
+    /// The alert's quantity, or the configured sizing at the alert price.
+    fn quantity(&self, account: &Account) -> Result<Amount, String> {
+        if let Some(quantity) = self.alert.quantity {
+            return Ok(quantity);
+        }
+        let rules = &self.rules;
+        let price = self.alert.price;
+        let sized = match rules.sizing {
+            Sizing::FixedQuantity(quantity) => Some(quantity),
+            Sizing::FixedNotional(notional) => notional.div_floor(price, rules.quantity_decimals),
+            Sizing::PercentOfEquity(percent) => {
+                let equity = rules
+                    .starting_equity
+                    .checked_add(account.realized_pnl)
+                    .ok_or("equity is out of range")?;
+                if !equity.is_positive() {
+                    return Err(format!("equity {equity} leaves nothing to trade"));
+                }
+                equity
+                    .checked_mul(percent)
+                    .and_then(|budget| budget.div_floor(Amount::from_units(100), 8))
+                    .and_then(|budget| budget.div_floor(price, rules.quantity_decimals))
+            }
+        };
+        sized.ok_or_else(|| "the sized quantity is out of range".to_owned())
+    }
+
+    fn signal_row(
+        &self,
+        source: &str,
+        outcome: &Result<Fill, String>,
+        times: WriteTimes,
+    ) -> Appended {
+        let alert = &self.alert;
+        let (status, reason) = match outcome {
+            Ok(_) => ("accepted", Cell::Null),
+            Err(reason) => ("rejected", Cell::text(reason.as_str())),
+        };
+        Appended {
+            table: &TRADING_SIGNALS,
+            row: vec![
+                Cell::text(source),
+                Cell::Integer(self.delivery.0),
+                Cell::text(&self.user),
+                Cell::text(&alert.symbol),
+                Cell::text(alert.action.as_str()),
+                decimal(alert.price),
+                alert.quantity.map_or(Cell::Null, decimal),
+                Cell::opt_text(alert.strategy.as_deref()),
+                Cell::text(status),
+                reason,
+                Cell::Timestamp(times.received_at),
+                Cell::Timestamp(times.now),
+            ],
+        }
+    }
+
+    fn order_row(&self, source: &str, fill: &Fill, now: Timestamp) -> Appended {
+        Appended {
+            table: &TRADING_ORDERS,
+            row: vec![
+                Cell::text(source),
+                Cell::Integer(self.delivery.0),
+                Cell::text(&self.user),
+                Cell::text(&self.alert.symbol),
+                Cell::text(fill.side.as_str()),
+                decimal(fill.quantity),
+                decimal(self.alert.price),
+                decimal(fill.notional),
+                Cell::text("paper"),
+                Cell::text("filled"),
+                Cell::Timestamp(now),
+            ],
+        }
+    }
+
+    fn fill_row(&self, source: &str, fill: &Fill, now: Timestamp) -> Appended {
+        Appended {
+            table: &TRADING_FILLS,
+            row: vec![
+                Cell::text(source),
+                Cell::Integer(self.delivery.0),
+                Cell::text(&self.user),
+                Cell::text(&self.alert.symbol),
+                Cell::text(fill.side.as_str()),
+                decimal(fill.quantity),
+                decimal(self.alert.price),
+                decimal(fill.realized_pnl),
+                decimal(fill.after.quantity),
+                decimal(fill.after.average_price),
+                Cell::Timestamp(now),
+            ],
+        }
+    }
+}
+
+/// The paper broker: fills `quantity` at `price` against `position`. Adding to a position
+/// moves its average price; reducing realises (price − average) × closed quantity, signed by
+/// the position's direction; going through zero opens the rest at `price`.
+pub fn fill(
+    position: &Position,
+    side: Side,
+    quantity: Amount,
+    price: Amount,
+) -> Option<(Position, Amount)> {
+    let signed = match side {
+        Side::Buy => quantity,
+        Side::Sell => Amount::ZERO.checked_sub(quantity)?,
+    };
+    let held = position.quantity;
+    let after_quantity = held.checked_add(signed)?;
+    let same_direction = held.is_zero() || held.is_negative() == signed.is_negative();
+    let (average_price, realized) = if same_direction {
+        let cost = held
+            .abs()
+            .checked_mul(position.average_price)?
+            .checked_add(quantity.checked_mul(price)?)?;
+        (cost.checked_div(after_quantity.abs())?, Amount::ZERO)
+    } else {
+        let closed = held.abs().min(quantity);
+        let per_unit = if held.is_negative() {
+            position.average_price.checked_sub(price)?
+        } else {
+            price.checked_sub(position.average_price)?
+        };
+        let realized = closed.checked_mul(per_unit)?;
+        let average = if after_quantity.is_zero() {
+            Amount::ZERO
+        } else if after_quantity.is_negative() == held.is_negative() {
+            position.average_price
+        } else {
+            price
+        };
+        (average, realized)
+    };
+    let after = Position {
+        quantity: after_quantity,
+        average_price,
+        realized_pnl: position.realized_pnl.checked_add(realized)?,
+    };
+    let after = if after.quantity.is_zero() {
+        Position {
+            realized_pnl: after.realized_pnl,
+            ..Position::default()
+        }
+    } else {
+        after
+    };
+    Some((after, realized))
+}
+
+impl Account {
+    fn read(row: &[Cell]) -> Result<Self, LedgerError> {
+        let reader = RowReader::new(&TRADING_POSITIONS, row);
+        let positions = reader.opt_text("positions")?.unwrap_or_default();
+        let recent = reader.opt_text("recent")?.unwrap_or_default();
+        let corrupt = |column| {
+            LedgerError::Corrupt(CorruptRow {
+                table: TRADING_POSITIONS.name,
+                column,
+            })
+        };
+        let positions: BTreeMap<String, Position> = if positions.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(&positions).map_err(|_| corrupt("positions"))?
+        };
+        let recent: Vec<Recent> = if recent.is_empty() {
+            Vec::new()
+        } else {
+            serde_json::from_str(&recent).map_err(|_| corrupt("recent"))?
+        };
+        // The total is the sum of the symbols' (the column is for reading, and SQLite's
+        // numeric affinity may hand back a float's text).
+        let realized_pnl = positions
+            .values()
+            .try_fold(Amount::ZERO, |sum, p| sum.checked_add(p.realized_pnl))
+            .ok_or_else(|| corrupt("positions"))?;
+        Ok(Self {
+            positions,
+            realized_pnl,
+            recent,
+            signals: reader.opt_integer("signals_count")?.unwrap_or(0),
+            orders: reader.opt_integer("orders_count")?.unwrap_or(0),
+        })
+    }
+
+    /// Keeps what the rate limit, the duplicate window and replay detection can still need.
+    fn prune(&mut self, at: Timestamp, window_secs: u32) {
+        let horizon = MINUTE_MICROS.max(i64::from(window_secs) * 1_000_000);
+        let since = at.micros() - horizon;
+        let keep_from = self.recent.len().saturating_sub(KEEP_LAST);
+        let mut index = 0;
+        self.recent.retain(|r| {
+            index += 1;
+            index > keep_from || r.at > since
+        });
+    }
+
+    fn row(
+        &self,
+        source: &str,
+        user: &str,
+        delivery: DeliveryId,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Vec<Cell>, LedgerError> {
+        let created_at = match current {
+            Some(row) => RowReader::new(&TRADING_POSITIONS, row)
+                .opt_timestamp("created_at")?
+                .unwrap_or(times.now),
+            None => times.now,
+        };
+        // Positions whose P&L is realised but quantity flat stay, so the total is kept.
+        let mut positions = self.positions.clone();
+        positions.retain(|_, p| !p.quantity.is_zero() || !p.realized_pnl.is_zero());
+        let json = |value: serde_json::Result<String>, column| {
+            value.map_err(|_| {
+                LedgerError::Corrupt(CorruptRow {
+                    table: TRADING_POSITIONS.name,
+                    column,
+                })
+            })
+        };
+        Ok(vec![
+            Cell::text(source),
+            Cell::text(user),
+            Cell::Json(json(serde_json::to_string(&positions), "positions")?),
+            decimal(self.realized_pnl),
+            Cell::Json(json(serde_json::to_string(&self.recent), "recent")?),
+            Cell::Integer(self.signals),
+            Cell::Integer(self.orders),
+            Cell::Integer(delivery.0),
+            Cell::Timestamp(created_at),
+            Cell::Timestamp(times.now),
+        ])
+    }
+}
+
+fn decimal(amount: Amount) -> Cell {
+    Cell::Decimal(amount.to_string())
+}
+
+fn overflow(column: &'static str) -> LedgerError {
+    LedgerError::Corrupt(CorruptRow {
+        table: TRADING_POSITIONS.name,
+        column,
+    })
+}
+
+/// Amounts as decimal text in the account's JSON, so that no reader takes them for floats.
+mod text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Amount;
+
+    pub fn serialize<S: Serializer>(amount: &Amount, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(amount)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Amount, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Amount::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::alert::{parse, Action};
+    use super::*;
+
+    fn a(text: &str) -> Amount {
+        Amount::parse(text).expect("amount")
+    }
+
+    fn times(seconds: i64) -> WriteTimes {
+        let at = Timestamp::from_unix_seconds(1_800_000_000 + seconds);
+        WriteTimes {
+            received_at: at,
+            now: at,
+        }
+    }
+
+    /// Applies signals in order against one account row; returns each signal's status/reason.
+    fn run(rules: Rules, signals: &[(i64, &str)]) -> (Vec<(String, Option<String>)>, Vec<Cell>) {
+        let rules = Arc::new(rules);
+        let mut row: Option<Vec<Cell>> = None;
+        let mut outcomes = Vec::new();
+        for (index, (second, body)) in signals.iter().enumerate() {
+            let change = SignalChange {
+                user: "alice".into(),
+                alert: parse(body.as_bytes()).expect("alert"),
+                delivery: DeliveryId(index as i64 + 1),
+                rules: Arc::clone(&rules),
+            };
+            let decision = change
+                .decide("tradingview", row.as_deref(), times(*second))
+                .expect("decided");
+            let signal = decision
+                .appended
+                .iter()
+                .find(|appended| appended.table.name == "trading_signals")
+                .expect("signal row");
+            let text = |cell: &Cell| match cell {
+                Cell::Text(text) => Some(text.clone()),
+                _ => None,
+            };
+            outcomes.push((
+                text(&signal.row[8]).unwrap_or_default(),
+                text(&signal.row[9]),
+            ));
+            row = match decision.row {
+                RowWrite::Insert(cells) | RowWrite::Update(cells) => Some(cells),
+                RowWrite::Unchanged => row,
+            };
+        }
+        (outcomes, row.unwrap_or_default())
+    }
+
+    fn position(row: &[Cell], symbol: &str) -> Position {
+        let account = Account::read(row).expect("account");
+        account.positions.get(symbol).copied().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_paper_broker_averages_in_and_realises_on_the_way_out() {
+        let flat = Position::default();
+        let (long, pnl) = fill(&flat, Side::Buy, a("1"), a("100")).expect("fill");
+        assert_eq!(
+            (long.quantity, long.average_price, pnl),
+            (a("1"), a("100"), a("0"))
+        );
+        let (long, _) = fill(&long, Side::Buy, a("1"), a("110")).expect("fill");
+        assert_eq!((long.quantity, long.average_price), (a("2"), a("105")));
+        let (half, pnl) = fill(&long, Side::Sell, a("1"), a("120")).expect("fill");
+        assert_eq!(
+            (half.quantity, half.average_price, pnl),
+            (a("1"), a("105"), a("15"))
+        );
+        let (short, pnl) = fill(&half, Side::Sell, a("3"), a("100")).expect("fill");
+        assert_eq!(
+            (short.quantity, short.average_price, pnl),
+            (a("-2"), a("100"), a("-5"))
+        );
+        let (flat, pnl) = fill(&short, Side::Buy, a("2"), a("90")).expect("fill");
+        assert_eq!(
+            (flat.quantity, pnl, flat.realized_pnl),
+            (a("0"), a("20"), a("30"))
+        );
+    }
+
+    #[test]
+    fn buy_then_close_ends_flat_with_realised_pnl() {
+        let rules = Rules {
+            sizing: Sizing::FixedQuantity(a("0.5")),
+            ..Rules::default()
+        };
+        let (outcomes, row) = run(
+            rules,
+            &[
+                (0, r#"{"symbol":"BTCUSDT","action":"buy","price":"37000"}"#),
+                (
+                    5,
+                    r#"{"symbol":"BTCUSDT","action":"close","price":"38000.5"}"#,
+                ),
+                (
+                    9,
+                    r#"{"symbol":"BTCUSDT","action":"exit","price":"38000.5"}"#,
+                ),
+            ],
+        );
+        assert_eq!(outcomes[0].0, "accepted");
+        assert_eq!(outcomes[1].0, "accepted");
+        assert_eq!(
+            outcomes[2],
+            (
+                "rejected".into(),
+                Some("no open BTCUSDT position to close".into())
+            )
+        );
+        let btc = position(&row, "BTCUSDT");
+        assert_eq!((btc.quantity, btc.realized_pnl), (a("0"), a("500.25")));
+    }
+
+    #[test]
+    fn risk_rules_reject_with_their_reasons() {
+        let rules = Rules {
+            allowed_symbols: vec!["BTCUSDT".into(), "ETHUSDT".into()],
+            max_position: Some(a("2")),
+            max_order_notional: Some(a("50000")),
+            max_orders_per_minute: Some(3),
+            duplicate_window_secs: 30,
+            sizing: Sizing::FixedQuantity(a("1")),
+            ..Rules::default()
+        };
+        let (outcomes, _) = run(
+            rules,
+            &[
+                (0, r#"{"symbol":"DOGEUSDT","action":"buy","price":"1"}"#),
+                (0, r#"{"symbol":"BTCUSDT","action":"buy","price":"37000"}"#),
+                (1, r#"{"symbol":"BTCUSDT","action":"buy","price":"37000"}"#),
+                (
+                    2,
+                    r#"{"symbol":"BTCUSDT","action":"buy","price":"37000","quantity":"2"}"#,
+                ),
+                (3, r#"{"symbol":"BTCUSDT","action":"buy","price":"37001"}"#),
+                (4, r#"{"symbol":"BTCUSDT","action":"buy","price":"37002"}"#),
+                (5, r#"{"symbol":"ETHUSDT","action":"sell","price":"2000"}"#),
+                (6, r#"{"symbol":"ETHUSDT","action":"sell","price":"2001"}"#),
+                (61, r#"{"symbol":"ETHUSDT","action":"sell","price":"2001"}"#),
+            ],
+        );
+        let reasons: Vec<&str> = outcomes
+            .iter()
+            .map(|(status, reason)| reason.as_deref().unwrap_or(status))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "symbol DOGEUSDT is not allowed",
+                "accepted",
+                "an identical signal was accepted within the last 30s",
+                "order notional 74000 exceeds the maximum of 50000",
+                "accepted",
+                "position 3 BTCUSDT would exceed the maximum of 2",
+                "accepted",
+                "rate limit: 3 orders in the last minute, at most 3 allowed",
+                "accepted",
+            ]
+        );
+    }
+
+    #[test]
+    fn sizing_by_notional_and_percent_of_equity_rounds_down() {
+        let by_notional = Rules {
+            sizing: Sizing::FixedNotional(a("1000")),
+            quantity_decimals: 4,
+            ..Rules::default()
+        };
+        let (_, row) = run(
+            by_notional,
+            &[(0, r#"{"symbol":"BTCUSDT","action":"long","price":"37000"}"#)],
+        );
+        assert_eq!(position(&row, "BTCUSDT").quantity, a("0.027"));
+        let by_equity = Rules {
+            sizing: Sizing::PercentOfEquity(a("10")),
+            starting_equity: a("20000"),
+            ..Rules::default()
+        };
+        let (_, row) = run(
+            by_equity,
+            &[(0, r#"{"symbol":"ETHUSDT","action":"short","price":"2500"}"#)],
+        );
+        assert_eq!(position(&row, "ETHUSDT").quantity, a("-0.8"));
+    }
+
+    #[test]
+    fn a_replayed_signal_changes_nothing() {
+        let change = SignalChange {
+            user: "alice".into(),
+            alert: parse(br#"{"symbol":"BTCUSDT","action":"buy","price":"1"}"#).expect("alert"),
+            delivery: DeliveryId(7),
+            rules: Arc::new(Rules::default()),
+        };
+        assert_eq!(change.alert.action, Action::Buy);
+        let first = change
+            .decide("tradingview", None, times(0))
+            .expect("decided");
+        let RowWrite::Insert(row) = first.row else {
+            panic!("inserted")
+        };
+        let again = change
+            .decide("tradingview", Some(&row), times(1))
+            .expect("decided");
+        assert_eq!(again.row, RowWrite::Unchanged);
+        assert!(again.appended.is_empty());
+    }
+}
