@@ -16,4 +16,5 @@ mod refract;
 mod storage;
 mod storage_failure;
 mod support;
+mod tradingview;
 mod transfer;

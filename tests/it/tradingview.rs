@@ -1,0 +1,473 @@
+//! Seed 004 (TradingView alerts) over HTTP: the secret in the body, validation, the risk rules
+//! and the paper broker through the processor, and the OKX adapter against a fake OKX.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing;
+use axum::{Json, Router};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sha2::Sha256;
+use wharf::clock::{ManualClock, Timestamp};
+use wharf::lookup::{LookupSettings, ProviderApi};
+use wharf::sources::tradingview::execution::{
+    ExecutionAdapter, ExecutionError, Okx, OkxCredentials, OrderRequest,
+};
+use wharf::sources::tradingview::{Amount, Side};
+
+use crate::support::{on_both_backends, Backend, TestApp};
+
+on_both_backends!(
+    the_seed_curl_example_is_acknowledged_then_filled_by_the_paper_broker,
+    a_wrong_or_missing_secret_is_401_and_per_user_secrets_select_the_user,
+    a_text_plain_alert_with_a_secret_line_is_a_signal,
+    unrendered_placeholders_are_400_naming_them,
+    risk_rule_rejections_are_recorded_with_their_reasons,
+    a_buy_then_sell_ends_flat_with_the_right_realised_pnl,
+);
+
+const SECRET: &str = "your-secret-key";
+
+/// Seed 004's "Test TradingView Webhook" curl body, byte for byte.
+const SEED_CURL_BODY: &str = r#"{
+    "symbol": "BTCUSDT",
+    "action": "buy",
+    "price": "37000",
+    "secret": "your-secret-key"
+  }"#;
+
+async fn app(backend: Backend, toml: &str) -> TestApp {
+    TestApp::builder()
+        .backend(backend)
+        .env("TRADINGVIEW_WEBHOOK_SECRET", SECRET)
+        .toml(toml)
+        .spawn()
+        .await
+}
+
+async fn post(app: &TestApp, query: &str, content_type: &str, body: &str) -> reqwest::Response {
+    app.client
+        .post(format!("{}/api/tradingview/webhook{query}", app.base))
+        .header("content-type", content_type)
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("sent")
+}
+
+async fn post_json(app: &TestApp, body: Value) -> reqwest::Response {
+    post(app, "", "application/json", &body.to_string()).await
+}
+
+fn alert(symbol: &str, action: &str, price: &str) -> Value {
+    json!({ "symbol": symbol, "action": action, "price": price, "secret": SECRET })
+}
+
+const SIGNALS: &str = "SELECT user_id, symbol, action, status, reason FROM trading_signals \
+                       ORDER BY delivery_id";
+
+async fn the_seed_curl_example_is_acknowledged_then_filled_by_the_paper_broker(backend: Backend) {
+    let app = app(backend, "").await;
+    let response = post(&app, "", "application/json", SEED_CURL_BODY).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["event_type"], "signal.buy");
+    assert!(!body.to_string().contains(SECRET), "{body}");
+    // Acknowledged once stored: nothing is decided before the processor runs.
+    assert_eq!(app.count("SELECT COUNT(*) FROM trading_signals").await, 0);
+    assert_eq!(app.run_pending().await, 1);
+    let signal = app.one(SIGNALS).await;
+    assert_eq!(
+        signal,
+        [
+            Some("default".into()),
+            Some("BTCUSDT".into()),
+            Some("buy".into()),
+            Some("accepted".into()),
+            None
+        ]
+    );
+    let order = app
+        .one("SELECT side, quantity, price, notional, broker, status FROM trading_orders")
+        .await;
+    assert_eq!(
+        order,
+        ["buy", "1", "37000", "37000", "paper", "filled"].map(|s| Some(s.to_owned()))
+    );
+    let fill = app
+        .one("SELECT position_after, average_price_after, realized_pnl FROM trading_fills")
+        .await;
+    assert_eq!(fill, ["1", "37000", "0"].map(|s| Some(s.to_owned())));
+    let account = app
+        .one("SELECT user_id, positions, orders_count FROM trading_positions")
+        .await;
+    assert_eq!(account[0].as_deref(), Some("default"));
+    let positions: Value = serde_json::from_str(account[1].as_deref().unwrap_or("")).expect("json");
+    assert_eq!(positions["BTCUSDT"]["quantity"], "1");
+    assert_eq!(positions["BTCUSDT"]["average_price"], "37000");
+    assert_eq!(account[2].as_deref(), Some("1"));
+    // Nothing the processor wrote holds the secret.
+    for table in [
+        "trading_signals",
+        "trading_orders",
+        "trading_fills",
+        "trading_positions",
+    ] {
+        let found = app
+            .rows(&format!("SELECT * FROM {table}"))
+            .await
+            .concat()
+            .into_iter()
+            .flatten()
+            .any(|cell| cell.contains(SECRET));
+        assert!(!found, "{table} holds the secret");
+    }
+}
+
+async fn a_wrong_or_missing_secret_is_401_and_per_user_secrets_select_the_user(backend: Backend) {
+    let app = app(backend, "[tradingview]\nusers = { alice = \"alice-s1\" }\n").await;
+    let mut wrong = alert("BTCUSDT", "buy", "37000");
+    wrong["secret"] = json!("not-it");
+    let response = post_json(&app, wrong).await;
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "wrong_token");
+    assert!(!body.to_string().contains("not-it"));
+    let mut missing = alert("BTCUSDT", "buy", "37000");
+    missing.as_object_mut().map(|o| o.remove("secret"));
+    assert_eq!(post_json(&app, missing).await.status(), 401);
+    // The default user's secret is not alice's, nor is an unknown user let in.
+    let body = alert("BTCUSDT", "buy", "37000").to_string();
+    assert_eq!(
+        post(&app, "?user_id=alice", "application/json", &body)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(&app, "?user_id=mallory", "application/json", &body)
+            .await
+            .status(),
+        401
+    );
+    let mut alices = alert("ETHUSDT", "sell", "2500");
+    alices["secret"] = json!("alice-s1");
+    let response = post(
+        &app,
+        "?user_id=alice",
+        "application/json",
+        &alices.to_string(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    // Seed 004's signature header, for senders that can sign: HMAC-SHA256 of the body, hex.
+    let unsigned = json!({"symbol":"SOLUSDT","action":"buy","price":"150"}).to_string();
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(unsigned.as_bytes());
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let signed = |signature: String| {
+        app.client
+            .post(format!("{}/api/tradingview/webhook", app.base))
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .body(unsigned.clone())
+            .send()
+    };
+    assert_eq!(signed(signature).await.expect("sent").status(), 200);
+    assert_eq!(signed("00".repeat(32)).await.expect("sent").status(), 401);
+    assert_eq!(app.run_pending().await, 2);
+    let signals = app.rows(SIGNALS).await;
+    let users: Vec<_> = signals.iter().map(|row| row[0].as_deref()).collect();
+    assert_eq!(users, [Some("alice"), Some("default")]);
+}
+
+async fn a_text_plain_alert_with_a_secret_line_is_a_signal(backend: Backend) {
+    let app = app(backend, "").await;
+    let text = format!(
+        "secret={SECRET}\nsymbol=BINANCE:ETHUSDT\naction=Long\nprice=2500.5\nquantity=0.2\nstrategy=momentum\n"
+    );
+    let response = post(&app, "", "text/plain; charset=utf-8", &text).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.run_pending().await, 1);
+    let signal = app
+        .one("SELECT symbol, action, price, quantity, strategy, status FROM trading_signals")
+        .await;
+    assert_eq!(
+        signal,
+        ["ETHUSDT", "long", "2500.5", "0.2", "momentum", "accepted"].map(|s| Some(s.to_owned()))
+    );
+    let fill = app.one("SELECT side, quantity FROM trading_fills").await;
+    assert_eq!(fill, ["buy", "0.2"].map(|s| Some(s.to_owned())));
+}
+
+async fn unrendered_placeholders_are_400_naming_them(backend: Backend) {
+    let app = app(backend, "").await;
+    let body = json!({
+        "symbol": "{{ticker}}",
+        "action": "{{strategy.order.action}}",
+        "price": "{{close}}",
+        "secret": SECRET,
+    });
+    let response = post_json(&app, body).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "unrendered_placeholders");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    for name in ["{{ticker}}", "{{strategy.order.action}}", "{{close}}"] {
+        assert!(detail.contains(name), "{detail}");
+    }
+    assert!(!detail.contains(SECRET));
+    let unknown = post_json(&app, alert("BTCUSDT", "hold", "1")).await;
+    assert_eq!(unknown.status(), 422);
+    let missing = post_json(
+        &app,
+        json!({"symbol":"BTCUSDT","action":"buy","secret":SECRET}),
+    )
+    .await;
+    assert_eq!(missing.status(), 400);
+    assert_eq!(app.run_pending().await, 0);
+    assert_eq!(app.count("SELECT COUNT(*) FROM trading_signals").await, 0);
+}
+
+async fn risk_rule_rejections_are_recorded_with_their_reasons(backend: Backend) {
+    let app = app(
+        backend,
+        r#"
+        [tradingview.risk]
+        allowed_symbols = ["btcusdt", "ETHUSDT"]
+        max_order_notional = "50000"
+        max_orders_per_minute = 2
+        duplicate_window_secs = 60
+        "#,
+    )
+    .await;
+    let signals = [
+        alert("DOGEUSDT", "buy", "0.1"),
+        json!({"symbol":"BTCUSDT","action":"buy","price":"37000","quantity":"2","secret":SECRET}),
+        alert("BTCUSDT", "buy", "37000"),
+        alert("BTCUSDT", "buy", "37000"),
+        alert("ETHUSDT", "buy", "2500"),
+        alert("ETHUSDT", "sell", "2600"),
+    ];
+    for signal in signals {
+        assert_eq!(post_json(&app, signal).await.status(), 200);
+        // One at a time, in arrival order, as the processor would see a live stream.
+        app.run_pending().await;
+    }
+    let rows = app.rows(SIGNALS).await;
+    let outcomes: Vec<(Option<&str>, Option<&str>)> = rows
+        .iter()
+        .map(|row| (row[3].as_deref(), row[4].as_deref()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (Some("rejected"), Some("symbol DOGEUSDT is not allowed")),
+            (
+                Some("rejected"),
+                Some("order notional 74000 exceeds the maximum of 50000")
+            ),
+            (Some("accepted"), None),
+            (
+                Some("rejected"),
+                Some("an identical signal was accepted within the last 60s")
+            ),
+            (Some("accepted"), None),
+            (
+                Some("rejected"),
+                Some("rate limit: 2 orders in the last minute, at most 2 allowed")
+            ),
+        ]
+    );
+    assert_eq!(app.count("SELECT COUNT(*) FROM trading_orders").await, 2);
+    assert_eq!(app.count("SELECT COUNT(*) FROM trading_fills").await, 2);
+}
+
+async fn a_buy_then_sell_ends_flat_with_the_right_realised_pnl(backend: Backend) {
+    let clock = ManualClock::at(Timestamp::from_unix_seconds(1_800_000_000));
+    let app = TestApp::builder()
+        .backend(backend)
+        .env("TRADINGVIEW_WEBHOOK_SECRET", SECRET)
+        .toml("[tradingview.sizing]\nmode = \"fixed_notional\"\nnotional = \"1000\"\nquantity_decimals = 4\n")
+        .manual_clock(clock.clone())
+        .spawn()
+        .await;
+    let steps = [
+        json!({"symbol":"BTCUSDT","action":"buy","price":"40000","quantity":"0.05","secret":SECRET}),
+        json!({"symbol":"BTCUSDT","action":"buy","price":"42000","quantity":"0.05","secret":SECRET}),
+        json!({"symbol":"BTCUSDT","action":"sell","price":"43000.5","quantity":"0.04","secret":SECRET}),
+        json!({"symbol":"BTCUSDT","action":"exit","price":"39000","strategy":"stop","secret":SECRET}),
+    ];
+    for step in steps {
+        assert_eq!(post_json(&app, step).await.status(), 200);
+        clock.advance_millis(1_000);
+        app.run_pending().await;
+    }
+    let fills = app
+        .rows(
+            "SELECT side, quantity, price, realized_pnl, position_after, average_price_after \
+             FROM trading_fills ORDER BY delivery_id",
+        )
+        .await;
+    let fills: Vec<Vec<&str>> = fills
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| cell.as_deref().unwrap_or("-"))
+                .collect()
+        })
+        .collect();
+    // Average 41000 after two buys; selling 0.04 at 43000.5 realises 0.04 × 2000.5 = 80.02;
+    // the exit sells the remaining 0.06 at 39000: 0.06 × −2000 = −120.
+    assert_eq!(
+        fills,
+        [
+            vec!["buy", "0.05", "40000", "0", "0.05", "40000"],
+            vec!["buy", "0.05", "42000", "0", "0.1", "41000"],
+            vec!["sell", "0.04", "43000.5", "80.02", "0.06", "41000"],
+            vec!["sell", "0.06", "39000", "-120", "0", "0"],
+        ]
+    );
+    let account = app.one("SELECT positions FROM trading_positions").await;
+    let positions: Value = serde_json::from_str(account[0].as_deref().unwrap_or("")).expect("json");
+    assert_eq!(positions["BTCUSDT"]["quantity"], "0");
+    assert_eq!(positions["BTCUSDT"]["realized_pnl"], "-39.98");
+    let total = app.one("SELECT realized_pnl FROM trading_positions").await;
+    assert_eq!(total[0].as_deref(), Some("-39.98"));
+}
+
+/// What the fake OKX saw.
+#[derive(Default)]
+struct FakeOkx {
+    bodies: Mutex<Vec<Value>>,
+}
+
+const OKX_KEY: &str = "okx-api-key";
+const OKX_SECRET: &str = "okx-secret-key";
+const OKX_PASSPHRASE: &str = "okx-passphrase";
+
+/// OKX's place-order endpoint: checks the four `OK-ACCESS-*` headers as OKX does and answers
+/// in OKX's format.
+async fn fake_place_order(
+    State(fake): State<Arc<FakeOkx>>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, Json<Value>) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let timestamp = header("ok-access-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(OKX_SECRET.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}POST/api/v5/trade/order{body}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let timestamp_ok = chrono::DateTime::parse_from_rfc3339(&timestamp).is_ok()
+        && timestamp.ends_with('Z')
+        && timestamp.len() == 24;
+    if header("ok-access-key") != OKX_KEY
+        || header("ok-access-passphrase") != OKX_PASSPHRASE
+        || header("ok-access-sign") != expected
+        || !timestamp_ok
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code":"50113","msg":"Invalid Sign","data":[]})),
+        );
+    }
+    let order: Value = serde_json::from_str(&body).expect("json body");
+    fake.bodies.lock().expect("lock").push(order.clone());
+    if order["sz"] == "1000" {
+        return (
+            StatusCode::OK,
+            Json(json!({"code":"1","msg":"Operation failed.","data":[{
+                "clOrdId": order["clOrdId"], "ordId": "", "tag": "",
+                "sCode": "51008", "sMsg": "Order failed. Insufficient USDT balance in account."
+            }]})),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"code":"0","msg":"","data":[{
+            "clOrdId": order["clOrdId"], "ordId": "312269865356374016", "tag": "",
+            "sCode": "0", "sMsg": ""
+        }]})),
+    )
+}
+
+async fn okx(base: &str, secret: &str) -> Okx {
+    Okx::new(
+        ProviderApi::new(LookupSettings::default()).expect("client"),
+        base,
+        OkxCredentials {
+            api_key: SecretString::from(OKX_KEY),
+            secret_key: SecretString::from(secret),
+            passphrase: SecretString::from(OKX_PASSPHRASE),
+        },
+        Arc::new(wharf::clock::SystemClock),
+    )
+}
+
+#[tokio::test]
+async fn the_okx_adapter_places_signed_orders_and_reads_okx_answers() {
+    let fake = Arc::new(FakeOkx::default());
+    let router = Router::new()
+        .route("/api/v5/trade/order", routing::post(fake_place_order))
+        .with_state(Arc::clone(&fake));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let amount = |text: &str| Amount::parse(text).expect("amount");
+    let order = OrderRequest {
+        client_order_id: "wharf42".into(),
+        symbol: "BTCUSDT".into(),
+        side: Side::Buy,
+        quantity: amount("0.01"),
+        limit_price: Some(amount("37000")),
+    };
+    let adapter = okx(&base, OKX_SECRET).await;
+    assert_eq!(adapter.name(), "okx");
+    let placement = adapter.place(&order).await.expect("placed");
+    assert_eq!(placement.venue_order_id, "312269865356374016");
+    let sent = fake.bodies.lock().expect("lock").clone();
+    assert_eq!(
+        sent,
+        [
+            json!({"instId":"BTC-USDT","tdMode":"cash","clOrdId":"wharf42","side":"buy",
+                "ordType":"limit","sz":"0.01","px":"37000"})
+        ]
+    );
+
+    let too_big = OrderRequest {
+        quantity: amount("1000"),
+        limit_price: None,
+        side: Side::Sell,
+        ..order.clone()
+    };
+    match adapter.place(&too_big).await {
+        Err(ExecutionError::Refused { code, message }) => {
+            assert_eq!(code, "51008");
+            assert!(message.contains("Insufficient"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    let wrong_key = okx(&base, "not-the-secret").await;
+    match wrong_key.place(&order).await {
+        Err(error @ ExecutionError::Refused { .. }) => {
+            assert!(error.is_permanent());
+            assert!(error.to_string().contains("50113"), "{error}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
