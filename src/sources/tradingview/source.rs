@@ -441,3 +441,169 @@ impl Source for TradingView {
         json!({ "detail": message, "code": code, "message": message })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue, Method};
+    use bytes::Bytes;
+
+    use super::*;
+
+    struct Env(Vec<(&'static str, &'static str)>);
+
+    impl Environment for Env {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    fn builtin(toml: &str, env: &[(&'static str, &'static str)]) -> SharedSource {
+        let section: toml::Table = toml::from_str(toml).expect("toml");
+        TradingViewProvider
+            .builtin(section, &Env(env.to_vec()))
+            .expect("valid")
+            .expect("built in")
+    }
+
+    fn request(
+        query: Option<&str>,
+        headers: &[(&'static str, &str)],
+        body: &str,
+    ) -> IncomingRequest {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, HeaderValue::from_str(value).expect("header"));
+        }
+        IncomingRequest {
+            method: Method::POST,
+            path: WEBHOOK_ROUTE.to_owned(),
+            query: query.map(str::to_owned),
+            headers: map,
+            body: Bytes::from(body.to_owned()),
+            received_at: Timestamp(0),
+            path_params: Vec::new(),
+        }
+    }
+
+    const BODY: &str = r#"{"symbol":"BTCUSDT","action":"buy","price":"1","secret":"s0"}"#;
+
+    #[test]
+    fn without_a_secret_the_source_refuses_everything() {
+        let source = builtin("", &[]);
+        assert_eq!(
+            source.authenticate(&request(None, &[], BODY), Timestamp(0)),
+            Err(VerifyError::NoSecretConfigured)
+        );
+    }
+
+    #[test]
+    fn the_proxy_header_admits_only_tradingview_addresses_when_configured() {
+        let source = builtin(
+            "trusted_proxy_header = \"X-Forwarded-For\"",
+            &[("TRADINGVIEW_WEBHOOK_SECRET", "s0")],
+        );
+        let from = |chain: &str| {
+            source.authenticate(
+                &request(None, &[("x-forwarded-for", chain)], BODY),
+                Timestamp(0),
+            )
+        };
+        assert_eq!(from("52.89.214.238"), Ok(()));
+        assert_eq!(from("10.0.0.1, 52.32.178.7"), Ok(()));
+        // Only the entry the proxy appended counts, not what the sender wrote before it.
+        assert_eq!(
+            from("52.89.214.238, 203.0.113.9"),
+            Err(VerifyError::AddressNotAllowed("203.0.113.9".into()))
+        );
+        assert!(matches!(
+            source.authenticate(&request(None, &[], BODY), Timestamp(0)),
+            Err(VerifyError::AddressNotAllowed(_))
+        ));
+        // Without the setting, the header means nothing.
+        let open = builtin("", &[("TRADINGVIEW_WEBHOOK_SECRET", "s0")]);
+        let spoofed = request(None, &[("x-forwarded-for", "203.0.113.9")], BODY);
+        assert_eq!(open.authenticate(&spoofed, Timestamp(0)), Ok(()));
+    }
+
+    #[test]
+    fn users_have_their_own_secrets_and_signatures_use_them() {
+        let source = builtin(
+            "users = { alice = \"s1\" }",
+            &[("TRADINGVIEW_WEBHOOK_SECRET", "s0")],
+        );
+        let alice = BODY.replace("s0", "s1");
+        assert_eq!(
+            source.authenticate(&request(Some("user_id=alice"), &[], &alice), Timestamp(0)),
+            Ok(())
+        );
+        assert_eq!(
+            source.authenticate(&request(Some("user_id=alice"), &[], BODY), Timestamp(0)),
+            Err(VerifyError::WrongToken)
+        );
+        assert_eq!(
+            source.authenticate(&request(Some("user_id=bob"), &[], &alice), Timestamp(0)),
+            Err(VerifyError::WrongToken)
+        );
+        let unsigned = r#"{"symbol":"BTCUSDT","action":"buy","price":"1"}"#;
+        let scheme = HmacScheme {
+            algorithm: Algorithm::Sha256,
+            encoding: Encoding::Hex,
+            prefix: None,
+        };
+        let signature = scheme.sign(b"s1", unsigned.as_bytes());
+        let signed = request(
+            Some("user_id=alice"),
+            &[("x-signature", &signature)],
+            unsigned,
+        );
+        assert_eq!(source.authenticate(&signed, Timestamp(0)), Ok(()));
+        let as_default = request(None, &[("x-signature", &signature)], unsigned);
+        assert_eq!(
+            source.authenticate(&as_default, Timestamp(0)),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn settings_are_exact_and_checked() {
+        let section: toml::Table = toml::from_str(
+            r#"
+            [risk]
+            allowed_symbols = ["btcusdt"]
+            max_position = "0.5"
+            max_order_notional = 50000
+            [sizing]
+            mode = "percent_of_equity"
+            percent = "2.5"
+            "#,
+        )
+        .expect("toml");
+        let file: FileSettings = registry::settings(KIND, section).expect("settings");
+        let rules = file.rules(KIND).expect("rules");
+        assert_eq!(rules.allowed_symbols, ["BTCUSDT"]);
+        assert_eq!(rules.max_position, Amount::parse("0.5").ok());
+        assert_eq!(rules.max_order_notional, Some(Amount::from_units(50_000)));
+        assert_eq!(
+            rules.sizing,
+            Sizing::PercentOfEquity(Amount::parse("2.5").expect("amount"))
+        );
+        for bad in [
+            "[risk]\nmax_position = 0.5",
+            "[risk]\nmax_position = \"-1\"",
+            "[sizing]\nmode = \"martingale\"",
+            "allowed_addresses = [\"not-an-ip\"]",
+            "surprise = 1",
+        ] {
+            let section: toml::Table = toml::from_str(bad).expect("toml");
+            assert!(
+                TradingViewProvider
+                    .builtin(section, &Env(Vec::new()))
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+}
