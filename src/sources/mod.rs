@@ -322,6 +322,20 @@ pub enum Reply {
     Text(StatusCode, String),
     /// No body, e.g. Discord's `204 No Content`.
     Empty(StatusCode),
+    /// `303 See Other` to this URL (a payment callback sending the buyer to a result page).
+    Redirect(String),
+}
+
+/// Where a `verifying` delivery stood when the ingress stopped waiting for it (see
+/// [`Source::settles_inline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Confirmed and applied (or genuine but changing nothing).
+    Confirmed,
+    /// The provider's API disproved it, or it could not be applied; the reason.
+    Refused(String),
+    /// Not settled in time (the API is slow or down): it is retried in the background.
+    Undecided,
 }
 
 /// A webhook provider, or a configured family of senders.
@@ -390,6 +404,25 @@ pub trait Source: Send + Sync + 'static {
     /// Path segments (from [`Source::routes`]) that carry secrets: redacted before storing.
     fn secret_path_params(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// Whether the sender waits for the verification of this `verifying` request (a buyer's
+    /// browser on a payment callback): the ingress then holds the answer until the lookup
+    /// settles or a short deadline passes, and answers with [`Source::settled`].
+    fn settles_inline(&self, request: &IncomingRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// The answer to a request that [`Source::settles_inline`], once settled or not.
+    fn settled(
+        &self,
+        receipt: &Receipt<'_>,
+        request: &IncomingRequest,
+        settlement: &Settlement,
+    ) -> Reply {
+        let _ = settlement;
+        self.accepted(receipt, request)
     }
 
     /// The answer once the delivery is durable (or known as a duplicate).

@@ -399,7 +399,8 @@ fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Clai
     let ids: Vec<i64> = conn
         .prepare_cached(
             "UPDATE deliveries SET lease_token = ?1, lease_until = ?2 WHERE id IN ( \
-             SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
+             SELECT id FROM deliveries WHERE status IN ('pending', 'verifying') \
+             AND next_attempt_at <= ?3 \
              AND (lease_until IS NULL OR lease_until <= ?3) \
              ORDER BY next_attempt_at, id LIMIT ?4) RETURNING id",
         )?
