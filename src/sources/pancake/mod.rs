@@ -14,9 +14,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use self::envelope::{parse_pancake, PancakeEvent, PancakeEventType};
+pub use self::envelope::{parse_pancake, read_pancake, PancakeEvent, PancakeEventType};
 pub use self::pos::{
-    parse_pos, PosAmount, PosEvent, PosEventType, PosKind, PosMoney, PosOrderStatus,
+    parse_pos, read_pos, PosAmount, PosEvent, PosEventType, PosKind, PosMoney, PosOrderStatus,
 };
 pub use self::reply::{Language, OwnerField};
 use super::json::{type_name, Fields};
@@ -255,10 +255,17 @@ fn parse_object(body: &[u8]) -> Result<Value, PancakeError> {
         return Err(PancakeError::NotUtf8);
     }
     let value: Value = serde_json::from_slice(body).map_err(PancakeError::InvalidJson)?;
-    if !value.is_object() {
-        return Err(wrong_type("body", "an object", &value));
-    }
+    check_object(&value)?;
     Ok(value)
+}
+
+/// Refuses a body that is JSON but not an object.
+fn check_object(value: &Value) -> Result<(), PancakeError> {
+    if value.is_object() {
+        Ok(())
+    } else {
+        Err(wrong_type("body", "an object", value))
+    }
 }
 
 fn missing(field: &str) -> PancakeError {
