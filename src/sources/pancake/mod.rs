@@ -1,9 +1,11 @@
 //! Pancake (pages.fm) and Pancake POS (pos.pages.fm), seed 002: reads a webhook body into the
 //! collection changes it asks for, with a dedup key and an ordering guard, and builds the
-//! replies the seed specifies. Pure: bytes in, values out; handlers and the ledger writer live
-//! elsewhere. Invariant: an event type nobody handles is an [`Ignored`] effect, never an error.
+//! replies the seed specifies. Pure: bytes in, values out; [`ledger`] holds the tables the
+//! changes are written to. Invariant: an event type nobody handles is an [`Ignored`] effect,
+//! never an error.
 
 pub mod envelope;
+pub mod ledger;
 pub mod pos;
 pub mod reply;
 
