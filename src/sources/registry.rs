@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{cartpanda, generic_hmac, refract, standard_webhooks, SharedSource};
+use super::{cartpanda, generic_hmac, pancake, refract, standard_webhooks, SharedSource};
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
 use crate::verify::SecretSet;
@@ -15,6 +15,8 @@ use crate::verify::SecretSet;
 pub static PROVIDERS: &[&dyn Provider] = &[
     &cartpanda::CartPandaProvider,
     &refract::RefractProvider,
+    &pancake::PancakeProvider::PANCAKE,
+    &pancake::PancakeProvider::POS,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,
 ];

@@ -188,6 +188,21 @@ pub static PC_POS_ORDER_STATUS_HISTORY: Table = Table {
     ],
 };
 
+/// Pancake's tables, and Pancake POS's.
+pub static PANCAKE_TABLES: [&Table; 4] = [
+    &FB_CONVERSATION_TABLE,
+    &FB_MESSAGE_TABLE,
+    &FB_CUSTOMER_TABLE,
+    &PC_ORDER_TABLE,
+];
+pub static POS_TABLES: [&Table; 5] = [
+    &PC_POS_ORDER_TABLE,
+    &PC_POS_ORDER_STATUS_HISTORY,
+    &PC_POS_PRODUCT_TABLE,
+    &PC_POS_CUSTOMER_TABLE,
+    &PC_POS_VARIATION_TABLE,
+];
+
 /// Where a collection lives and which of its columns name the owner and the object.
 #[derive(Debug)]
 pub struct Collection {

@@ -1,13 +1,14 @@
 //! Pancake (pages.fm) and Pancake POS (pos.pages.fm), seed 002: reads a webhook body into the
 //! collection changes it asks for, with a dedup key and an ordering guard, and builds the
-//! replies the seed specifies. Pure: bytes in, values out; [`ledger`] holds the tables the
-//! changes are written to. Invariant: an event type nobody handles is an [`Ignored`] effect,
-//! never an error.
+//! replies the seed specifies. Pure: bytes in, values out. [`source`] makes the two providers
+//! of these parsers, and [`ledger`] the tables the changes are written to. Invariant: an event
+//! type nobody handles is an [`Ignored`] effect, never an error.
 
 pub mod envelope;
 pub mod ledger;
 pub mod pos;
 pub mod reply;
+pub mod source;
 
 use std::cmp::Ordering;
 
@@ -21,6 +22,7 @@ pub use self::pos::{
     parse_pos, read_pos, PosAmount, PosEvent, PosEventType, PosKind, PosMoney, PosOrderStatus,
 };
 pub use self::reply::{Language, OwnerField};
+pub use self::source::{PancakeProvider, PancakeSettings, PancakeSource, Product};
 use super::json::{type_name, Fields};
 use super::NormalizeError;
 use crate::clock::Timestamp;
