@@ -2,7 +2,8 @@
 //!
 //! Adding a provider is one module that implements [`Provider`] (its settings, its routes and
 //! methods, its replies, its identification and normalization) plus one line in
-//! [`PROVIDERS`]; its ledger tables add one migration per backend.
+//! [`PROVIDERS`]; its ledger tables add one migration per backend, and are named by
+//! [`Provider::ledger_tables`] so that a copy between backends carries them.
 
 use std::collections::BTreeMap;
 

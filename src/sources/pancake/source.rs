@@ -18,7 +18,7 @@ use super::ledger::{self, PancakeChange};
 use super::reply::{self, Language, OwnerField};
 use super::{parse_pancake, parse_pos, read_pancake, read_pos, Effect, PancakeError, PosKind};
 use crate::clock::Timestamp;
-use crate::config::{hmac_scheme, secrets_from_env, ConfigError, Environment};
+use crate::config::{hmac_scheme, invalid, secrets_from_env, ConfigError, Environment};
 use crate::journal::ClaimedDelivery;
 use crate::ledger::{LedgerChange, Table};
 use crate::sources::json;
@@ -27,7 +27,7 @@ use crate::sources::{
     IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply, Route,
     SharedSource, Source, Verified,
 };
-use crate::verify::{verify_token, HmacScheme, SecretSet, VerifyError};
+use crate::verify::{verify_token, Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
 
 /// The header the seed's setup adds to Pancake's webhook requests.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -112,8 +112,8 @@ impl PancakeSettings {
             signing_secrets: SecretSet::default(),
             signature_header: DEFAULT_SIGNATURE_HEADER.to_owned(),
             scheme: HmacScheme {
-                algorithm: crate::verify::Algorithm::Sha256,
-                encoding: crate::verify::Encoding::Hex,
+                algorithm: Algorithm::Sha256,
+                encoding: Encoding::Hex,
                 prefix: Some("sha256=".to_owned()),
             },
             language: Language::default(),
@@ -339,7 +339,7 @@ impl FileSettings {
         )?;
         if let Some(tag) = self.language {
             settings.language = Language::parse(&tag).ok_or_else(|| {
-                crate::config::invalid(
+                invalid(
                     format!("{context}.language"),
                     format!("{tag:?} is not \"vi\" or \"en\""),
                 )
