@@ -153,7 +153,7 @@ async fn receive_for(
             route.metrics.ingress(IngressOutcome::Invalid);
             tracing::info!(source = name, delivery.id = %appended.id(), code = error.code(), %error,
                 "genuine delivery could not be identified; stored as failed");
-            ApiError::new(error.status(), error.code(), error.to_string()).for_source(source)
+            ApiError::new(error.status(), error.code(), error.reply()).for_source(source)
         }
     }
 }

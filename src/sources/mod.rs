@@ -186,6 +186,16 @@ pub enum IdentifyError {
     /// provider's words).
     #[error("{0}")]
     Unparseable(String),
+    /// Refused in the provider's own terms: `code` and `reply` are what its error body says
+    /// (Pancake's `VAL_001` and its message, in the configured language); `error` is why, for
+    /// the journal and the logs.
+    #[error("{error}")]
+    Provider {
+        code: &'static str,
+        reply: String,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl IdentifyError {
@@ -201,6 +211,15 @@ impl IdentifyError {
             Self::UnknownShape { .. } => "unknown_payload",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unparseable(_) => "unparseable_content",
+            Self::Provider { code, .. } => code,
+        }
+    }
+
+    /// The message the sender reads: the provider's own where it has one, else the error.
+    pub fn reply(&self) -> String {
+        match self {
+            Self::Provider { reply, .. } => reply.clone(),
+            _ => self.to_string(),
         }
     }
 
