@@ -120,3 +120,30 @@ CREATE TABLE pc_pos_variation (
     updated_at      TEXT NOT NULL,
     UNIQUE (source, variation_id)
 );
+
+-- The orders view across sources gains Pancake's chat orders and Pancake POS orders, keyed
+-- by (source, external_id) with the shop or page in the id (POS order ids count per shop).
+-- POS amounts are as sent, in the shop currency's unit (VND: đồng).
+DROP VIEW all_orders;
+CREATE VIEW all_orders AS
+SELECT source, cartpanda_id AS external_id, customer_email, customer_name,
+       product_name AS product, price AS amount, currency, status, created_at, updated_at
+FROM sales
+UNION ALL
+SELECT source, order_number, email, customer_name, product, COALESCE(total, price), currency,
+       status, created_at, updated_at
+FROM orders
+UNION ALL
+SELECT source, shop_id || ':' || order_id, json_extract(document, '$.customer.email'),
+       COALESCE(json_extract(document, '$.bill_full_name'),
+                json_extract(document, '$.customer.name')),
+       NULL, total_price, COALESCE(json_extract(document, '$.currency'), 'VND'), status,
+       created_at, updated_at
+FROM pc_pos_order
+UNION ALL
+SELECT source, page_id || ':' || order_id, json_extract(document, '$.customer.email'),
+       COALESCE(json_extract(document, '$.bill_full_name'),
+                json_extract(document, '$.customer.name')),
+       NULL, json_extract(document, '$.total_price'), json_extract(document, '$.currency'),
+       json_extract(document, '$.status'), created_at, updated_at
+FROM pc_order;

@@ -720,6 +720,21 @@ async fn a_bare_pos_order_keeps_its_status_and_a_history_of_its_steps(backend: B
         .await,
         5
     );
+    assert_eq!(
+        app.rows(
+            "SELECT source, external_id, amount, currency, status FROM all_orders \
+             WHERE source = 'pancake-pos'"
+        )
+        .await,
+        [some(&[
+            "pancake-pos",
+            "26290:1234",
+            "280000",
+            "VND",
+            "shipped"
+        ])],
+        "the orders view across sources shows POS orders"
+    );
 }
 
 /// The variation's `remain_quantity` and `warehouse_stock`.
