@@ -36,10 +36,10 @@ use super::JournalError;
 use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
-/// The SQLite schema version this copy reads (`migrations/sqlite/V5__pancake.sql`). A database
+/// The SQLite schema version this copy reads (`migrations/sqlite/V6__verifying_and_webhook_events.sql`). A database
 /// at another version is refused: an older one lacks columns, a newer one may hold data this
 /// copy would drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 5;
+pub const SQLITE_SCHEMA_VERSION: i64 = 6;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;

@@ -6,6 +6,7 @@ on_both_backends!(
     admin_api_needs_the_token_and_shows_deliveries_with_attempts,
     health_and_metrics_speak_their_formats,
     replay_applies_again_through_the_processor_and_changes_nothing_twice,
+    seed_003_monitoring_queries_run_on_webhook_events,
 );
 
 async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts(backend: Backend) {
@@ -160,4 +161,66 @@ async fn replay_applies_again_through_the_processor_and_changes_nothing_twice(ba
         .await
         .expect("a JSON error, not plain text");
     assert_eq!(body["error"]["code"], "invalid_delivery_id");
+}
+
+/// Seed 003's monitoring SQL, verbatim, over the journal's `webhook_events` view.
+async fn seed_003_monitoring_queries_run_on_webhook_events(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
+    let good = sale_body("evt_m1", "SALE_M1", "sale.approved");
+    let bad = sale_body("evt_m2", "SALE_M2", "sale.approved").replace("99.90", "\"ninety\"");
+    for body in [good, bad] {
+        assert_eq!(app.post_cartpanda(body).await.status(), 200);
+    }
+    app.run_pending().await;
+    if backend == Backend::Postgres {
+        let rate = app
+            .one(
+                "SELECT
+  COUNT(*) as total,
+  SUM(CASE WHEN processed THEN 1 ELSE 0 END) as successful,
+  ROUND(100.0 * SUM(CASE WHEN processed THEN 1 ELSE 0 END) / COUNT(*), 2) as success_rate
+FROM webhook_events
+WHERE created_at > NOW() - INTERVAL '24 hours';",
+            )
+            .await;
+        assert_eq!(
+            rate,
+            [
+                Some("2".to_owned()),
+                Some("1".to_owned()),
+                Some("50.00".to_owned())
+            ]
+        );
+    }
+    let recent = app
+        .rows(
+            "SELECT
+  event_type,
+  processed,
+  created_at,
+  processed_at
+FROM webhook_events
+ORDER BY created_at DESC
+LIMIT 10;",
+        )
+        .await;
+    assert_eq!(recent.len(), 2);
+    assert!(recent
+        .iter()
+        .all(|row| row[2].is_some() && row[3].is_some()));
+    let failed = app
+        .rows(
+            "SELECT
+  event_type,
+  error_message,
+  created_at
+FROM webhook_events
+WHERE processed = false
+  AND error_message IS NOT NULL
+ORDER BY created_at DESC;",
+        )
+        .await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0][0].as_deref(), Some("sale.approved"));
+    assert!(failed[0][1].as_deref().is_some_and(|e| e.contains("price")));
 }
