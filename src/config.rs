@@ -107,6 +107,9 @@ pub struct Limits {
     /// From the first byte of a request head to its last: a client that trickles its headers
     /// (slowloris) is cut off after this.
     pub header_read_timeout: Duration,
+    /// How long a payment callback's buyer waits for the provider's API to confirm the
+    /// payment before being told it is verified in the background.
+    pub inline_settle_timeout: Duration,
     /// How long a connection may wait, idle, for its next request (after connecting or after
     /// its previous response) before it is closed.
     pub idle_timeout: Duration,
@@ -133,6 +136,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             rate_limit: None,
             header_read_timeout: Duration::from_secs(10),
+            inline_settle_timeout: Duration::from_secs(8),
             idle_timeout: Duration::from_secs(75),
             max_header_bytes: 64 * 1024,
             max_connections: 1024,
@@ -270,6 +274,7 @@ struct FileLimits {
     request_timeout_ms: Option<u64>,
     rate_limit: Option<RateLimit>,
     header_read_timeout_ms: Option<u64>,
+    inline_settle_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
@@ -409,6 +414,11 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .map(Duration::from_millis)
             .unwrap_or(defaults.header_read_timeout)
             .max(Duration::from_millis(1)),
+        // Below the request deadline, so the buyer always gets the callback's own answer.
+        inline_settle_timeout: parse_env(env, "WHARF_INLINE_SETTLE_TIMEOUT_MS")?
+            .or(file.limits.inline_settle_timeout_ms)
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.inline_settle_timeout),
         idle_timeout: parse_env(env, "WHARF_IDLE_TIMEOUT_MS")?
             .or(file.limits.idle_timeout_ms)
             .map(Duration::from_millis)

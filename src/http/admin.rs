@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
@@ -15,13 +15,15 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::SharedState;
-use crate::journal::{DeliveryFilter, DeliveryId, DeliveryStatus};
+use crate::journal::{DeliveryFilter, DeliveryId, DeliveryStatus, ReplayRequest};
 use crate::verify::constant_time_eq;
 
 pub fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/api/deliveries", get(list_deliveries))
         .route("/api/deliveries/{id}", get(show_delivery))
+        .route("/api/deliveries/{id}/replay", post(replay_one))
+        .route("/api/deliveries/replay", post(replay_matching))
         .route("/api/sources", get(list_sources))
         .route("/api/sources/{name}/rejections", get(list_rejections))
         .route("/api/stats", get(stats))
@@ -94,11 +96,21 @@ async fn list_deliveries(
     Ok(Json(json!({ "deliveries": deliveries })).into_response())
 }
 
+/// A delivery id from the path, refused as JSON (not axum's plain text) when it is not one.
+fn delivery_id(text: &str) -> Result<DeliveryId, ApiError> {
+    text.parse().map(DeliveryId).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_delivery_id",
+            format!("{text:?} is not a delivery id (a positive integer)"),
+        )
+    })
+}
+
 async fn show_delivery(
     State(state): State<SharedState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = DeliveryId(id);
+    let id = delivery_id(&id)?;
     let unavailable = |error| ApiError::journal_unavailable(&error);
     let delivery = state.storage.read.delivery(id).await.map_err(unavailable)?;
     let delivery = delivery.ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
@@ -276,4 +288,97 @@ fn refract_log_entry(delivery: crate::journal::DeliveryView) -> (i64, serde_json
         "parse_error": parse_error,
     });
     (delivery.id.0, entry)
+}
+
+/// `POST /api/deliveries/{id}/replay`: attempts a finished delivery again, through the
+/// processor; its ledger effects are decided anew against the current rows, so nothing already
+/// applied is applied twice.
+async fn replay_one(
+    State(state): State<SharedState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = delivery_id(&id)?;
+    let unavailable = |error| ApiError::journal_unavailable(&error);
+    let delivery = state.storage.read.delivery(id).await.map_err(unavailable)?;
+    let delivery = delivery.ok_or_else(|| ApiError::not_found(format!("no delivery {id}")))?;
+    let request = ReplayRequest {
+        ids: Some(vec![id]),
+        source: None,
+        status: None,
+        event_type: None,
+        limit: 1,
+        now: state.clock.now(),
+        dry_run: false,
+    };
+    let replayed = state
+        .storage
+        .log
+        .replay(request)
+        .await
+        .map_err(unavailable)?;
+    if replayed == 0 {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_replayable",
+            format!(
+                "delivery {id} is {} ({}): only finished, identified deliveries are replayed",
+                delivery.status.as_str(),
+                delivery.event_type
+            ),
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "replayed": replayed, "delivery_id": id })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplayQuery {
+    source: Option<String>,
+    status: Option<String>,
+    event_type: Option<String>,
+    limit: Option<u32>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/deliveries/replay?source=&status=&event_type=&limit=&dry_run=true`: replays
+/// every finished delivery matching the filter (the dead ones of a source, say), oldest first,
+/// at most `limit` (default 1,000, at most 100,000); `dry_run` only counts them.
+async fn replay_matching(
+    State(state): State<SharedState>,
+    Query(query): Query<ReplayQuery>,
+) -> Result<Response, ApiError> {
+    let status = match query.status.as_deref() {
+        Some(word) => Some(DeliveryStatus::parse(word).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                format!("{word:?} is not a delivery status"),
+            )
+        })?),
+        None => None,
+    };
+    let request = ReplayRequest {
+        ids: None,
+        source: query.source,
+        status,
+        event_type: query.event_type,
+        limit: query.limit.unwrap_or(1_000).clamp(1, 100_000),
+        now: state.clock.now(),
+        dry_run: query.dry_run,
+    };
+    let count = state
+        .storage
+        .log
+        .replay(request)
+        .await
+        .map_err(|error| ApiError::journal_unavailable(&error))?;
+    let body = if query.dry_run {
+        json!({ "dry_run": true, "matched": count, "replayed": 0 })
+    } else {
+        json!({ "dry_run": false, "matched": count, "replayed": count })
+    };
+    Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -2,12 +2,12 @@
 //! The 2xx is sent only after the journal says the delivery is durable.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -18,9 +18,11 @@ use super::rejections::{
     redacted_headers, redacted_headers_json, redacted_query, Rejection, REDACTED,
 };
 use super::{SharedState, SourceRoute};
-use crate::journal::{Appended, DeliveryStatus, NewDelivery};
+use crate::journal::{Appended, DeliveryId, DeliveryStatus, NewDelivery};
 use crate::metrics::IngressOutcome;
-use crate::sources::{self, IdentifyError, Identity, IncomingRequest, Receipt, Reply, Verified};
+use crate::sources::{
+    self, IdentifyError, Identity, IncomingRequest, Receipt, Reply, Settlement, Verified,
+};
 use crate::telemetry::LogLimiter;
 use crate::verify::VerifyError;
 
@@ -138,13 +140,20 @@ async fn receive_for(
                 duplicate,
                 identity: &identity,
             };
-            reply_response(source.accepted(&receipt, verified.request()))
+            let request = verified.request();
+            if source.needs_lookup(request) && source.settles_inline(request) {
+                let settlement =
+                    await_settlement(state, appended.id(), state.limits.inline_settle_timeout)
+                        .await;
+                return reply_response(source.settled(&receipt, request, &settlement));
+            }
+            reply_response(source.accepted(&receipt, request))
         }
         Err(error) => {
             route.metrics.ingress(IngressOutcome::Invalid);
             tracing::info!(source = name, delivery.id = %appended.id(), code = error.code(), %error,
                 "genuine delivery could not be identified; stored as failed");
-            ApiError::new(error.status(), error.code(), error.to_string()).for_source(source)
+            ApiError::new(error.status(), error.code(), error.reply()).for_source(source)
         }
     }
 }
@@ -159,6 +168,35 @@ fn reply_response(reply: Reply) -> Response {
         )
             .into_response(),
         Reply::Empty(status) => status.into_response(),
+        Reply::Redirect(location) => Redirect::to(&location).into_response(),
+    }
+}
+
+/// Waits (up to `timeout`) for a `verifying` delivery to be settled by the processor, which
+/// is woken by the append; reads the journal after each processed batch, never on a timer.
+async fn await_settlement(state: &SharedState, id: DeliveryId, timeout: Duration) -> Settlement {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut progress = state.processor.progress();
+    loop {
+        progress.borrow_and_update();
+        match state.storage.read.delivery(id).await {
+            Ok(Some(view)) if !view.status.is_waiting() => {
+                return match view.status {
+                    DeliveryStatus::Processed | DeliveryStatus::Ignored => Settlement::Confirmed,
+                    _ => Settlement::Refused(view.last_error.unwrap_or_default()),
+                };
+            }
+            Ok(_) => {}
+            Err(_) => return Settlement::Undecided,
+        }
+        tokio::select! {
+            changed = progress.changed() => {
+                if changed.is_err() {
+                    return Settlement::Undecided;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return Settlement::Undecided,
+        }
     }
 }
 

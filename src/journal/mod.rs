@@ -380,12 +380,38 @@ pub trait DeliveryLog: Send + Sync + 'static {
     /// When the next pending delivery becomes claimable (due and not leased), if any.
     async fn next_due(&self) -> Result<Option<Timestamp>, JournalError>;
 
+    /// Puts finished deliveries (processed, ignored, failed, dead, rejected) that match back in
+    /// line, due at `request.now`: the processor attempts them again through the normal path,
+    /// and each ledger change is decided against the rows as they are then, so an effect
+    /// already applied is not applied twice. A rejected delivery is verified again. Returns how
+    /// many matched; with `dry_run` nothing changes.
+    async fn replay(&self, request: ReplayRequest) -> Result<u64, JournalError>;
+
     /// Notified whenever new deliveries become durable, so the processor wakes without polling.
     fn appended_signal(&self) -> Arc<tokio::sync::Notify>;
 
     /// Makes everything written so far durable and stops writing; later calls fail `Closed`.
     async fn close(&self);
 }
+
+/// Which finished deliveries to replay. Deliveries that were never identified (stored as
+/// `failed` at the ingress, e.g. a body with a duplicate key) are never replayed: their bytes
+/// were refused, and only the provider's corrected resend can replace them.
+#[derive(Debug, Clone)]
+pub struct ReplayRequest {
+    /// Exactly these deliveries (still only the finished, identified ones among them).
+    pub ids: Option<Vec<DeliveryId>>,
+    pub source: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    /// At most this many, oldest first.
+    pub limit: u32,
+    pub now: Timestamp,
+    pub dry_run: bool,
+}
+
+/// The statuses a replay takes back (SQL list).
+pub(crate) const REPLAYABLE: &str = "('processed', 'ignored', 'failed', 'dead', 'rejected')";
 
 /// What operators and the dashboard read: domain types, never SQL.
 #[async_trait]

@@ -36,9 +36,9 @@ use super::JournalError;
 use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
-/// The SQLite schema version this copy reads (`migrations/sqlite/V2__…`). A database at another
-/// version is refused: an older one lacks columns, a newer one may hold data this copy would
-/// drop.
+/// The SQLite schema version this copy reads (`migrations/sqlite/V7__tradingview.sql`). A
+/// database at another version is refused: an older one lacks columns, a newer one may hold
+/// data this copy would drop.
 pub const SQLITE_SCHEMA_VERSION: i64 = 7;
 
 /// Most rows in one PostgreSQL transaction.

@@ -95,9 +95,17 @@ impl LedgerChange {
         current: Option<&[Cell]>,
         times: WriteTimes,
     ) -> Result<Decision, LedgerError> {
-        match self {
-            Self::Sale(upsert) => upsert.decide(source, current, times).map(Decision::from),
-            Self::Row(change) => change.decide(source, current, times),
+        let mut decision = match self {
+            Self::Sale(upsert) => upsert.decide(source, current, times).map(Decision::from)?,
+            Self::Row(change) => change.decide(source, current, times)?,
+        };
+        // An update that writes the row as it is (a replay, a resend) is no write at all: on
+        // PostgreSQL an UPDATE would still fire the seeds' `updated_at` trigger.
+        if let (RowWrite::Update(row), Some(current)) = (&decision.row, current) {
+            if row.as_slice() == current {
+                decision.row = RowWrite::Unchanged;
+            }
         }
+        Ok(decision)
     }
 }

@@ -203,7 +203,11 @@ pub fn merge(current: Option<&Sale>, incoming: &SaleUpsert) -> Result<SaleMerge,
         payment_method: pick_opt(&incoming.payment_method, &current.payment_method),
         transaction_id: pick_opt(&incoming.transaction_id, &current.transaction_id),
         metadata: match (&incoming.metadata, overwrite) {
-            (Some(metadata), true) => Some(metadata.clone()),
+            // The same document written differently (PostgreSQL's JSONB reorders keys and
+            // adds spaces) is no change.
+            (Some(metadata), true) if !same_json(metadata, current.metadata.as_deref()) => {
+                Some(metadata.clone())
+            }
             _ => current
                 .metadata
                 .clone()
@@ -220,6 +224,20 @@ pub fn merge(current: Option<&Sale>, incoming: &SaleUpsert) -> Result<SaleMerge,
     } else {
         SaleMerge::Update(merged)
     })
+}
+
+/// Whether two JSON texts hold the same document (object key order aside).
+fn same_json(new: &str, stored: Option<&str>) -> bool {
+    let Some(stored) = stored else {
+        return false;
+    };
+    match (
+        serde_json::from_str::<serde_json::Value>(new),
+        serde_json::from_str::<serde_json::Value>(stored),
+    ) {
+        (Ok(new), Ok(stored)) => new == stored,
+        _ => new == stored,
+    }
 }
 
 fn create(incoming: &SaleUpsert) -> Result<Sale, IncompleteSale> {

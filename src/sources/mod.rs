@@ -196,6 +196,16 @@ pub enum IdentifyError {
     /// variable it cannot fill in that alert's context).
     #[error("the message has unrendered placeholders: {}", .0.join(", "))]
     UnrenderedPlaceholders(Vec<String>),
+    /// Refused in the provider's own terms: `code` and `reply` are what its error body says
+    /// (Pancake's `VAL_001` and its message, in the configured language); `error` is why, for
+    /// the journal and the logs.
+    #[error("{error}")]
+    Provider {
+        code: &'static str,
+        reply: String,
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl IdentifyError {
@@ -212,6 +222,15 @@ impl IdentifyError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Unparseable(_) => "unparseable_content",
             Self::UnrenderedPlaceholders(_) => "unrendered_placeholders",
+            Self::Provider { code, .. } => code,
+        }
+    }
+
+    /// The message the sender reads: the provider's own where it has one, else the error.
+    pub fn reply(&self) -> String {
+        match self {
+            Self::Provider { reply, .. } => reply.clone(),
+            _ => self.to_string(),
         }
     }
 
@@ -333,6 +352,20 @@ pub enum Reply {
     Text(StatusCode, String),
     /// No body, e.g. Discord's `204 No Content`.
     Empty(StatusCode),
+    /// `303 See Other` to this URL (a payment callback sending the buyer to a result page).
+    Redirect(String),
+}
+
+/// Where a `verifying` delivery stood when the ingress stopped waiting for it (see
+/// [`Source::settles_inline`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Confirmed and applied (or genuine but changing nothing).
+    Confirmed,
+    /// The provider's API disproved it, or it could not be applied; the reason.
+    Refused(String),
+    /// Not settled in time (the API is slow or down): it is retried in the background.
+    Undecided,
 }
 
 /// A webhook provider, or a configured family of senders.
@@ -401,6 +434,25 @@ pub trait Source: Send + Sync + 'static {
     /// Path segments (from [`Source::routes`]) that carry secrets: redacted before storing.
     fn secret_path_params(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// Whether the sender waits for the verification of this `verifying` request (a buyer's
+    /// browser on a payment callback): the ingress then holds the answer until the lookup
+    /// settles or a short deadline passes, and answers with [`Source::settled`].
+    fn settles_inline(&self, request: &IncomingRequest) -> bool {
+        let _ = request;
+        false
+    }
+
+    /// The answer to a request that [`Source::settles_inline`], once settled or not.
+    fn settled(
+        &self,
+        receipt: &Receipt<'_>,
+        request: &IncomingRequest,
+        settlement: &Settlement,
+    ) -> Reply {
+        let _ = settlement;
+        self.accepted(receipt, request)
     }
 
     /// The answer once the delivery is durable (or known as a duplicate).

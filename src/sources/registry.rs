@@ -2,11 +2,14 @@
 //!
 //! Adding a provider is one module that implements [`Provider`] (its settings, its routes and
 //! methods, its replies, its identification and normalization) plus one line in
-//! [`PROVIDERS`]; its ledger tables add one migration per backend.
+//! [`PROVIDERS`]; its ledger tables add one migration per backend, and are named by
+//! [`Provider::ledger_tables`] so that a copy between backends carries them.
 
 use std::collections::BTreeMap;
 
-use super::{cartpanda, generic_hmac, refract, standard_webhooks, tradingview, SharedSource};
+use super::{
+    cartpanda, generic_hmac, pancake, refract, standard_webhooks, tradingview, SharedSource,
+};
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
 use crate::verify::SecretSet;
@@ -15,6 +18,8 @@ use crate::verify::SecretSet;
 pub static PROVIDERS: &[&dyn Provider] = &[
     &cartpanda::CartPandaProvider,
     &refract::RefractProvider,
+    &pancake::PancakeProvider::PANCAKE,
+    &pancake::PancakeProvider::POS,
     &tradingview::TradingViewProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,

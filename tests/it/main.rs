@@ -11,6 +11,7 @@ mod crash;
 mod duplicates;
 mod journal_log;
 mod multi_instance;
+mod pancake;
 mod processing;
 mod refract;
 mod storage;

@@ -375,3 +375,120 @@ async fn a_database_that_is_not_migrated_is_refused() {
         "unclear refusal: {stderr}"
     );
 }
+
+/// The providers' own tables (seed 002's collections) move with the rest, keeping their ids,
+/// documents and times; a second run finds them present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_providers_ledger_tables_move_too() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .database_dir(dir.path())
+        .env("PANCAKE_API_KEY", "pk")
+        .env("PANCAKE_POS_API_KEY", "pos")
+        .spawn()
+        .await;
+    let deliveries = [
+        (
+            "/api/v1/pancake-pos/webhook/orders",
+            "pos",
+            r#"{"id":7,"shop_id":1,"status":0,"total_price":150000,"updated_at":"2024-11-14T03:00:00"}"#,
+        ),
+        (
+            "/api/v1/pancake-pos/webhook/orders",
+            "pos",
+            r#"{"id":7,"shop_id":1,"status":1,"updated_at":"2024-11-14T05:00:00.123456"}"#,
+        ),
+        (
+            "/api/v1/pancake-pos/webhook/variations",
+            "pos",
+            r#"{"id":"v-1","remain_quantity":3,"variations_warehouses":[{"warehouse_id":"w","remain_quantity":3}]}"#,
+        ),
+        (
+            "/api/v1/pancake/webhook",
+            "pk",
+            r#"{"page_id":"p","event_type":"conversation","request_id":"r1","data":{"conversation":{"id":"p_1","version":4,"snippet":"Chào shop"}}}"#,
+        ),
+    ];
+    for (path, key, body) in deliveries {
+        let response = app
+            .client
+            .post(format!("{}{path}", app.base))
+            .header("x-api-key", key)
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        app.run_pending().await;
+    }
+    app.shutdown().await;
+
+    let sqlite = TestDatabase::sqlite_in(dir.path());
+    let postgres = TestDatabase::fresh(Backend::Postgres).await;
+    let sqlite_path = dir.path().join("wharf.db");
+    let tables = [
+        ("pc_pos_order", 1),
+        ("pc_pos_order_status_history", 2),
+        ("pc_pos_variation", 1),
+        ("fb_conversation", 1),
+        ("fb_message", 0),
+    ];
+    for run in [0, 1] {
+        let output = migrate(&sqlite_path, postgres.url()).await;
+        let stdout = text(&output.stdout);
+        assert!(
+            output.status.success(),
+            "wharf migrate failed:\n{stdout}\n{}",
+            text(&output.stderr)
+        );
+        for (table, rows) in tables {
+            let expected = if run == 0 { (rows, 0) } else { (0, rows) };
+            assert_eq!(
+                summary(&stdout, table),
+                expected,
+                "{table} run {run}: {stdout}"
+            );
+        }
+    }
+    for sql in [
+        "SELECT id, source, shop_id, order_id, status_code, status, total_price \
+         FROM pc_pos_order",
+        "SELECT id, shop_id, order_id, status_code, status FROM pc_pos_order_status_history \
+         ORDER BY status_code",
+        "SELECT id, variation_id, remain_quantity, shop_id FROM pc_pos_variation",
+        "SELECT id, page_id, conversation_id, version FROM fb_conversation",
+    ] {
+        assert_eq!(sqlite.rows(sql).await, postgres.rows(sql).await, "{sql}");
+    }
+    for (table, column) in [
+        ("pc_pos_order", "document"),
+        ("pc_pos_order", "status_steps"),
+        ("pc_pos_variation", "warehouse_stock"),
+        ("fb_conversation", "document"),
+    ] {
+        let sql = format!("SELECT {column} FROM {table}");
+        let sqlite_value = json(&sqlite.one(&sql).await[0]);
+        let sql = format!("SELECT {column}::text FROM {table}");
+        assert_eq!(
+            sqlite_value,
+            json(&postgres.one(&sql).await[0]),
+            "{table}.{column}"
+        );
+    }
+    let sqlite_times: Vec<_> = sqlite
+        .rows("SELECT pos_updated_at, created_at, updated_at FROM pc_pos_order")
+        .await[0]
+        .iter()
+        .map(rfc3339_micros)
+        .collect();
+    let postgres_times = postgres
+        .one(&format!(
+            "SELECT {}, {}, {} FROM pc_pos_order",
+            pg_micros("pos_updated_at"),
+            pg_micros("created_at"),
+            pg_micros("updated_at")
+        ))
+        .await;
+    assert_eq!(sqlite_times, postgres_times);
+}

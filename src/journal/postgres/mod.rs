@@ -28,7 +28,8 @@ use self::writer::AppendRequest;
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
     Completion, CompletionOutcome, DeliveryFilter, DeliveryId, DeliveryLog, DeliveryStatus,
-    DeliveryView, JournalError, NewDelivery, ReadModel, RetryPlan, StatusCounts, Storage,
+    DeliveryView, JournalError, NewDelivery, ReadModel, ReplayRequest, RetryPlan, StatusCounts,
+    Storage, REPLAYABLE,
 };
 use crate::clock::{SharedClock, Timestamp};
 use crate::ledger::{LedgerChange, WriteTimes};
@@ -443,6 +444,56 @@ impl DeliveryLog for PostgresStorage {
     async fn next_due(&self) -> Result<Option<Timestamp>, JournalError> {
         let client = self.client().await?;
         read::next_due(&client).await
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<u64, JournalError> {
+        let client = self.client().await?;
+        let ids: Option<Vec<i64>> = request
+            .ids
+            .as_ref()
+            .map(|ids| ids.iter().map(|id| id.0).collect());
+        let matching = format!(
+            "SELECT id FROM deliveries WHERE status IN {REPLAYABLE} \
+             AND event_type <> 'unidentified' \
+             AND ($1::int8[] IS NULL OR id = ANY($1)) \
+             AND ($2::text IS NULL OR source = $2) AND ($3::text IS NULL OR status = $3) \
+             AND ($4::text IS NULL OR event_type = $4) ORDER BY id LIMIT $5"
+        );
+        let status = request.status.map(DeliveryStatus::as_str);
+        let limit = i64::from(request.limit);
+        if request.dry_run {
+            let row = client
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM ({matching}) AS matching"),
+                    &[&ids, &request.source, &status, &request.event_type, &limit],
+                )
+                .await
+                .map_err(storage_error)?;
+            return Ok(row.try_get::<_, i64>(0).map_err(storage_error)? as u64);
+        }
+        let replayed = client
+            .execute(
+                &format!(
+                    "UPDATE deliveries SET \
+                     status = CASE status WHEN 'rejected' THEN 'verifying' ELSE 'pending' END, \
+                     next_attempt_at = $6, processed_at = NULL, lease_token = NULL, \
+                     lease_until = NULL WHERE id IN ({matching})"
+                ),
+                &[
+                    &ids,
+                    &request.source,
+                    &status,
+                    &request.event_type,
+                    &limit,
+                    &datetime(request.now),
+                ],
+            )
+            .await
+            .map_err(storage_error)?;
+        if replayed > 0 {
+            self.appended.notify_waiters();
+        }
+        Ok(replayed)
     }
 
     fn appended_signal(&self) -> Arc<Notify> {

@@ -12,9 +12,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use super::{pg_text, storage_error};
-use crate::journal::{
-    body_fingerprint, Appended, DeliveryId, DeliveryStatus, JournalError, NewDelivery,
-};
+use crate::journal::{body_fingerprint, Appended, DeliveryId, JournalError, NewDelivery};
 
 pub(super) struct AppendRequest {
     pub delivery: NewDelivery,
@@ -137,7 +135,7 @@ async fn store(pool: &Pool, batch: &[&NewDelivery]) -> Result<Vec<Appended>, Jou
         .collect();
     let next: Vec<Option<DateTime<Utc>>> = rows
         .iter()
-        .map(|d| (d.status == DeliveryStatus::Pending).then(|| d.received_at.to_datetime()))
+        .map(|d| d.status.is_waiting().then(|| d.received_at.to_datetime()))
         .collect();
     let sizes: Vec<i32> = rows
         .iter()

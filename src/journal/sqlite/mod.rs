@@ -32,7 +32,7 @@ use super::segment_log::{LogReader, SegmentLog};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
     DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
-    StatusCounts, Storage,
+    ReplayRequest, StatusCounts, Storage,
 };
 use crate::clock::Timestamp;
 
@@ -492,6 +492,19 @@ impl DeliveryLog for SqliteJournal {
             return Ok(Some(Timestamp(0)));
         }
         self.read(read::next_due).await
+    }
+
+    async fn replay(&self, request: ReplayRequest) -> Result<u64, JournalError> {
+        // Only what SQLite holds is finished; the log's unprojected tail is pending anyway.
+        self.await_visible().await;
+        let dry_run = request.dry_run;
+        let replayed = self
+            .send(|reply| Command::Replay { request, reply })
+            .await?;
+        if !dry_run && replayed > 0 {
+            self.appended.notify_waiters();
+        }
+        Ok(replayed)
     }
 
     fn appended_signal(&self) -> Arc<Notify> {

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::journal::segment_log::record::{body_fingerprint, Conflict, LogRecord};
 use crate::journal::segment_log::LogReader;
-use crate::journal::{DeliveryStatus, NewDelivery};
+use crate::journal::NewDelivery;
 
 /// Most records per projection transaction: large batches cost a fraction of small ones.
 pub(super) const BATCH: usize = 2048;
@@ -75,8 +75,10 @@ pub(super) fn project_batch(
 }
 
 fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusqlite::Result<()> {
-    let next_attempt_at =
-        (delivery.status == DeliveryStatus::Pending).then_some(delivery.received_at.micros());
+    let next_attempt_at = delivery
+        .status
+        .is_waiting()
+        .then_some(delivery.received_at.micros());
     let fingerprint = body_fingerprint(&delivery.body);
     let inserted = conn
         .prepare_cached(

@@ -22,7 +22,7 @@ use crate::clock::Timestamp;
 use crate::journal::segment_log::{LogReader, SegmentMap};
 use crate::journal::{
     ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
-    DeliveryId, DeliveryStatus, JournalError, RetryPlan, StorageFault,
+    DeliveryId, DeliveryStatus, JournalError, ReplayRequest, RetryPlan, StorageFault, REPLAYABLE,
 };
 use crate::ledger::{LedgerChange, WriteTimes};
 use crate::telemetry::LogLimiter;
@@ -51,6 +51,10 @@ pub(super) enum Command {
         request: ClaimRequest,
         reply: oneshot::Sender<Result<Vec<ClaimedDelivery>, JournalError>>,
     },
+    Replay {
+        request: ReplayRequest,
+        reply: oneshot::Sender<Result<u64, JournalError>>,
+    },
     /// New records were synced to the log.
     Wake,
     Shutdown {
@@ -62,6 +66,7 @@ pub(super) enum Command {
 enum Produced {
     Completed(Vec<Completed>),
     Claimed(Vec<ClaimedDelivery>),
+    Replayed(u64),
     Nothing,
 }
 
@@ -259,6 +264,9 @@ impl Writer {
                         (Command::Claim { reply, .. }, Produced::Claimed(claimed)) => {
                             let _ = reply.send(Ok(claimed));
                         }
+                        (Command::Replay { reply, .. }, Produced::Replayed(count)) => {
+                            let _ = reply.send(Ok(count));
+                        }
                         _ => {}
                     }
                 }
@@ -275,6 +283,9 @@ impl Writer {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Command::Claim { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::Replay { reply, .. } => {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Command::Wake | Command::Shutdown { .. } => {}
@@ -302,6 +313,7 @@ impl Writer {
                     Produced::Completed(results)
                 }
                 Command::Claim { request, .. } => Produced::Claimed(claim(&tx, request)?),
+                Command::Replay { request, .. } => Produced::Replayed(replay(&tx, request)?),
                 Command::Wake | Command::Shutdown { .. } => Produced::Nothing,
             });
         }
@@ -391,6 +403,48 @@ fn apply_one(
     ledger::apply(conn, change, &completion.source, times)
 }
 
+/// Puts matching finished deliveries back in line (see `DeliveryLog::replay`).
+fn replay(conn: &Connection, request: &ReplayRequest) -> rusqlite::Result<u64> {
+    let ids = request.ids.as_ref().map(|ids| {
+        serde_json::Value::from(ids.iter().map(|id| id.0).collect::<Vec<_>>()).to_string()
+    });
+    let matching = format!(
+        "SELECT id FROM deliveries WHERE status IN {REPLAYABLE} \
+         AND event_type <> 'unidentified' \
+         AND (?1 IS NULL OR id IN (SELECT value FROM json_each(?1))) \
+         AND (?2 IS NULL OR source = ?2) AND (?3 IS NULL OR status = ?3) \
+         AND (?4 IS NULL OR event_type = ?4) ORDER BY id LIMIT ?5"
+    );
+    let filter = params![
+        ids,
+        request.source,
+        request.status.map(DeliveryStatus::as_str),
+        request.event_type,
+        i64::from(request.limit),
+    ];
+    if request.dry_run {
+        let sql = format!("SELECT COUNT(*) FROM ({matching})");
+        return conn
+            .prepare_cached(&sql)?
+            .query_row(filter, |row| row.get(0));
+    }
+    let sql = format!(
+        "UPDATE deliveries SET \
+         status = CASE status WHEN 'rejected' THEN 'verifying' ELSE 'pending' END, \
+         next_attempt_at = ?6, processed_at = NULL, lease_token = NULL, lease_until = NULL \
+         WHERE id IN ({matching})"
+    );
+    let changed = conn.prepare_cached(&sql)?.execute(params![
+        ids,
+        request.source,
+        request.status.map(DeliveryStatus::as_str),
+        request.event_type,
+        i64::from(request.limit),
+        request.now.micros(),
+    ])?;
+    Ok(changed as u64)
+}
+
 /// Leases the oldest due deliveries to one claimer: they are not due for anyone else until the
 /// lease runs out or they are completed.
 fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<ClaimedDelivery>> {
@@ -399,7 +453,8 @@ fn claim(conn: &Connection, request: &ClaimRequest) -> rusqlite::Result<Vec<Clai
     let ids: Vec<i64> = conn
         .prepare_cached(
             "UPDATE deliveries SET lease_token = ?1, lease_until = ?2 WHERE id IN ( \
-             SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?3 \
+             SELECT id FROM deliveries WHERE status IN ('pending', 'verifying') \
+             AND next_attempt_at <= ?3 \
              AND (lease_until IS NULL OR lease_until <= ?3) \
              ORDER BY next_attempt_at, id LIMIT ?4) RETURNING id",
         )?

@@ -198,8 +198,13 @@ impl PancakeEvent {
 
 /// Reads a body posted to `/api/v1/pancake/webhook`, in either layout.
 pub fn parse_pancake(body: &[u8]) -> Result<PancakeEvent, PancakeError> {
-    let root = super::parse_object(body)?;
-    let parts = match SeedEnvelope::read(&root, OwnerField::PageId)? {
+    read_pancake(&super::parse_object(body)?)
+}
+
+/// [`parse_pancake`] on a body already parsed (the ingress parses each body once, strictly).
+pub fn read_pancake(root: &Value) -> Result<PancakeEvent, PancakeError> {
+    super::check_object(root)?;
+    let parts = match SeedEnvelope::read(root, OwnerField::PageId)? {
         Some(envelope) => Parts {
             shape: Shape::SeedEnvelope,
             event_type: envelope.event_type,
@@ -212,9 +217,9 @@ pub fn parse_pancake(body: &[u8]) -> Result<PancakeEvent, PancakeError> {
             data: envelope.data,
             data_name: "payload.data",
         },
-        None => native_parts(&root)?,
+        None => native_parts(root)?,
     };
-    build(&root, parts)
+    build(root, parts)
 }
 
 /// What both layouts say, before the event type is interpreted.

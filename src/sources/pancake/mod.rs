@@ -1,11 +1,14 @@
 //! Pancake (pages.fm) and Pancake POS (pos.pages.fm), seed 002: reads a webhook body into the
 //! collection changes it asks for, with a dedup key and an ordering guard, and builds the
-//! replies the seed specifies. Pure: bytes in, values out; handlers and the ledger writer live
-//! elsewhere. Invariant: an event type nobody handles is an [`Ignored`] effect, never an error.
+//! replies the seed specifies. Pure: bytes in, values out. [`source`] makes the two providers
+//! of these parsers, and [`ledger`] the tables the changes are written to. Invariant: an event
+//! type nobody handles is an [`Ignored`] effect, never an error.
 
 pub mod envelope;
+pub mod ledger;
 pub mod pos;
 pub mod reply;
+pub mod source;
 
 use std::cmp::Ordering;
 
@@ -14,11 +17,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use self::envelope::{parse_pancake, PancakeEvent, PancakeEventType};
+pub use self::envelope::{parse_pancake, read_pancake, PancakeEvent, PancakeEventType};
 pub use self::pos::{
-    parse_pos, PosAmount, PosEvent, PosEventType, PosKind, PosMoney, PosOrderStatus,
+    parse_pos, read_pos, PosAmount, PosEvent, PosEventType, PosKind, PosMoney, PosOrderStatus,
 };
 pub use self::reply::{Language, OwnerField};
+pub use self::source::{PancakeProvider, PancakeSettings, PancakeSource, Product};
 use super::json::{type_name, Fields};
 use super::NormalizeError;
 use crate::clock::Timestamp;
@@ -255,10 +259,17 @@ fn parse_object(body: &[u8]) -> Result<Value, PancakeError> {
         return Err(PancakeError::NotUtf8);
     }
     let value: Value = serde_json::from_slice(body).map_err(PancakeError::InvalidJson)?;
-    if !value.is_object() {
-        return Err(wrong_type("body", "an object", &value));
-    }
+    check_object(&value)?;
     Ok(value)
+}
+
+/// Refuses a body that is JSON but not an object.
+fn check_object(value: &Value) -> Result<(), PancakeError> {
+    if value.is_object() {
+        Ok(())
+    } else {
+        Err(wrong_type("body", "an object", value))
+    }
 }
 
 fn missing(field: &str) -> PancakeError {

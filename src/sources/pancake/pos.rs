@@ -396,12 +396,17 @@ impl PosEvent {
 /// `/webhook/{kind}`. The seed's envelope, when present, says what the body is whatever the
 /// route; a bare object needs the route's kind.
 pub fn parse_pos(body: &[u8], route_kind: Option<PosKind>) -> Result<PosEvent, PancakeError> {
-    let root = super::parse_object(body)?;
-    if let Some(envelope) = SeedEnvelope::read(&root, OwnerField::ShopId)? {
+    read_pos(&super::parse_object(body)?, route_kind)
+}
+
+/// [`parse_pos`] on a body already parsed (the ingress parses each body once, strictly).
+pub fn read_pos(root: &Value, route_kind: Option<PosKind>) -> Result<PosEvent, PancakeError> {
+    super::check_object(root)?;
+    if let Some(envelope) = SeedEnvelope::read(root, OwnerField::ShopId)? {
         return from_envelope(envelope);
     }
     let kind = route_kind.ok_or(PancakeError::NoPosKind)?;
-    from_object(&root, kind)
+    from_object(root, kind)
 }
 
 fn from_envelope(envelope: SeedEnvelope<'_>) -> Result<PosEvent, PancakeError> {

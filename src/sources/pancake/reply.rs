@@ -87,15 +87,31 @@ pub fn success(language: Language, event_type: &str, owner: OwnerField, owner_id
 
 /// The error body for a body that cannot be read, sent with [`PancakeError::status`].
 pub fn error(language: Language, error: &PancakeError) -> Value {
-    let code = error.code();
-    let message = match (code, language, error.field()) {
-        ("VAL_002", Language::Vietnamese, _) => INVALID_JSON_VI.to_owned(),
-        ("VAL_002", Language::English, _) => INVALID_JSON_EN.to_owned(),
+    error_body(error.code(), &message(language, error))
+}
+
+/// The message of [`error`]'s body: the seed's `VAL_002` sentence, or `VAL_001`'s naming the
+/// field at fault.
+pub fn message(language: Language, error: &PancakeError) -> String {
+    match (error.code(), language, error.field()) {
+        ("VAL_002", _, _) => invalid_json(language).to_owned(),
         (_, Language::Vietnamese, Some(field)) => format!("{INVALID_DATA_VI}: {field}"),
         (_, Language::English, Some(field)) => format!("{INVALID_DATA_EN}: {field}"),
         (_, Language::Vietnamese, None) => INVALID_DATA_VI.to_owned(),
         (_, Language::English, None) => INVALID_DATA_EN.to_owned(),
-    };
+    }
+}
+
+/// The seed's `VAL_002` sentence: the body is not JSON.
+pub fn invalid_json(language: Language) -> &'static str {
+    match language {
+        Language::Vietnamese => INVALID_JSON_VI,
+        Language::English => INVALID_JSON_EN,
+    }
+}
+
+/// The seed's error layout for any code and message, keys in the seed's order.
+pub fn error_body(code: &str, message: &str) -> Value {
     json!({
         "code": code,
         "message": message,
