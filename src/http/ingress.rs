@@ -339,7 +339,9 @@ fn new_delivery(
         dedup_key,
         received_at: request.received_at,
         headers_json: headers,
-        body: request.body.clone(),
+        body: source
+            .redacted_body(&request.body)
+            .unwrap_or_else(|| request.body.clone()),
         status,
         last_error,
     }

@@ -426,6 +426,14 @@ pub trait Source: Send + Sync + 'static {
         )))
     }
 
+    /// The body as the journal keeps it, when it must differ from what arrived: a secret the
+    /// sender can only put in the body (TradingView's passphrase) is replaced, after
+    /// authentication read it. `None` keeps the body exactly as received.
+    fn redacted_body(&self, body: &[u8]) -> Option<Bytes> {
+        let _ = body;
+        None
+    }
+
     /// The seed's own URLs for this source, with their methods; `/in/{name}` always works too.
     fn routes(&self) -> Vec<Route> {
         Vec::new()

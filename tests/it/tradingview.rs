@@ -127,6 +127,24 @@ async fn the_seed_curl_example_is_acknowledged_then_filled_by_the_paper_broker(b
             .any(|cell| cell.contains(SECRET));
         assert!(!found, "{table} holds the secret");
     }
+    assert_no_secret_in_the_journal(&app).await;
+}
+
+/// The journal's copy of every body has the secret replaced; the rest is kept.
+async fn assert_no_secret_in_the_journal(app: &TestApp) {
+    let sql = match app.state().storage.backend {
+        Backend::Postgres => "SELECT convert_from(p.body, 'UTF8') FROM delivery_payloads p",
+        Backend::Sqlite => "SELECT CAST(p.body AS TEXT) FROM delivery_payloads p",
+    };
+    let bodies = app.rows(sql).await;
+    assert!(!bodies.is_empty());
+    for body in bodies.concat().into_iter().flatten() {
+        assert!(
+            !body.contains(SECRET),
+            "stored body holds the secret: {body}"
+        );
+        assert!(body.contains("[redacted]"), "{body}");
+    }
 }
 
 async fn a_wrong_or_missing_secret_is_401_and_per_user_secrets_select_the_user(backend: Backend) {
@@ -203,6 +221,7 @@ async fn a_text_plain_alert_with_a_secret_line_is_a_signal(backend: Backend) {
     );
     let fill = app.one("SELECT side, quantity FROM trading_fills").await;
     assert_eq!(fill, ["buy", "0.2"].map(|s| Some(s.to_owned())));
+    assert_no_secret_in_the_journal(&app).await;
 }
 
 async fn unrendered_placeholders_are_400_naming_them(backend: Backend) {

@@ -187,6 +187,36 @@ pub fn secret_in(body: &[u8]) -> Option<String> {
     })
 }
 
+/// The body with every secret field's value replaced by `[redacted]`, for the journal's copy;
+/// `None` when it carries no secret. JSON stays JSON (rewritten, keys in their order); text
+/// keeps its lines. Authentication has already read the secret from the original.
+pub fn redact_secrets(body: &[u8]) -> Option<Vec<u8>> {
+    secret_in(body)?;
+    let text = std::str::from_utf8(body).ok()?;
+    if is_json(text.trim_start_matches('\u{feff}')) {
+        let Value::Object(mut object) = serde_json::from_str::<Value>(text).ok()? else {
+            return None;
+        };
+        for (key, value) in object.iter_mut() {
+            if SECRET_FIELDS.contains(&key.to_ascii_lowercase().as_str()) {
+                *value = Value::String(REDACTED.to_owned());
+            }
+        }
+        return serde_json::to_vec(&Value::Object(object)).ok();
+    }
+    let mut redacted = text.to_owned();
+    for (key, value) in text_fields(text) {
+        if let Value::String(secret) = value {
+            if SECRET_FIELDS.contains(&key.as_str()) && !secret.is_empty() {
+                redacted = redacted.replace(&secret, REDACTED);
+            }
+        }
+    }
+    Some(redacted.into_bytes())
+}
+
+const REDACTED: &str = "[redacted]";
+
 /// Reads and validates an alert.
 pub fn parse(body: &[u8]) -> Result<Alert, AlertError> {
     let fields = fields(body)?;
