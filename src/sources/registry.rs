@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{cartpanda, generic_hmac, refract, standard_webhooks, SharedSource};
+use super::{cartpanda, generic_hmac, refract, standard_webhooks, stripe, SharedSource};
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
 use crate::verify::SecretSet;
@@ -15,6 +15,7 @@ use crate::verify::SecretSet;
 pub static PROVIDERS: &[&dyn Provider] = &[
     &cartpanda::CartPandaProvider,
     &refract::RefractProvider,
+    &stripe::StripeProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,
 ];
