@@ -15,5 +15,6 @@ mod processing;
 mod refract;
 mod storage;
 mod storage_failure;
+mod stripe;
 mod support;
 mod transfer;
