@@ -253,10 +253,8 @@ fn payment_intent(
     lifecycle: PaymentLifecycle,
 ) -> Result<Reading, NormalizeError> {
     let key = required_id(object, "/id", "data.object.id")?;
-    let charge_id = match expandable(object, "/latest_charge")? {
-        Some(charge) => Some(charge),
-        None => object.id("/charges/data/0/id")?,
-    };
+    // `charges` is the list an older API version embeds instead of `latest_charge`.
+    let charge_id = first_expandable(object, &["/latest_charge", "/charges/data/0"])?;
     let payment_method = match object.get("/payment_method_types")? {
         Some(Value::Array(types)) if types.len() == 1 => object.text("/payment_method_types/0")?,
         _ => None,
@@ -393,40 +391,38 @@ fn subscription(
         None if event.event_type == "customer.subscription.deleted" => "canceled".to_owned(),
         None => return Err(NormalizeError::MissingField("data.object.status")),
     };
-    let price = "/items/data/0/price";
-    let plan = PlanDetails {
-        price_id: object.first_id(&[
-            &format!("{price}/id"),
-            "/plan/id",
-            "/items/data/0/plan/id",
-        ])?,
-        plan: None,
-        unit_amount_minor: match amount(object, &format!("{price}/unit_amount"))? {
-            Some(unit) => Some(unit),
-            None => amount(object, "/plan/amount")?,
-        },
-        currency: match object.currency(&format!("{price}/currency"))? {
-            Some(currency) => Some(currency),
-            None => match object.currency("/plan/currency")? {
-                Some(currency) => Some(currency),
-                None => object.currency("/currency")?,
-            },
-        },
-        interval: object.first_text(&[&format!("{price}/recurring/interval"), "/plan/interval"])?,
-    };
+    let price_id = object.first_id(&[
+        "/items/data/0/price/id",
+        "/plan/id",
+        "/items/data/0/plan/id",
+    ])?;
     let plan = PlanDetails {
         plan: plan_name(
             object,
             &[
                 "/metadata/plan",
-                &format!("{price}/metadata/plan"),
-                &format!("{price}/lookup_key"),
-                &format!("{price}/nickname"),
+                "/items/data/0/price/metadata/plan",
+                "/items/data/0/price/lookup_key",
+                "/items/data/0/price/nickname",
                 "/plan/nickname",
             ],
-            &plan.price_id,
+            &price_id,
         )?,
-        ..plan
+        price_id,
+        unit_amount_minor: first_amount(
+            object,
+            &["/items/data/0/price/unit_amount", "/plan/amount"],
+        )?,
+        currency: first_currency(
+            object,
+            &[
+                "/items/data/0/price/currency",
+                "/plan/currency",
+                "/currency",
+            ],
+        )?,
+        interval: object
+            .first_text(&["/items/data/0/price/recurring/interval", "/plan/interval"])?,
     };
     Ok(SubscriptionReport {
         subscription_id: required_id(object, "/id", "data.object.id")?,
@@ -434,6 +430,7 @@ fn subscription(
             .ok_or(NormalizeError::MissingField("data.object.customer"))?,
         status,
         plan,
+        // Since API version 2025-03-31.basil the period is the item's, not the subscription's.
         period_start: first_unix(
             object,
             &[
@@ -460,80 +457,76 @@ fn subscription(
     })
 }
 
+/// An invoice of any API version: its subscription at the top (before 2025-03-31.basil) or under
+/// `parent.subscription_details` (since), its price on the first line as an object (before) or an
+/// id under `pricing.price_details` (since).
 fn invoice(event: EventRef, object: &Fields<'_>) -> Result<InvoiceReport, NormalizeError> {
-    let line = "/lines/data/0";
-    let subscription_id = match expandable(object, "/subscription")? {
-        Some(id) => Some(id),
-        None => match expandable(object, "/parent/subscription_details/subscription")? {
-            Some(id) => Some(id),
-            None => match expandable(object, &format!("{line}/subscription"))? {
-                Some(id) => Some(id),
-                None => expandable(
-                    object,
-                    &format!("{line}/parent/subscription_item_details/subscription"),
-                )?,
-            },
-        },
-    };
-    let price_id = match expandable(object, &format!("{line}/price"))? {
-        Some(id) => Some(id),
-        None => object.first_id(&[
-            &format!("{line}/pricing/price_details/price"),
-            &format!("{line}/plan/id"),
-        ])?,
-    };
-    let subscription_metadata = [
-        "/parent/subscription_details/metadata",
-        "/subscription_details/metadata",
-    ];
-    let from_metadata = |key: &str| -> Vec<String> {
-        subscription_metadata
-            .iter()
-            .map(|at| format!("{at}/{key}"))
-            .chain([format!("/metadata/{key}")])
-            .collect()
-    };
-    let plan_places: Vec<String> = from_metadata("plan")
-        .into_iter()
-        .chain([
-            format!("{line}/price/metadata/plan"),
-            format!("{line}/price/lookup_key"),
-            format!("{line}/price/nickname"),
-            format!("{line}/plan/nickname"),
-        ])
-        .collect();
+    let price_id = first_expandable(
+        object,
+        &[
+            "/lines/data/0/price",
+            "/lines/data/0/pricing/price_details/price",
+            "/lines/data/0/plan",
+        ],
+    )?;
     let plan = PlanDetails {
-        plan: plan_name(object, &as_strs(&plan_places), &price_id)?,
+        plan: plan_name(
+            object,
+            &[
+                "/parent/subscription_details/metadata/plan",
+                "/subscription_details/metadata/plan",
+                "/metadata/plan",
+                "/lines/data/0/price/metadata/plan",
+                "/lines/data/0/price/lookup_key",
+                "/lines/data/0/price/nickname",
+                "/lines/data/0/plan/nickname",
+            ],
+            &price_id,
+        )?,
         price_id,
-        unit_amount_minor: match amount(object, &format!("{line}/price/unit_amount"))? {
-            Some(unit) => Some(unit),
-            None => amount(object, &format!("{line}/plan/amount"))?,
-        },
+        unit_amount_minor: first_amount(
+            object,
+            &[
+                "/lines/data/0/price/unit_amount",
+                "/lines/data/0/plan/amount",
+            ],
+        )?,
         currency: object.currency("/currency")?,
         interval: object.first_text(&[
-            &format!("{line}/price/recurring/interval"),
-            &format!("{line}/plan/interval"),
+            "/lines/data/0/price/recurring/interval",
+            "/lines/data/0/plan/interval",
         ])?,
     };
-    let mut email_places = vec!["/customer_email".to_owned()];
-    email_places.extend(from_metadata("email"));
     Ok(InvoiceReport {
         invoice_id: required_id(object, "/id", "data.object.id")?,
         paid: event.event_type == "invoice.paid",
         customer: expandable(object, "/customer")?
             .ok_or(NormalizeError::MissingField("data.object.customer"))?,
-        subscription_id,
-        email: object.first_id(&as_strs(&email_places))?,
-        user_id: object.first_id(&as_strs(&from_metadata("user_id")))?,
+        subscription_id: first_expandable(
+            object,
+            &[
+                "/subscription",
+                "/parent/subscription_details/subscription",
+                "/lines/data/0/subscription",
+                "/lines/data/0/parent/subscription_item_details/subscription",
+            ],
+        )?,
+        email: object.first_id(&[
+            "/customer_email",
+            "/parent/subscription_details/metadata/email",
+            "/subscription_details/metadata/email",
+            "/metadata/email",
+        ])?,
+        user_id: object.first_id(&[
+            "/parent/subscription_details/metadata/user_id",
+            "/subscription_details/metadata/user_id",
+            "/metadata/user_id",
+        ])?,
         plan,
-        period_start: unix(object, &format!("{line}/period/start"))?,
-        period_end: unix(object, &format!("{line}/period/end"))?,
+        period_start: unix(object, "/lines/data/0/period/start")?,
+        period_end: unix(object, "/lines/data/0/period/end")?,
         event,
     })
-}
-
-fn as_strs(owned: &[String]) -> Vec<&str> {
-    owned.iter().map(String::as_str).collect()
 }
 
 /// The first plan name found, else the price id.
@@ -589,6 +582,27 @@ fn amount(object: &Fields<'_>, pointer: &str) -> Result<Option<i64>, NormalizeEr
     Ok(amount)
 }
 
+fn first_amount(object: &Fields<'_>, pointers: &[&str]) -> Result<Option<i64>, NormalizeError> {
+    for pointer in pointers {
+        if let Some(amount) = amount(object, pointer)? {
+            return Ok(Some(amount));
+        }
+    }
+    Ok(None)
+}
+
+fn first_currency(
+    object: &Fields<'_>,
+    pointers: &[&str],
+) -> Result<Option<Currency>, NormalizeError> {
+    for pointer in pointers {
+        if let Some(currency) = object.currency(pointer)? {
+            return Ok(Some(currency));
+        }
+    }
+    Ok(None)
+}
+
 /// A time as Stripe sends it: unix seconds.
 fn unix(object: &Fields<'_>, pointer: &str) -> Result<Option<Timestamp>, NormalizeError> {
     Ok(integer(object, pointer)?.map(Timestamp::from_unix_seconds))
@@ -623,6 +637,18 @@ fn expandable(object: &Fields<'_>, pointer: &str) -> Result<Option<String>, Norm
     }
 }
 
+fn first_expandable(
+    object: &Fields<'_>,
+    pointers: &[&str],
+) -> Result<Option<String>, NormalizeError> {
+    for pointer in pointers {
+        if let Some(id) = expandable(object, pointer)? {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 /// An object's `metadata`. Stripe's PHP library renders an empty one as `[]`, read as empty.
 fn metadata(
     object: &Fields<'_>,
@@ -643,12 +669,7 @@ fn metadata(
 /// The object as `gateway_response` keeps it: whole, but without the payment intent's
 /// `client_secret`, which Stripe says must not be stored.
 fn stored_object(object: &Fields<'_>) -> Value {
-    let mut value = object
-        .get("")
-        .ok()
-        .flatten()
-        .cloned()
-        .unwrap_or(Value::Null);
+    let mut value = object.value().clone();
     if let Value::Object(map) = &mut value {
         map.remove("client_secret");
     }
