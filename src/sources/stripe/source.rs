@@ -243,3 +243,106 @@ fn billing_changes(subscription_id: String, report: BillingReport) -> Vec<Ledger
         })),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderMap, HeaderValue, Method};
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::sources::authenticate;
+
+    const BODY: &str = r#"{"id":"evt_1","object":"event","type":"charge.succeeded","created":1700000000,"data":{"object":{"id":"ch_1"}}}"#;
+
+    fn request(signature: &str) -> IncomingRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "stripe-signature",
+            HeaderValue::from_str(signature).expect("ascii"),
+        );
+        IncomingRequest {
+            method: Method::POST,
+            path: WEBHOOKS_ROUTE.to_owned(),
+            query: None,
+            headers,
+            body: Bytes::from_static(BODY.as_bytes()),
+            received_at: Timestamp::from_unix_seconds(1_700_000_000),
+            path_params: Vec::new(),
+        }
+    }
+
+    fn builtin(toml: &str, env: &[(&str, &str)]) -> SharedSource {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        let section: toml::Table = toml::from_str(toml).expect("toml");
+        StripeProvider
+            .builtin(section, &env)
+            .expect("settings")
+            .expect("a built-in source")
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_unix_seconds(seconds)
+    }
+
+    #[test]
+    fn every_secret_of_stripe_webhook_secret_is_accepted() {
+        let source = builtin("", &[("STRIPE_WEBHOOK_SECRET", "whsec_old, whsec_new")]);
+        for secret in ["whsec_old", "whsec_new"] {
+            let signature = StripeScheme::sign(secret, 1_700_000_000, BODY.as_bytes());
+            let verified = authenticate(source.as_ref(), request(&signature), at(1_700_000_010))
+                .expect("verified");
+            let identity = source.identify(&verified).expect("identified");
+            assert_eq!(identity.dedup_key, "evt_1");
+            assert_eq!(identity.event_type, "charge.succeeded");
+        }
+        let other = StripeScheme::sign("whsec_other", 1_700_000_000, BODY.as_bytes());
+        assert_eq!(
+            source.authenticate(&request(&other), at(1_700_000_010)),
+            Err(VerifyError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_tolerance_is_300_seconds_unless_configured() {
+        let signature = StripeScheme::sign("whsec_s", 1_700_000_000, BODY.as_bytes());
+        let default = builtin("", &[("STRIPE_WEBHOOK_SECRET", "whsec_s")]);
+        assert!(default
+            .authenticate(&request(&signature), at(1_700_000_300))
+            .is_ok());
+        assert!(matches!(
+            default.authenticate(&request(&signature), at(1_700_000_301)),
+            Err(VerifyError::TimestampOutsideTolerance { .. })
+        ));
+        let strict = builtin("secrets = [\"whsec_s\"]\ntolerance_secs = 60", &[]);
+        assert!(matches!(
+            strict.authenticate(&request(&signature), at(1_700_000_061)),
+            Err(VerifyError::TimestampOutsideTolerance { .. })
+        ));
+    }
+
+    #[test]
+    fn without_a_secret_the_source_exists_and_refuses() {
+        let source = builtin("", &[]);
+        assert_eq!(source.name(), "stripe");
+        assert_eq!(
+            source.routes(),
+            [Route::post(WEBHOOKS_ROUTE), Route::post(PAYMENTS_ROUTE)]
+        );
+        let signature = StripeScheme::sign("whsec_s", 1_700_000_000, BODY.as_bytes());
+        assert_eq!(
+            source.authenticate(&request(&signature), at(1_700_000_000)),
+            Err(VerifyError::NoSecretConfigured)
+        );
+    }
+
+    #[test]
+    fn an_unknown_setting_is_refused() {
+        let section: toml::Table = toml::from_str("tolerance = 5").expect("toml");
+        assert!(StripeProvider.builtin(section, &BTreeMap::new()).is_err());
+    }
+}
