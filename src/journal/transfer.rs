@@ -36,10 +36,10 @@ use super::JournalError;
 use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
-/// The SQLite schema version this copy reads (`migrations/sqlite/V7__tradingview.sql`). A
-/// database at another version is refused: an older one lacks columns, a newer one may hold
-/// data this copy would drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 7;
+/// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
+/// `V8__stripe.sql`). A database at another version is refused: an older one lacks columns, a
+/// newer one may hold data this copy would drop.
+pub const SQLITE_SCHEMA_VERSION: i64 = 8;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;

@@ -355,6 +355,11 @@ impl<'a> Fields<'a> {
         Ok(Self { value, name })
     }
 
+    /// The whole value, as stored.
+    pub fn value(&self) -> &'a Value {
+        self.value
+    }
+
     /// The dotted payload name of `pointer` (`/product/price` in `data`: `data.product.price`).
     pub fn field(&self, pointer: &str) -> String {
         format!("{}{}", self.name, pointer.replace('/', "."))

@@ -9,6 +9,7 @@ pub mod pancake;
 pub mod refract;
 pub mod registry;
 pub mod standard_webhooks;
+pub mod stripe;
 pub mod tradingview;
 
 use std::sync::{Arc, OnceLock};

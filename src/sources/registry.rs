@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    cartpanda, generic_hmac, pancake, refract, standard_webhooks, tradingview, SharedSource,
+    cartpanda, generic_hmac, pancake, refract, standard_webhooks, stripe, tradingview, SharedSource,
 };
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
@@ -20,6 +20,7 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &refract::RefractProvider,
     &pancake::PancakeProvider::PANCAKE,
     &pancake::PancakeProvider::POS,
+    &stripe::StripeProvider,
     &tradingview::TradingViewProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,

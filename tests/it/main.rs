@@ -16,6 +16,7 @@ mod processing;
 mod refract;
 mod storage;
 mod storage_failure;
+mod stripe;
 mod support;
 mod tradingview;
 mod transfer;
