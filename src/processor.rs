@@ -147,10 +147,10 @@ impl Processor {
     /// the others. A call that fails is the attempt's error (retried with backoff).
     async fn look_up(&self, claimed: &[ClaimedDelivery]) -> Vec<Option<LookupOutcome>> {
         let calls = claimed.iter().map(|delivery| async move {
-            if !delivery.verifying {
+            let source = self.sources.get(&delivery.source)?;
+            if !delivery.verifying && !source.verified_by_lookup(delivery) {
                 return None;
             }
-            let source = self.sources.get(&delivery.source)?;
             let outcome = match source.lookup(delivery) {
                 Ok(lookup) => self
                     .api
@@ -283,7 +283,8 @@ fn attempt(
         duration_micros: started.elapsed().as_micros() as i64,
         outcome,
         if_apply_fails: retry,
-        verifying: delivery.verifying,
+        // A delivery proven by lookup waits for its retry as `verifying`.
+        verifying: delivery.verifying || lookup.is_some(),
     }
 }
 

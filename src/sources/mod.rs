@@ -6,6 +6,7 @@ pub mod cartpanda;
 pub mod generic_hmac;
 pub mod json;
 pub mod pancake;
+pub mod paystack;
 pub mod refract;
 pub mod registry;
 pub mod standard_webhooks;
@@ -402,6 +403,14 @@ pub trait Source: Send + Sync + 'static {
     /// the [`Source::lookup`] before normalizing it through [`Source::judge`].
     fn needs_lookup(&self, request: &IncomingRequest) -> bool {
         let _ = request;
+        false
+    }
+
+    /// Whether a stored delivery can be trusted only through [`Source::lookup`], whatever its
+    /// status: a replayed one (back to `pending` after it went dead unverified, or re-applied
+    /// after it was processed) is then verified again instead of normalized unproven.
+    fn verified_by_lookup(&self, delivery: &ClaimedDelivery) -> bool {
+        let _ = delivery;
         false
     }
 

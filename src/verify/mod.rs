@@ -164,6 +164,12 @@ impl SecretSet {
         self.secrets.len()
     }
 
+    /// The first secret as text, for a source that must present it to its provider's API
+    /// (Paystack's verify call). Crate-private, like [`SecretSet::iter_exposed`].
+    pub(crate) fn first_exposed(&self) -> Option<&str> {
+        self.secrets.first().map(|secret| secret.expose_secret())
+    }
+
     /// The raw bytes of each secret, in configuration order. Crate-private so
     /// that only verifiers ever see the secret material.
     pub(crate) fn iter_exposed(&self) -> impl Iterator<Item = &[u8]> {

@@ -62,6 +62,9 @@ pub struct SegmentLog {
     /// for a file to be zero-filled.
     prepared: Arc<Mutex<Vec<Segment>>>,
     preparing: Arc<AtomicUsize>,
+    /// The preparing thread, joined on drop: a log reopened in the same process must not
+    /// take as spare a file that thread is still zero-filling.
+    preparer: Mutex<Option<std::thread::JoinHandle<()>>>,
     next_number: Arc<AtomicU64>,
     pending: Vec<u8>,
     /// Files written since the last `take_dirty`, to be synced before an ack.
@@ -168,6 +171,7 @@ impl SegmentLog {
             spare,
             prepared: Arc::new(Mutex::new(Vec::new())),
             preparing: Arc::new(AtomicUsize::new(0)),
+            preparer: Mutex::new(None),
             next_number: Arc::new(AtomicU64::new(next_number)),
             pending: Vec::new(),
             dirty: Vec::new(),
@@ -343,8 +347,15 @@ impl SegmentLog {
                 }
                 preparing.fetch_sub(1, Ordering::AcqRel);
             });
-        if spawned.is_err() {
-            self.preparing.fetch_sub(1, Ordering::AcqRel);
+        match spawned {
+            Ok(handle) => {
+                if let Some(finished) = self.preparer.lock().replace(handle) {
+                    let _ = finished.join();
+                }
+            }
+            Err(_) => {
+                self.preparing.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -438,6 +449,14 @@ fn read_header(file: &File) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((number, first_seq)))
 }
 
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        if let Some(preparer) = self.preparer.lock().take() {
+            let _ = preparer.join();
+        }
+    }
+}
+
 /// Reads the valid records of a segment from its start: the last sequence number and the
 /// offset right after the last valid record.
 fn scan(file: &File, first_seq: u64) -> io::Result<(u64, u64)> {
@@ -445,6 +464,7 @@ fn scan(file: &File, first_seq: u64) -> io::Result<(u64, u64)> {
         file: Arc::new(file.try_clone()?),
         offset: SEGMENT_HEADER,
         next_seq: first_seq,
+        first_seq,
     };
     while cursor.next()?.is_some() {}
     Ok((cursor.next_seq - 1, cursor.offset))
@@ -455,6 +475,8 @@ struct Cursor {
     file: Arc<File>,
     offset: u64,
     next_seq: u64,
+    /// The first sequence number of this cursor's segment.
+    first_seq: u64,
 }
 
 impl Cursor {
@@ -516,9 +538,12 @@ impl LogReader {
                     self.next_seq = seq + 1;
                     records.push((seq, record));
                 }
-                // This segment ends here: the next record is in the next segment.
+                // This segment ends here: the next record is in the next segment, unless
+                // this is already the segment that starts there (registered before its first
+                // record is readable): then there is nothing more yet.
                 None => {
-                    let moved = self.segments.lock().contains_key(&self.next_seq);
+                    let moved = cursor.first_seq != self.next_seq
+                        && self.segments.lock().contains_key(&self.next_seq);
                     if !moved {
                         break;
                     }
@@ -544,6 +569,7 @@ impl LogReader {
             file: Arc::new(File::open(path)?),
             offset: SEGMENT_HEADER,
             next_seq: first_seq,
+            first_seq,
         };
         while cursor.next_seq < self.next_seq {
             if cursor.next()?.is_none() {
