@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    cartpanda, generic_hmac, pancake, refract, standard_webhooks, stripe, tradingview, SharedSource,
+    cartpanda, generic_hmac, pancake, paypal, refract, standard_webhooks, stripe, tradingview,
+    SharedSource,
 };
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
@@ -21,6 +22,7 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &pancake::PancakeProvider::PANCAKE,
     &pancake::PancakeProvider::POS,
     &stripe::StripeProvider,
+    &paypal::PaypalProvider,
     &tradingview::TradingViewProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,
