@@ -31,6 +31,7 @@ on_both_backends!(
     with_paypal_down_the_delivery_stays_verifying_and_is_verified_later,
     a_repeated_event_id_is_stored_and_applied_once,
     a_subscription_activated_then_cancelled_is_canceled_in_subscriptions,
+    a_delivery_that_died_unverified_is_not_applied_by_a_replay,
 );
 
 const ROUTE: &str = "/api/webhooks/paypal";
@@ -112,6 +113,14 @@ struct PaypalTest {
 }
 
 async fn start(backend: Backend, clock: Option<ManualClock>) -> PaypalTest {
+    start_with(backend, clock, &[]).await
+}
+
+async fn start_with(
+    backend: Backend,
+    clock: Option<ManualClock>,
+    env: &[(&str, &str)],
+) -> PaypalTest {
     let certs = Arc::new(CertHost::default());
     let router = Router::new()
         .route("/v1/notifications/certs/{name}", routing::get(serve_cert))
@@ -128,6 +137,9 @@ async fn start(backend: Backend, clock: Option<ManualClock>) -> PaypalTest {
         .env("PAYPAL_CERT_HOSTS", &origin);
     if let Some(clock) = clock {
         builder = builder.manual_clock(clock);
+    }
+    for (name, value) in env {
+        builder = builder.env(name, value);
     }
     PaypalTest {
         app: builder.spawn().await,
@@ -405,4 +417,22 @@ async fn a_subscription_activated_then_cancelled_is_canceled_in_subscriptions(ba
             "yes",
         ])
     );
+}
+
+async fn a_delivery_that_died_unverified_is_not_applied_by_a_replay(backend: Backend) {
+    let test = start_with(backend, None, &[("WHARF_MAX_ATTEMPTS", "1")]).await;
+    test.certs.down.store(true, Ordering::SeqCst);
+    test.post_event(&fixture("PAYMENT.CAPTURE.COMPLETED")).await;
+    test.app.run_pending().await;
+    let id = "WH-58D329510W468432D-8HN650336L201105X";
+    assert_eq!(test.status_of(id).await.as_deref(), Some("dead"));
+    test.certs.down.store(false, Ordering::SeqCst);
+    let replay = test
+        .app
+        .admin_post("/api/deliveries/replay?status=dead")
+        .await;
+    assert_eq!(replay.status(), 200);
+    test.app.run_pending().await;
+    assert_eq!(test.status_of(id).await.as_deref(), Some("failed"));
+    assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 0);
 }

@@ -314,20 +314,33 @@ impl Source for Paypal {
             }
         }
         match outcome {
-            Ok(()) => Ok(Judgement::Genuine(self.normalize(delivery)?)),
+            Ok(()) => Ok(Judgement::Genuine(changes(delivery)?)),
             Err(error) => Ok(Judgement::Forged(error.to_string())),
         }
     }
 
+    /// Every PayPal delivery is stored `verifying` and reaches the ledger only through
+    /// [`Source::judge`]. A delivery that arrives here was put back as `pending` by a replay
+    /// (of one that went `dead` while PayPal was down, say) and its signature may never have
+    /// been checked, so it is refused rather than applied unverified.
     fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
-        Ok(match read(&delivery.body)? {
-            Reading::Report(event, report) => {
-                Normalized::Changes(vec![LedgerChange::Row(Arc::new(PaypalChange {
-                    event,
-                    report,
-                }))])
-            }
-            Reading::Ignore(reason) => Normalized::Ignore(reason),
-        })
+        let _ = delivery;
+        Err(NormalizeError::Invalid(
+            "a PayPal delivery is applied only once its signature is verified; this one was              queued without verification (a replay), so it is not applied"
+                .to_owned(),
+        ))
     }
+}
+
+/// What a verified delivery changes.
+fn changes(delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
+    Ok(match read(&delivery.body)? {
+        Reading::Report(event, report) => {
+            Normalized::Changes(vec![LedgerChange::Row(Arc::new(PaypalChange {
+                event,
+                report,
+            }))])
+        }
+        Reading::Ignore(reason) => Normalized::Ignore(reason),
+    })
 }

@@ -240,6 +240,10 @@ fn the_vector_is_judged_genuine_and_a_changed_body_forged() {
         Judgement::Genuine(Normalized::Changes(changes)) => assert_eq!(changes.len(), 1),
         other => panic!("expected a payment, got {other:?}"),
     }
+    assert!(
+        source.normalize(&genuine).is_err(),
+        "never applied without the signature check"
+    );
     let tampered = delivery(&v.headers, &v.body.replace("6.01", "9.01"));
     assert!(matches!(
         source.judge(&tampered, &cert_answer()).expect("judged"),
