@@ -3,13 +3,19 @@
 //! the answer ([`LookupAnswer`]); this one client makes every call, with timeouts and a few
 //! quick retries, outside the ingress's hot path. The delivery is already stored as
 //! `verifying`, so a slow or absent API delays it and loses nothing: the processor's own
-//! backoff retries the lookup.
+//! backoff retries the lookup. Answers that stay true for hours (a signing certificate) may be
+//! marked cacheable and are kept, bounded and for a while, by URL.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use thiserror::Error;
+
+use crate::clock::{SharedClock, SystemClock, Timestamp};
 
 /// An HTTP request to a provider's API. Header values may be secrets (an API key): `Debug`
 /// shows only the names.
@@ -19,6 +25,22 @@ pub struct Lookup {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
     pub body: Option<Bytes>,
+    /// Whether a `200` answer may be reused for the same URL for a while (a `GET` of a
+    /// document that does not depend on the headers, such as a signing certificate).
+    pub cacheable: bool,
+}
+
+impl Lookup {
+    /// A `GET` of `url` whose `200` answer may be reused ([`Lookup::cacheable`]).
+    pub fn cacheable_get(url: impl Into<String>) -> Self {
+        Self {
+            method: Method::GET,
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            cacheable: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Lookup {
@@ -28,6 +50,7 @@ impl std::fmt::Debug for Lookup {
             .field("method", &self.method)
             .field("url", &self.url)
             .field("headers", &names)
+            .field("cacheable", &self.cacheable)
             .finish_non_exhaustive()
     }
 }
@@ -58,6 +81,10 @@ pub struct LookupSettings {
     /// Tries per call before the attempt fails (and the processor's backoff takes over).
     pub tries: u32,
     pub first_backoff: Duration,
+    /// How long a cacheable answer is reused.
+    pub cache_ttl: Duration,
+    /// How many cacheable answers are kept at most.
+    pub cache_entries: usize,
 }
 
 impl Default for LookupSettings {
@@ -67,7 +94,69 @@ impl Default for LookupSettings {
             timeout: Duration::from_secs(10),
             tries: 3,
             first_backoff: Duration::from_millis(200),
+            cache_ttl: Duration::from_secs(6 * 60 * 60),
+            cache_entries: 64,
         }
+    }
+}
+
+/// Cacheable answers by URL, each until its expiry; when full, expired entries go first, then
+/// the one closest to expiring.
+#[derive(Debug)]
+pub struct AnswerCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: HashMap<String, (Timestamp, LookupAnswer)>,
+}
+
+impl AnswerCache {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The answer kept for `url`, if it has not expired at `now`.
+    pub fn get(&self, url: &str, now: Timestamp) -> Option<LookupAnswer> {
+        self.entries
+            .get(url)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, answer)| answer.clone())
+    }
+
+    /// Keeps a `200` answer for `url` until `now` plus the TTL; any other answer is not kept.
+    pub fn put(&mut self, url: &str, answer: &LookupAnswer, now: Timestamp) {
+        if answer.status != 200 || self.capacity == 0 {
+            return;
+        }
+        if !self.entries.contains_key(url) && self.entries.len() >= self.capacity {
+            self.entries.retain(|_, (expires, _)| *expires > now);
+            if self.entries.len() >= self.capacity {
+                let soonest = self
+                    .entries
+                    .iter()
+                    .min_by_key(|(_, (expires, _))| *expires)
+                    .map(|(url, _)| url.clone());
+                if let Some(soonest) = soonest {
+                    self.entries.remove(&soonest);
+                }
+            }
+        }
+        let ttl_millis = i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX);
+        self.entries.insert(
+            url.to_owned(),
+            (now.plus_millis(ttl_millis), answer.clone()),
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -76,6 +165,8 @@ impl Default for LookupSettings {
 pub struct ProviderApi {
     client: reqwest::Client,
     settings: LookupSettings,
+    cache: Arc<Mutex<AnswerCache>>,
+    clock: SharedClock,
 }
 
 impl ProviderApi {
@@ -86,12 +177,41 @@ impl ProviderApi {
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| LookupError::Unreachable(error.to_string()))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            client,
+            settings,
+            cache: Arc::new(Mutex::new(AnswerCache::new(
+                settings.cache_ttl,
+                settings.cache_entries,
+            ))),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Cache expiry read from `clock` (the server's, so tests can move it).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Makes the call, retrying connection failures, timeouts, 429 and 5xx with doubling
-    /// pauses; any other answer (a 404 for an unknown reference included) is the answer.
+    /// pauses; any other answer (a 404 for an unknown reference included) is the answer. A
+    /// [`Lookup::cacheable`] call is answered from the cache while a `200` for its URL is fresh.
     pub async fn call(&self, lookup: &Lookup) -> Result<LookupAnswer, LookupError> {
+        if !lookup.cacheable {
+            return self.call_with_retries(lookup).await;
+        }
+        if let Some(answer) = self.cache.lock().get(&lookup.url, self.clock.now()) {
+            return Ok(answer);
+        }
+        let answer = self.call_with_retries(lookup).await?;
+        self.cache
+            .lock()
+            .put(&lookup.url, &answer, self.clock.now());
+        Ok(answer)
+    }
+
+    async fn call_with_retries(&self, lookup: &Lookup) -> Result<LookupAnswer, LookupError> {
         let mut pause = self.settings.first_backoff;
         let mut tries_left = self.settings.tries.max(1);
         loop {
@@ -143,5 +263,79 @@ fn without_url(error: &reqwest::Error) -> String {
     match std::error::Error::source(error) {
         Some(source) => format!("{kind}: {source}"),
         None => kind.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &'static str) -> LookupAnswer {
+        LookupAnswer {
+            status,
+            body: Bytes::from_static(body.as_bytes()),
+        }
+    }
+
+    const HOUR_MILLIS: i64 = 60 * 60 * 1000;
+
+    #[test]
+    fn a_cached_answer_is_reused_until_its_ttl_passes() {
+        let mut cache = AnswerCache::new(Duration::from_secs(3600), 4);
+        let start = Timestamp::from_unix_seconds(1_700_000_000);
+        cache.put("https://a.test/cert", &answer(200, "pem"), start);
+        let almost = start.plus_millis(HOUR_MILLIS - 1);
+        assert_eq!(
+            cache.get("https://a.test/cert", almost),
+            Some(answer(200, "pem"))
+        );
+        assert_eq!(cache.get("https://a.test/other", almost), None);
+        assert_eq!(
+            cache.get("https://a.test/cert", start.plus_millis(HOUR_MILLIS)),
+            None
+        );
+    }
+
+    #[test]
+    fn only_200_answers_are_cached() {
+        let mut cache = AnswerCache::new(Duration::from_secs(3600), 4);
+        let now = Timestamp::from_unix_seconds(1_700_000_000);
+        cache.put("https://a.test/missing", &answer(404, "no"), now);
+        cache.put("https://a.test/moved", &answer(301, ""), now);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn a_full_cache_drops_expired_entries_then_the_one_expiring_first() {
+        let mut cache = AnswerCache::new(Duration::from_secs(3600), 2);
+        let start = Timestamp::from_unix_seconds(1_700_000_000);
+        cache.put("https://a.test/1", &answer(200, "1"), start);
+        cache.put(
+            "https://a.test/2",
+            &answer(200, "2"),
+            start.plus_millis(1000),
+        );
+        cache.put(
+            "https://a.test/3",
+            &answer(200, "3"),
+            start.plus_millis(2000),
+        );
+        assert_eq!(cache.len(), 2);
+        let now = start.plus_millis(3000);
+        assert_eq!(cache.get("https://a.test/1", now), None);
+        assert!(cache.get("https://a.test/2", now).is_some());
+        assert!(cache.get("https://a.test/3", now).is_some());
+        let later = start.plus_millis(HOUR_MILLIS + 1500);
+        cache.put("https://a.test/4", &answer(200, "4"), later);
+        assert_eq!(cache.len(), 2, "the expired /2 made room");
+        assert!(cache.get("https://a.test/3", later).is_some());
+        assert!(cache.get("https://a.test/4", later).is_some());
+    }
+
+    #[test]
+    fn a_cache_of_no_entries_keeps_nothing() {
+        let mut cache = AnswerCache::new(Duration::from_secs(3600), 0);
+        cache.put("https://a.test/1", &answer(200, "1"), Timestamp(0));
+        assert!(cache.is_empty());
     }
 }

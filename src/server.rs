@@ -99,7 +99,7 @@ impl RunningServer {
             clock.clone(),
             config.processor.clone(),
             metrics.clone(),
-            ProviderApi::new(LookupSettings::default())?,
+            ProviderApi::new(LookupSettings::default())?.with_clock(clock.clone()),
         ));
         let state = Arc::new(AppState::new(
             &config,

@@ -6,6 +6,7 @@ pub mod cartpanda;
 pub mod generic_hmac;
 pub mod json;
 pub mod pancake;
+pub mod paypal;
 pub mod paystack;
 pub mod refract;
 pub mod registry;

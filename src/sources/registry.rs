@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    cartpanda, generic_hmac, pancake, paystack, refract, standard_webhooks, stripe, tradingview,
-    SharedSource,
+    cartpanda, generic_hmac, pancake, paypal, paystack, refract, standard_webhooks, stripe,
+    tradingview, SharedSource,
 };
 use crate::config::{invalid, ConfigError, Environment};
 use crate::ledger::Table;
@@ -23,6 +23,7 @@ pub static PROVIDERS: &[&dyn Provider] = &[
     &pancake::PancakeProvider::POS,
     &stripe::StripeProvider,
     &paystack::PaystackProvider,
+    &paypal::PaypalProvider,
     &tradingview::TradingViewProvider,
     &standard_webhooks::StandardWebhooksProvider,
     &generic_hmac::GenericHmacProvider,

@@ -389,6 +389,42 @@ mod tests {
         }
     }
 
+    /// A key pair and self-signed certificate made once with openssl for tests
+    /// (`tests/fixtures/paypal/test-*`), so signatures over any message can be made here.
+    #[test]
+    fn paypal_a_test_key_signature_verifies_with_its_certificate_only() {
+        use rsa::pkcs1v15::SigningKey;
+        use rsa::pkcs8::DecodePrivateKey;
+        use rsa::signature::{SignatureEncoding, Signer};
+
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/paypal");
+        let der = std::fs::read(format!("{dir}/test-key.pk8.der")).expect("test key");
+        let pem = std::fs::read_to_string(format!("{dir}/test-cert.pem")).expect("test cert");
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(&der).expect("PKCS#8 key");
+        let body = br#"{"id":"WH-TEST","event_type":"PAYMENT.CAPTURE.COMPLETED"}"#;
+        let message = paypal_signed_message("tx-1", "2024-01-01T00:00:00Z", "WH-ID", body);
+        let signature = SigningKey::<Sha256>::new(key).sign(message.as_bytes());
+        let signature_b64 = super::super::encode_base64(&signature.to_bytes());
+        let transmission = PaypalTransmission {
+            transmission_id: "tx-1",
+            transmission_time: "2024-01-01T00:00:00Z",
+            webhook_id: "WH-ID",
+            auth_algo: "SHA256withRSA",
+            signature_b64: &signature_b64,
+        };
+        let test_cert = PaypalCertificate::from_pem(&pem).expect("test certificate");
+        assert_eq!(verify_paypal(&test_cert, &transmission, body), Ok(()));
+        assert_eq!(
+            verify_paypal(&test_cert, &transmission, b"{}"),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify_paypal(&cert(), &transmission, body),
+            Err(VerifyError::Mismatch),
+            "PayPal's certificate does not vouch for the test key"
+        );
+    }
+
     #[test]
     fn paypal_certificate_debug_shows_only_the_fingerprint() {
         let shown = format!("{:?}", cert());

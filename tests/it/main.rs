@@ -12,6 +12,7 @@ mod duplicates;
 mod journal_log;
 mod multi_instance;
 mod pancake;
+mod paypal;
 mod paystack;
 mod processing;
 mod refract;

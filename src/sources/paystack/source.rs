@@ -286,6 +286,8 @@ impl Source for Paystack {
             ),
             headers: vec![("authorization", format!("Bearer {key}"))],
             body: None,
+            // Each verification must ask Paystack now.
+            cacheable: false,
         })
     }
 

@@ -185,6 +185,7 @@ impl Okx {
             url: format!("{}{OKX_ORDER_PATH}", self.base_url),
             headers,
             body: Some(Bytes::from(body)),
+            cacheable: false,
         }
     }
 }
