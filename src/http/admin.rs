@@ -72,15 +72,7 @@ async fn list_deliveries(
     State(state): State<SharedState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let status = match query.status.as_deref() {
-        Some(word) => Some(DeliveryStatus::parse(word).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_status",
-                format!("{word:?} is not a delivery status"),
-            )
-        })?),
-        None => None,
-    };
+    let status = status_filter(query.status.as_deref())?;
     let filter = DeliveryFilter {
         source: query.source,
         status,
@@ -94,6 +86,19 @@ async fn list_deliveries(
         .await
         .map_err(|error| ApiError::journal_unavailable(&error))?;
     Ok(Json(json!({ "deliveries": deliveries })).into_response())
+}
+
+/// A `status=` filter, refused as JSON when it names no delivery status.
+fn status_filter(word: Option<&str>) -> Result<Option<DeliveryStatus>, ApiError> {
+    word.map(|word| {
+        DeliveryStatus::parse(word).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_status",
+                format!("{word:?} is not a delivery status"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// A delivery id from the path, refused as JSON (not axum's plain text) when it is not one.
@@ -351,15 +356,7 @@ async fn replay_matching(
     State(state): State<SharedState>,
     Query(query): Query<ReplayQuery>,
 ) -> Result<Response, ApiError> {
-    let status = match query.status.as_deref() {
-        Some(word) => Some(DeliveryStatus::parse(word).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_status",
-                format!("{word:?} is not a delivery status"),
-            )
-        })?),
-        None => None,
-    };
+    let status = status_filter(query.status.as_deref())?;
     let request = ReplayRequest {
         ids: None,
         source: query.source,
