@@ -100,7 +100,16 @@ impl SegmentLog {
         }
         headers.sort_by_key(|(first_seq, number, _, _)| (first_seq.unwrap_or(0), *number));
 
-        // Follow the chain from the segment that holds `floor_seq + 1` (or the oldest one).
+        // Follow the chain from the segment that holds `floor_seq + 1`: the one with the
+        // greatest first sequence number not above it. An older segment (applied, released
+        // and not yet reused) also starts below it; starting there would end the chain at
+        // that segment's last record and leave the live segments as spares, losing what
+        // SQLite did not hold yet.
+        let start = headers
+            .iter()
+            .filter_map(|(first_seq, ..)| *first_seq)
+            .filter(|&first| first <= floor_seq + 1)
+            .max();
         let mut chain: Vec<Segment> = Vec::new();
         let mut spare = Vec::new();
         let mut expected: Option<u64> = None;
@@ -108,7 +117,7 @@ impl SegmentLog {
         for (first_seq, number, path, file) in headers {
             let file = Arc::new(file);
             let continues = match (first_seq, expected) {
-                (Some(first), None) => first <= floor_seq + 1,
+                (Some(first), None) => Some(first) == start,
                 (Some(first), Some(next)) => first == next,
                 (None, _) => false,
             };
@@ -671,6 +680,29 @@ mod tests {
         assert_eq!(
             seqs(&reader.read(u64::MAX, 100).expect("read")),
             (1..=7).collect::<Vec<_>>()
+        );
+    }
+
+    /// A released segment that was not reused yet still has an old header below SQLite's
+    /// floor: recovery must start at the live segment holding the floor's successor, or the
+    /// records SQLite does not hold would be cut off as spare segments.
+    #[test]
+    fn recovery_starts_at_the_live_segment_not_at_an_older_released_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (mut log, _) = SegmentLog::open(dir.path(), 4096, 64, 0).expect("open");
+        append(&mut log, 1..=60);
+        log.release_through(36);
+        append(&mut log, 61..=84);
+        drop(log);
+        let (_log, recovered) = SegmentLog::open(dir.path(), 4096, 64, 60).expect("reopen");
+        assert_eq!(
+            recovered.last_seq, 84,
+            "nothing past SQLite's floor is lost"
+        );
+        let mut reader = LogReader::new(_log.readable(), 61);
+        assert_eq!(
+            seqs(&reader.read(u64::MAX, 1000).expect("read")),
+            (61..=84).collect::<Vec<_>>()
         );
     }
 
