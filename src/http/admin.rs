@@ -28,6 +28,7 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         .route("/api/sources/{name}/rejections", get(list_rejections))
         .route("/api/stats", get(stats))
         .route("/api/v2/webhooks/logs", get(refract_logs))
+        .route("/api/webhooks/events", get(webhook_events))
         .route("/api/admin/processor/idle", get(await_idle))
         .route_layer(middleware::from_fn_with_state(state, require_token))
 }
@@ -378,4 +379,45 @@ async fn replay_matching(
         json!({ "dry_run": false, "matched": count, "replayed": count })
     };
     Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Seed 003's `GET /api/webhooks/events` (event monitoring, authenticated): the newest
+/// deliveries as its `webhook_events` rows (`event_type`, `event_id`, `processed`,
+/// `error_message`, `created_at`, `processed_at`), filtered like `/api/deliveries`.
+async fn webhook_events(
+    State(state): State<SharedState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let filter = DeliveryFilter {
+        source: query.source,
+        status: status_filter(query.status.as_deref())?,
+        before_id: query.before,
+        limit: query.limit.unwrap_or(50).clamp(1, 500),
+    };
+    let deliveries = state
+        .storage
+        .read
+        .deliveries(filter)
+        .await
+        .map_err(|error| ApiError::journal_unavailable(&error))?;
+    let events: Vec<_> = deliveries
+        .into_iter()
+        .map(|delivery| {
+            json!({
+                "id": delivery.id,
+                "source": delivery.source,
+                "event_type": delivery.event_type,
+                "event_id": delivery.event_id,
+                "processed": matches!(
+                    delivery.status,
+                    DeliveryStatus::Processed | DeliveryStatus::Ignored
+                ),
+                "status": delivery.status,
+                "error_message": delivery.last_error,
+                "created_at": delivery.received_at,
+                "processed_at": delivery.processed_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "events": events })).into_response())
 }

@@ -99,6 +99,8 @@ pub fn router(state: SharedState) -> Router {
     source_routes(&state)
         .route("/in/{source}", any(ingress::receive))
         .route("/health", get(ops::health))
+        // Seed 003's health route, the same answer.
+        .route("/api/webhooks/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .merge(admin::router(state.clone()))
         .fallback(not_found)

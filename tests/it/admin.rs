@@ -223,4 +223,25 @@ ORDER BY created_at DESC;",
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0][0].as_deref(), Some("sale.approved"));
     assert!(failed[0][1].as_deref().is_some_and(|e| e.contains("price")));
+
+    // Seed 003's routes: the health check, and the events behind the admin token.
+    let health: Value = app
+        .get("/api/webhooks/health")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(app.get("/api/webhooks/events").await.status(), 401);
+    let events: Value = app
+        .admin_get("/api/webhooks/events?status=failed")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(1));
+    assert_eq!(events["events"][0]["processed"], false);
+    assert!(events["events"][0]["error_message"]
+        .as_str()
+        .is_some_and(|e| e.contains("price")));
 }
