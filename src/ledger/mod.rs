@@ -2,6 +2,7 @@
 //! late or repeated event may change, and the rows those decisions write ([`table`]). No SQL, no
 //! HTTP, no floats: each backend's ledger store applies these rows, this module decides them.
 
+pub mod edit;
 pub mod money;
 pub mod sale;
 pub mod table;

@@ -6,14 +6,17 @@
 //! status (`status_event_at`): an older event never overwrites a newer status, and refunds are
 //! kept one by one (`refunds`) so that the refunded total is the same in any order.
 
+use std::ops::{Deref, DerefMut};
+
 use serde_json::{Map, Value};
 
 use super::event::{CaptureReport, EventRef, RefundReport, Report, SubscriptionReport};
 use crate::clock::Timestamp;
+use crate::ledger::edit::RowEdit;
 use crate::ledger::table::Column;
 use crate::ledger::{
-    Cell, ColumnType, CorruptRow, Currency, Decision, LedgerError, Money, RowChange, RowWrite,
-    Table, WriteTimes,
+    Cell, ColumnType, Currency, Decision, LedgerError, Money, RowChange, RowWrite, Table,
+    WriteTimes,
 };
 
 const GATEWAY: &str = "paypal";
@@ -134,80 +137,26 @@ impl RowChange for PaypalChange {
 }
 
 /// One row being decided, by column name.
-struct Row {
-    table: &'static Table,
-    cells: Vec<Cell>,
-    original: Option<Vec<Cell>>,
+/// The ledger's row editor, with PayPal's reading of captures, refunds and subscriptions.
+struct Row(RowEdit);
+
+impl Deref for Row {
+    type Target = RowEdit;
+
+    fn deref(&self) -> &RowEdit {
+        &self.0
+    }
+}
+
+impl DerefMut for Row {
+    fn deref_mut(&mut self) -> &mut RowEdit {
+        &mut self.0
+    }
 }
 
 impl Row {
     fn open(table: &'static Table, current: Option<&[Cell]>) -> Self {
-        Self {
-            table,
-            cells: current.map_or_else(|| vec![Cell::Null; table.columns.len()], <[Cell]>::to_vec),
-            original: current.map(<[Cell]>::to_vec),
-        }
-    }
-
-    fn is_new(&self) -> bool {
-        self.original.is_none()
-    }
-
-    fn corrupt(&self, column: &'static str) -> LedgerError {
-        LedgerError::Corrupt(CorruptRow {
-            table: self.table.name,
-            column,
-        })
-    }
-
-    fn at(&self, column: &'static str) -> Result<usize, LedgerError> {
-        self.table
-            .position(column)
-            .filter(|&at| at < self.cells.len())
-            .ok_or_else(|| self.corrupt(column))
-    }
-
-    fn get(&self, column: &'static str) -> Result<&Cell, LedgerError> {
-        Ok(&self.cells[self.at(column)?])
-    }
-
-    fn set(&mut self, column: &'static str, cell: Cell) -> Result<(), LedgerError> {
-        let at = self.at(column)?;
-        self.cells[at] = cell;
-        Ok(())
-    }
-
-    /// Writes `cell` when the event is the newest yet for this row, or the column is empty;
-    /// `Null` writes nothing.
-    fn offer(&mut self, column: &'static str, cell: Cell, newer: bool) -> Result<(), LedgerError> {
-        if cell != Cell::Null && (newer || *self.get(column)? == Cell::Null) {
-            self.set(column, cell)?;
-        }
-        Ok(())
-    }
-
-    fn text(&self, column: &'static str) -> Result<Option<String>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Text(text) | Cell::Json(text) | Cell::Decimal(text) => Ok(Some(text.clone())),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    fn integer(&self, column: &'static str) -> Result<Option<i64>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Integer(value) => Ok(Some(*value)),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    fn timestamp(&self, column: &'static str) -> Result<Option<Timestamp>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Timestamp(at) => Ok(Some(*at)),
-            _ => Err(self.corrupt(column)),
-        }
+        Self(RowEdit::open(table, current))
     }
 
     /// Whether `event` is at least as new as the one behind the row's status.
@@ -367,34 +316,6 @@ impl Row {
             self.set("last_event_id", Cell::text(&event.id))?;
             self.set("last_event_at", Cell::Timestamp(event.at))?;
         }
-        let changed = match &self.original {
-            None => true,
-            Some(original) => self
-                .table
-                .columns
-                .iter()
-                .zip(self.cells.iter().zip(original))
-                .any(|(column, (new, old))| match column.ty {
-                    _ if column.name == "updated_at" => false,
-                    ColumnType::Decimal => false,
-                    ColumnType::Json => new != old && json_of(new) != json_of(old),
-                    _ => new != old,
-                }),
-        };
-        if !changed {
-            return Ok(RowWrite::Unchanged);
-        }
-        self.set("updated_at", Cell::Timestamp(now))?;
-        Ok(match self.original {
-            Some(_) => RowWrite::Update(self.cells),
-            None => RowWrite::Insert(self.cells),
-        })
-    }
-}
-
-fn json_of(cell: &Cell) -> Option<Value> {
-    match cell {
-        Cell::Json(text) | Cell::Text(text) => serde_json::from_str(text).ok(),
-        _ => None,
+        self.0.finish(now)
     }
 }

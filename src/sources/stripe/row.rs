@@ -4,16 +4,17 @@
 //! is replaced only by one from a newer event: each column is a last-writer-wins register
 //! ordered by (`created`, event id), so the row ends the same whatever order events arrive in.
 
+use std::ops::{Deref, DerefMut};
+
 use serde_json::{Map, Value};
 
 use super::event::EventRef;
 use crate::clock::Timestamp;
-use crate::ledger::{Cell, ColumnType, CorruptRow, LedgerError, RowWrite, Table};
+use crate::ledger::{self, Cell, LedgerError, RowWrite, Table};
 
+/// Stripe's row editor: the ledger's, plus the provenance of each value.
 pub(super) struct RowEdit {
-    table: &'static Table,
-    cells: Vec<Cell>,
-    original: Option<Vec<Cell>>,
+    row: ledger::edit::RowEdit,
     /// `field_events`, once read: field → `[created, event id]`.
     provenance: Option<Map<String, Value>>,
 }
@@ -21,61 +22,27 @@ pub(super) struct RowEdit {
 /// The column that records which event each value came from.
 const FIELD_EVENTS: &str = "field_events";
 
+impl Deref for RowEdit {
+    type Target = ledger::edit::RowEdit;
+
+    fn deref(&self) -> &Self::Target {
+        &self.row
+    }
+}
+
+impl DerefMut for RowEdit {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.row
+    }
+}
+
 impl RowEdit {
     /// The stored row, or a new one with every column empty.
     pub(super) fn open(table: &'static Table, current: Option<&[Cell]>) -> Self {
         Self {
-            table,
-            cells: current.map_or_else(|| vec![Cell::Null; table.columns.len()], <[Cell]>::to_vec),
-            original: current.map(<[Cell]>::to_vec),
+            row: ledger::edit::RowEdit::open(table, current),
             provenance: None,
         }
-    }
-
-    pub(super) fn is_new(&self) -> bool {
-        self.original.is_none()
-    }
-
-    fn corrupt(&self, column: &'static str) -> LedgerError {
-        LedgerError::Corrupt(CorruptRow {
-            table: self.table.name,
-            column,
-        })
-    }
-
-    fn position(&self, column: &'static str) -> Result<usize, LedgerError> {
-        self.table
-            .position(column)
-            .filter(|&at| at < self.cells.len())
-            .ok_or_else(|| self.corrupt(column))
-    }
-
-    pub(super) fn get(&self, column: &'static str) -> Result<&Cell, LedgerError> {
-        Ok(&self.cells[self.position(column)?])
-    }
-
-    pub(super) fn set(&mut self, column: &'static str, cell: Cell) -> Result<(), LedgerError> {
-        let at = self.position(column)?;
-        self.cells[at] = cell;
-        Ok(())
-    }
-
-    /// Writes `cell` if the report is `newer` than the row, else only into an empty column; a
-    /// report that does not say (`Null`) writes nothing.
-    pub(super) fn offer(
-        &mut self,
-        column: &'static str,
-        cell: Cell,
-        newer: bool,
-    ) -> Result<(), LedgerError> {
-        if cell == Cell::Null {
-            return Ok(());
-        }
-        let at = self.position(column)?;
-        if newer || self.cells[at] == Cell::Null {
-            self.cells[at] = cell;
-        }
-        Ok(())
     }
 
     /// Whether `event` may set `field`: no value came from a newer event. If it may, `event` is
@@ -198,114 +165,16 @@ impl RowEdit {
         Ok(())
     }
 
-    pub(super) fn text(&self, column: &'static str) -> Result<Option<String>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Text(text) | Cell::Json(text) | Cell::Decimal(text) => Ok(Some(text.clone())),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    pub(super) fn integer(&self, column: &'static str) -> Result<Option<i64>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Integer(value) => Ok(Some(*value)),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    pub(super) fn timestamp(&self, column: &'static str) -> Result<Option<Timestamp>, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(None),
-            Cell::Timestamp(at) => Ok(Some(*at)),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    /// A JSON column's value; `Null` when empty.
-    pub(super) fn json(&self, column: &'static str) -> Result<Value, LedgerError> {
-        match self.get(column)? {
-            Cell::Null => Ok(Value::Null),
-            Cell::Json(text) | Cell::Text(text) => {
-                serde_json::from_str(text).map_err(|_| self.corrupt(column))
-            }
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    /// A JSON object column; empty when the column is.
-    pub(super) fn json_object(
-        &self,
-        column: &'static str,
-    ) -> Result<Map<String, Value>, LedgerError> {
-        match self.json(column)? {
-            Value::Null => Ok(Map::new()),
-            Value::Object(map) => Ok(map),
-            _ => Err(self.corrupt(column)),
-        }
-    }
-
-    /// Whether the row differs from the stored one. `updated_at` does not count, decimals
-    /// neither (they follow their minor-unit columns, and SQLite gives `20.00` back as `20`),
-    /// and JSON is compared as JSON (PostgreSQL's `JSONB` reorders keys).
-    fn changed(&self) -> bool {
-        let Some(original) = &self.original else {
-            return true;
-        };
-        self.table
-            .columns
-            .iter()
-            .zip(self.cells.iter().zip(original))
-            .any(|(column, (new, old))| match column.ty {
-                _ if column.name == "updated_at" => false,
-                ColumnType::Decimal => false,
-                ColumnType::Json => new != old && json_of(new) != json_of(old),
-                _ => new != old,
-            })
-    }
-
-    /// The write this row comes to, with `updated_at` moved to `now` when anything changed.
+    /// The write this row comes to, its provenance recorded, with `updated_at` moved to `now`
+    /// when anything changed.
     pub(super) fn finish(mut self, now: Timestamp) -> Result<RowWrite, LedgerError> {
         if let Some(provenance) = self.provenance.take() {
             if !provenance.is_empty() {
                 self.set(FIELD_EVENTS, json_cell(&Value::Object(provenance)))?;
             }
         }
-        if !self.changed() {
-            return Ok(RowWrite::Unchanged);
-        }
-        self.set("updated_at", Cell::Timestamp(now))?;
-        Ok(if self.original.is_some() {
-            RowWrite::Update(self.cells)
-        } else {
-            RowWrite::Insert(self.cells)
-        })
+        self.row.finish(now)
     }
 }
 
-fn json_of(cell: &Cell) -> Option<Value> {
-    match cell {
-        Cell::Json(text) | Cell::Text(text) => serde_json::from_str(text).ok(),
-        _ => None,
-    }
-}
-
-/// Optional text as a cell.
-pub(super) fn text_cell(value: &Option<String>) -> Cell {
-    Cell::opt_text(value.as_deref())
-}
-
-pub(super) fn integer_cell(value: Option<i64>) -> Cell {
-    value.map_or(Cell::Null, Cell::Integer)
-}
-
-pub(super) fn time_cell(value: Option<Timestamp>) -> Cell {
-    value.map_or(Cell::Null, Cell::Timestamp)
-}
-
-pub(super) fn json_cell(value: &Value) -> Cell {
-    match value {
-        Value::Null => Cell::Null,
-        value => Cell::Json(value.to_string()),
-    }
-}
+pub(super) use crate::ledger::edit::{integer_cell, json_cell, text_cell, time_cell};
