@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
 use crate::journal::{
-    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, JournalError,
-    RetryPlan, Storage,
+    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, FirstAttempt,
+    JournalError, RetryPlan, Storage,
 };
 use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
@@ -197,25 +197,81 @@ impl Processor {
     fn record(&self, received: &[(Timestamp, String)], results: &[Completed]) {
         let now = self.clock.now();
         for ((received_at, source), result) in received.iter().zip(results) {
-            let outcome = match result {
-                Completed::Processed => ProcessOutcome::Processed,
-                Completed::Ignored => ProcessOutcome::Ignored,
-                Completed::Failed(RetryPlan::RetryAt(_)) => ProcessOutcome::Retry,
-                Completed::Failed(RetryPlan::Failed) => ProcessOutcome::Failed,
-                Completed::Failed(RetryPlan::Dead) => ProcessOutcome::Dead,
-                Completed::Rejected => ProcessOutcome::Rejected,
-                Completed::Stale => continue,
-            };
-            if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
-                let lag = (now.micros() - received_at.micros()).max(0) as u64;
-                self.metrics
-                    .processing_lag
-                    .observe(Duration::from_micros(lag));
-            }
-            if let Some(source) = self.metrics.source(source) {
-                source.processed(outcome);
-            }
+            record_outcome(&self.metrics, now, *received_at, source, result);
         }
+    }
+
+    /// The first attempts the embedded journal makes as deliveries land
+    /// ([`crate::journal::DeliveryLog::attempt_on_arrival`]), by this processor's rules.
+    pub fn first_attempts(&self) -> Arc<dyn FirstAttempt> {
+        Arc::new(OnArrival {
+            sources: self.sources.clone(),
+            clock: self.clock.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// Counts one landed completion in the metrics.
+fn record_outcome(
+    metrics: &Metrics,
+    now: Timestamp,
+    received_at: Timestamp,
+    source: &str,
+    result: &Completed,
+) {
+    let outcome = match result {
+        Completed::Processed => ProcessOutcome::Processed,
+        Completed::Ignored => ProcessOutcome::Ignored,
+        Completed::Failed(RetryPlan::RetryAt(_)) => ProcessOutcome::Retry,
+        Completed::Failed(RetryPlan::Failed) => ProcessOutcome::Failed,
+        Completed::Failed(RetryPlan::Dead) => ProcessOutcome::Dead,
+        Completed::Rejected => ProcessOutcome::Rejected,
+        Completed::Stale => return,
+    };
+    if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
+        let lag = (now.micros() - received_at.micros()).max(0) as u64;
+        metrics.processing_lag.observe(Duration::from_micros(lag));
+    }
+    if let Some(source) = metrics.source(source) {
+        source.processed(outcome);
+    }
+}
+
+/// The processor's first attempt, made by the journal where it lands a delivery. Deliveries
+/// a provider's API must prove are left to the processor, which makes the lookups.
+struct OnArrival {
+    sources: Registry,
+    clock: SharedClock,
+    settings: ProcessorSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl FirstAttempt for OnArrival {
+    fn attempt(&self, delivery: &ClaimedDelivery) -> Option<Completion> {
+        let source = self.sources.get(&delivery.source)?;
+        if source.verified_by_lookup(delivery) {
+            return None;
+        }
+        Some(attempt(
+            &self.sources,
+            &self.settings,
+            self.clock.now(),
+            delivery,
+            None,
+        ))
+    }
+
+    fn completed(&self, delivery: &ClaimedDelivery, result: &Completed) {
+        let now = self.clock.now();
+        record_outcome(
+            &self.metrics,
+            now,
+            delivery.received_at,
+            &delivery.source,
+            result,
+        );
     }
 }
 

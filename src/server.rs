@@ -121,7 +121,13 @@ impl RunningServer {
         })?;
         let shutdown = CancellationToken::new();
         let processor = match mode {
-            ProcessorMode::Background => tokio::spawn(processor.run(shutdown.clone())),
+            ProcessorMode::Background => {
+                state
+                    .storage
+                    .log
+                    .attempt_on_arrival(processor.first_attempts());
+                tokio::spawn(processor.run(shutdown.clone()))
+            }
             ProcessorMode::Manual => tokio::spawn(async {}),
         };
         let app = http::router(state.clone());

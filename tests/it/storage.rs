@@ -12,7 +12,7 @@ use wharf::clock::{ManualClock, Timestamp};
 use wharf::config::Config;
 use wharf::journal::{
     Appended, ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome,
-    DeliveryFilter, DeliveryStatus, JournalError, NewDelivery, RetryPlan, Storage,
+    DeliveryFilter, DeliveryStatus, FirstAttempt, JournalError, NewDelivery, RetryPlan, Storage,
 };
 use wharf::ledger::{Currency, LedgerChange, Money, SaleStatus, SaleUpsert};
 use wharf::server::open_storage;
@@ -29,6 +29,7 @@ on_both_backends!(
     completions_apply_ledger_changes_keyed_by_source,
     two_cartpanda_like_sources_with_the_same_order_id_do_not_collide,
     the_read_model_returns_what_was_written,
+    a_first_attempt_on_arrival_lands_with_the_delivery_where_the_backend_makes_it,
 );
 
 /// Opens `backend`'s storage, as the server does, on a fresh database.
@@ -157,6 +158,31 @@ async fn apply_for_sources(storage: &Storage, changes: &[(&str, &str, LedgerChan
         .collect();
     let done = storage.log.complete(batch).await.expect("complete");
     assert_eq!(done, vec![Completed::Processed; changes.len()]);
+}
+
+/// Applies a sale for deliveries of `cartpanda` as they land and leaves other sources to the
+/// processor; remembers what it was told landed.
+#[derive(Default)]
+struct SalesOnArrival {
+    landed: parking_lot::Mutex<Vec<(String, Completed)>>,
+}
+
+impl FirstAttempt for SalesOnArrival {
+    fn attempt(&self, delivery: &ClaimedDelivery) -> Option<Completion> {
+        (delivery.source == "cartpanda").then(|| {
+            completion(
+                delivery,
+                delivery.received_at,
+                CompletionOutcome::Apply(vec![sale("1001", SaleStatus::Approved, "99.90", T0)]),
+            )
+        })
+    }
+
+    fn completed(&self, delivery: &ClaimedDelivery, result: &Completed) {
+        self.landed
+            .lock()
+            .push((delivery.dedup_key.clone(), result.clone()));
+    }
 }
 
 fn text(value: &str) -> Option<String> {
@@ -705,4 +731,61 @@ async fn the_same_key_with_another_body_is_a_duplicate_kept_as_a_conflict(backen
         "the changed body is kept once; the identical retry is not a conflict"
     );
     storage.log.close().await;
+}
+
+/// The embedded journal makes a delivery's first attempt in the transaction that lands it:
+/// the sale, the processed status and the attempt row arrive together and nothing is left to
+/// claim; a source the hook declines stays pending for the processor. PostgreSQL acks on its
+/// own commit and leaves every attempt to the processor.
+async fn a_first_attempt_on_arrival_lands_with_the_delivery_where_the_backend_makes_it(
+    backend: Backend,
+) {
+    let (storage, database) = open(backend).await;
+    let first = Arc::new(SalesOnArrival::default());
+    storage.log.attempt_on_arrival(first.clone());
+    for (source, key) in [("cartpanda", "evt_a"), ("loja-b", "evt_b")] {
+        let appended = storage
+            .log
+            .append(delivery(source, key, at(T0)))
+            .await
+            .expect("append");
+        assert!(matches!(appended, Appended::Stored(_)), "{appended:?}");
+    }
+    storage.read.await_visible().await;
+    let claimed = storage
+        .log
+        .claim_due(claim_at(at(T0 + 1)))
+        .await
+        .expect("claim");
+    let mut claimed_keys: Vec<&str> = claimed.iter().map(|c| c.dedup_key.as_str()).collect();
+    claimed_keys.sort_unstable();
+    match backend {
+        Backend::Sqlite => {
+            assert_eq!(claimed_keys, ["event:evt_b"], "only the declined one waits");
+            assert_eq!(
+                *first.landed.lock(),
+                [("event:evt_a".to_owned(), Completed::Processed)]
+            );
+            assert_eq!(
+                database
+                    .rows(
+                        "SELECT d.status, d.attempts, a.outcome, s.cartpanda_id FROM deliveries d \
+                         JOIN attempts a ON a.delivery_id = d.id \
+                         JOIN sales s ON s.source = d.source WHERE d.source = 'cartpanda'"
+                    )
+                    .await,
+                [[
+                    text("processed"),
+                    text("1"),
+                    text("processed"),
+                    text("1001")
+                ]]
+            );
+        }
+        Backend::Postgres => {
+            assert_eq!(claimed_keys, ["event:evt_a", "event:evt_b"]);
+            assert!(first.landed.lock().is_empty());
+            assert_eq!(database.count("SELECT COUNT(*) FROM sales").await, 0);
+        }
+    }
 }

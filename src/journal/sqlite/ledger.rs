@@ -3,6 +3,10 @@
 //! writer thread, inside the transaction that completes the delivery; the writer is the only
 //! writer, so a plain read-then-write cannot race.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use parking_lot::Mutex;
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row};
 use thiserror::Error;
@@ -42,9 +46,80 @@ pub(super) fn apply(
 
 /// What an insert does when its key exists: an error for the row a change decided (the single
 /// writer read it as absent), nothing for a history row already appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Conflict {
     Fail,
     Skip,
+}
+
+/// The statements the store runs on a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Statement {
+    Load,
+    Insert(Conflict),
+    Update,
+}
+
+/// Each table description's statements, rendered once per process: rendering them for every
+/// row was a fifth of applying a sale in the profile (`bench/scripts/callgrind-per-delivery.sh`).
+/// Keyed by the description's address, not its name: providers describe the columns they
+/// write of a shared table (Stripe's and Paystack's `payments`) each in their own way.
+fn sql(table: &'static Table, statement: Statement) -> Arc<str> {
+    /// (the table description's address, the statement) → its SQL.
+    type Rendered = HashMap<(usize, Statement), Arc<str>>;
+    static RENDERED: LazyLock<Mutex<Rendered>> = LazyLock::new(Mutex::default);
+    RENDERED
+        .lock()
+        .entry((std::ptr::from_ref(table) as usize, statement))
+        .or_insert_with(|| render(table, statement).into())
+        .clone()
+}
+
+fn render(table: &Table, statement: Statement) -> String {
+    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
+    match statement {
+        Statement::Load => format!(
+            "SELECT {} FROM {} WHERE {}",
+            columns.join(", "),
+            table.name,
+            key_clause(table, 1)
+        ),
+        Statement::Insert(conflict) => {
+            let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let on_conflict = match conflict {
+                Conflict::Fail => "",
+                Conflict::Skip => " ON CONFLICT DO NOTHING",
+            };
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}){on_conflict}",
+                table.name,
+                columns.join(", "),
+                placeholders.join(", ")
+            )
+        }
+        Statement::Update => {
+            let assignments: Vec<String> = updatable(table)
+                .enumerate()
+                .map(|(i, (_, name))| format!("{name} = ?{}", i + 1))
+                .collect();
+            format!(
+                "UPDATE {} SET {} WHERE {}",
+                table.name,
+                assignments.join(", "),
+                key_clause(table, assignments.len() + 1)
+            )
+        }
+    }
+}
+
+/// The columns an update sets, with their positions in a row.
+fn updatable(table: &Table) -> impl Iterator<Item = (usize, &'static str)> + '_ {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, column)| column.updatable)
+        .map(|(at, column)| (at, column.name))
 }
 
 fn key_clause(table: &Table, first_param: usize) -> String {
@@ -57,16 +132,13 @@ fn key_clause(table: &Table, first_param: usize) -> String {
         .join(" AND ")
 }
 
-fn load(conn: &Connection, table: &Table, key: &[Cell]) -> rusqlite::Result<Option<Vec<Cell>>> {
-    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {}",
-        columns.join(", "),
-        table.name,
-        key_clause(table, 1)
-    );
+fn load(
+    conn: &Connection,
+    table: &'static Table,
+    key: &[Cell],
+) -> rusqlite::Result<Option<Vec<Cell>>> {
     let params: Vec<Value> = key.iter().map(to_value).collect();
-    conn.prepare_cached(&sql)?
+    conn.prepare_cached(&sql(table, Statement::Load))?
         .query_row(rusqlite::params_from_iter(params), |row| {
             read_row(table, row)
         })
@@ -75,53 +147,25 @@ fn load(conn: &Connection, table: &Table, key: &[Cell]) -> rusqlite::Result<Opti
 
 fn insert(
     conn: &Connection,
-    table: &Table,
+    table: &'static Table,
     row: &[Cell],
     conflict: Conflict,
 ) -> rusqlite::Result<()> {
-    let columns: Vec<&str> = table.columns.iter().map(|column| column.name).collect();
-    let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-    let on_conflict = match conflict {
-        Conflict::Fail => "",
-        Conflict::Skip => " ON CONFLICT DO NOTHING",
-    };
-    let sql = format!(
-        "INSERT INTO {} ({}) VALUES ({}){on_conflict}",
-        table.name,
-        columns.join(", "),
-        placeholders.join(", ")
-    );
     let params: Vec<Value> = row.iter().map(to_value).collect();
-    conn.prepare_cached(&sql)?
+    conn.prepare_cached(&sql(table, Statement::Insert(conflict)))?
         .execute(rusqlite::params_from_iter(params))?;
     Ok(())
 }
 
-fn update(conn: &Connection, table: &Table, key: &[Cell], row: &[Cell]) -> rusqlite::Result<()> {
-    let updatable: Vec<(usize, &str)> = table
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(_, column)| column.updatable)
-        .map(|(at, column)| (at, column.name))
-        .collect();
-    let assignments: Vec<String> = updatable
-        .iter()
-        .enumerate()
-        .map(|(i, (_, name))| format!("{name} = ?{}", i + 1))
-        .collect();
-    let sql = format!(
-        "UPDATE {} SET {} WHERE {}",
-        table.name,
-        assignments.join(", "),
-        key_clause(table, updatable.len() + 1)
-    );
-    let mut params: Vec<Value> = updatable
-        .iter()
-        .map(|(at, _)| to_value(&row[*at]))
-        .collect();
+fn update(
+    conn: &Connection,
+    table: &'static Table,
+    key: &[Cell],
+    row: &[Cell],
+) -> rusqlite::Result<()> {
+    let mut params: Vec<Value> = updatable(table).map(|(at, _)| to_value(&row[at])).collect();
     params.extend(key.iter().map(to_value));
-    conn.prepare_cached(&sql)?
+    conn.prepare_cached(&sql(table, Statement::Update))?
         .execute(rusqlite::params_from_iter(params))?;
     Ok(())
 }

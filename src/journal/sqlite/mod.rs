@@ -18,7 +18,7 @@ use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,8 +31,8 @@ use self::writer::{Command, Writer};
 use super::segment_log::{LogReader, SegmentLog};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
-    DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
-    ReplayRequest, StatusCounts, Storage,
+    DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, FirstAttempt, JournalError, NewDelivery,
+    ReadModel, ReplayRequest, StatusCounts, Storage,
 };
 use crate::clock::Timestamp;
 
@@ -96,6 +96,8 @@ pub struct SqliteJournal {
     progress: Arc<LogProgress>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     checkpointer: Arc<AtomicBool>,
+    /// Shared with the SQLite writer: see [`DeliveryLog::attempt_on_arrival`].
+    first_attempt: Arc<OnceLock<Arc<dyn FirstAttempt>>>,
 }
 
 impl SqliteJournal {
@@ -150,6 +152,7 @@ impl SqliteJournal {
         let appended = Arc::new(Notify::new());
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let segments = log.readable();
+        let first_attempt = Arc::new(OnceLock::new());
         let sqlite_writer = Writer {
             conn,
             commands: receiver,
@@ -159,6 +162,7 @@ impl SqliteJournal {
             progress: progress.clone(),
             appended: appended.clone(),
             fsync: options.durability == Durability::Fsync,
+            first_attempt: first_attempt.clone(),
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("wharf-sqlite-writer".into())
@@ -197,6 +201,7 @@ impl SqliteJournal {
             progress,
             threads: Mutex::new(threads),
             checkpointer,
+            first_attempt,
         })
     }
 
@@ -270,8 +275,10 @@ fn replay(
     let start = progress.applied.load(Ordering::Acquire);
     let through = progress.synced.load(Ordering::Acquire);
     let mut reader = LogReader::new(log.readable(), start + 1);
-    while let Some(last) = projection::project_batch(conn, &mut reader, through, projection::BATCH)
-        .map_err(JournalError::storage)?
+    // Recovery only restores the rows: the processor attempts what it finds pending.
+    while let Some(last) =
+        projection::project_batch(conn, &mut reader, through, projection::BATCH, None)
+            .map_err(JournalError::storage)?
     {
         progress.applied.store(last, Ordering::Release);
         progress.applied_watch.send_replace(last);
@@ -509,6 +516,12 @@ impl DeliveryLog for SqliteJournal {
 
     fn appended_signal(&self) -> Arc<Notify> {
         self.appended.clone()
+    }
+
+    fn attempt_on_arrival(&self, first: Arc<dyn FirstAttempt>) {
+        if self.first_attempt.set(first).is_err() {
+            tracing::warn!("a first-attempt hook was already installed; keeping the first one");
+        }
     }
 
     async fn close(&self) {

@@ -3,13 +3,20 @@
 //! applied is recorded in the same transaction, so recovery replays exactly what is missing.
 //! `UNIQUE (source, dedup_key)` is the final guard against a duplicate the in-memory window
 //! no longer remembered: it changes nothing, and a different body is kept as a conflict.
+//!
+//! With a [`FirstAttempt`] installed, a new delivery's first attempt is made here too: its
+//! ledger effects, status and attempt row join the same transaction, so one commit does what a
+//! projection, a claim and a completion did, and a crash rolls all of it back together.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
 
+use super::writer::complete;
 use crate::journal::segment_log::record::{body_fingerprint, Conflict, LogRecord};
 use crate::journal::segment_log::LogReader;
-use crate::journal::NewDelivery;
+use crate::journal::{
+    ClaimToken, ClaimedDelivery, DeliveryId, DeliveryStatus, FirstAttempt, NewDelivery,
+};
 
 /// Most records per projection transaction: large batches cost a fraction of small ones.
 pub(super) const BATCH: usize = 2048;
@@ -45,24 +52,40 @@ pub(super) fn max_delivery_id(conn: &Connection) -> rusqlite::Result<u64> {
     .map(|id| id.max(0) as u64)
 }
 
-/// Projects up to one batch of records synced through `through`; returns the last sequence
-/// number applied, or `None` when there was nothing to do. On an error the reader is behind
-/// nothing: the caller restarts it from what SQLite holds.
+/// Projects up to one batch of records synced through `through`, making the first attempt
+/// at each new delivery when `first` is given; returns the last sequence number applied, or
+/// `None` when there was nothing to do. On an error the reader is behind nothing: the caller
+/// restarts it from what SQLite holds.
 pub(super) fn project_batch(
     conn: &mut Connection,
     reader: &mut LogReader,
     through: u64,
     limit: usize,
+    first: Option<&dyn FirstAttempt>,
 ) -> Result<Option<u64>, ProjectError> {
     let records = reader.read(through, limit.clamp(1, BATCH))?;
     let Some(&(last, _)) = records.last() else {
         return Ok(None);
     };
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for (seq, record) in &records {
+    let claim = ClaimToken::random();
+    let mut attempted = Vec::new();
+    for (seq, record) in records {
         match record {
-            LogRecord::Delivery(delivery) => project_delivery(&tx, *seq as i64, delivery)?,
-            LogRecord::Conflict(conflict) => project_conflict(&tx, conflict)?,
+            LogRecord::Delivery(delivery) => {
+                let id = DeliveryId(seq as i64);
+                let first_attempt = first
+                    .filter(|_| delivery.status == DeliveryStatus::Pending)
+                    .map(|first| (first, claimed(id, claim, delivery.clone())))
+                    .and_then(|(first, claimed)| Some((first.attempt(&claimed)?, claimed)));
+                let leased = first_attempt.as_ref().map(|_| claim);
+                if project_delivery(&tx, id, &delivery, leased)? {
+                    if let Some((completion, claimed)) = first_attempt {
+                        attempted.push((claimed, complete(&tx, &completion)?));
+                    }
+                }
+            }
+            LogRecord::Conflict(conflict) => project_conflict(&tx, &conflict)?,
         }
     }
     tx.prepare_cached(
@@ -71,10 +94,39 @@ pub(super) fn project_batch(
     )?
     .execute([last.to_string()])?;
     tx.commit()?;
+    if let Some(first) = first {
+        for (claimed, result) in &attempted {
+            first.completed(claimed, result);
+        }
+    }
     Ok(Some(last))
 }
 
-fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusqlite::Result<()> {
+/// A new delivery as the processor would have claimed it: never attempted, under `claim`.
+fn claimed(id: DeliveryId, claim: ClaimToken, delivery: NewDelivery) -> ClaimedDelivery {
+    ClaimedDelivery {
+        id,
+        claim,
+        source: delivery.source,
+        event_id: delivery.event_id,
+        event_type: delivery.event_type,
+        dedup_key: delivery.dedup_key,
+        received_at: delivery.received_at,
+        headers_json: delivery.headers_json,
+        body: delivery.body,
+        attempts: 0,
+        verifying: false,
+    }
+}
+
+/// Inserts a delivery's rows; true if it is new. `leased` puts it under the claim its first
+/// attempt completes in the same transaction.
+fn project_delivery(
+    conn: &Connection,
+    id: DeliveryId,
+    delivery: &NewDelivery,
+    leased: Option<ClaimToken>,
+) -> rusqlite::Result<bool> {
     let next_attempt_at = delivery
         .status
         .is_waiting()
@@ -83,11 +135,11 @@ fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusql
     let inserted = conn
         .prepare_cached(
             "INSERT INTO deliveries (id, source, event_id, event_type, dedup_key, received_at, \
-             status, last_error, next_attempt_at, body_bytes, body_hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
+             status, last_error, next_attempt_at, body_bytes, body_hash, lease_token) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
-            id,
+            id.0,
             delivery.source,
             delivery.event_id,
             delivery.event_type,
@@ -98,13 +150,14 @@ fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusql
             next_attempt_at,
             delivery.body.len() as i64,
             fingerprint,
+            leased.map(|claim| claim.0),
         ])?;
     if inserted == 1 {
         conn.prepare_cached(
             "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
         )?
-        .execute(params![id, delivery.headers_json, &delivery.body[..]])?;
-        return Ok(());
+        .execute(params![id.0, delivery.headers_json, &delivery.body[..]])?;
+        return Ok(true);
     }
     // Already here: a replay of this very record, or the same key stored long ago.
     let existing: Option<(i64, Option<i64>)> = conn
@@ -116,7 +169,7 @@ fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusql
         })
         .optional()?;
     match existing {
-        Some((stored, Some(hash))) if stored != id && hash != fingerprint => project_conflict(
+        Some((stored, Some(hash))) if stored != id.0 && hash != fingerprint => project_conflict(
             conn,
             &Conflict {
                 delivery_id: stored,
@@ -124,8 +177,9 @@ fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusql
                 headers_json: delivery.headers_json.clone(),
                 body: delivery.body.clone(),
             },
-        ),
-        _ => Ok(()),
+        )
+        .map(|()| false),
+        _ => Ok(false),
     }
 }
 

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
@@ -22,7 +22,8 @@ use crate::clock::Timestamp;
 use crate::journal::segment_log::{LogReader, SegmentMap};
 use crate::journal::{
     ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
-    DeliveryId, DeliveryStatus, JournalError, ReplayRequest, RetryPlan, StorageFault, REPLAYABLE,
+    DeliveryId, DeliveryStatus, FirstAttempt, JournalError, ReplayRequest, RetryPlan, StorageFault,
+    REPLAYABLE,
 };
 use crate::ledger::{LedgerChange, WriteTimes};
 use crate::telemetry::LogLimiter;
@@ -79,6 +80,8 @@ pub(super) struct Writer {
     pub progress: Arc<LogProgress>,
     pub appended: Arc<Notify>,
     pub fsync: bool,
+    /// Set once the processor is ready to make first attempts as deliveries are projected.
+    pub first_attempt: Arc<OnceLock<Arc<dyn FirstAttempt>>>,
 }
 
 impl Writer {
@@ -186,7 +189,8 @@ impl Writer {
     /// One projection transaction; true if it applied anything.
     fn project(&mut self, reader: &mut LogReader, limit: &mut usize) -> bool {
         let through = self.progress.synced.load(Ordering::Acquire);
-        match projection::project_batch(&mut self.conn, reader, through, *limit) {
+        let first = self.first_attempt.get().map(|first| first.as_ref());
+        match projection::project_batch(&mut self.conn, reader, through, *limit, first) {
             Ok(Some(last)) => {
                 *limit = (*limit * 2).min(projection::BATCH);
                 self.progress.applied.store(last, Ordering::Release);
@@ -322,7 +326,7 @@ impl Writer {
     }
 }
 
-fn complete(conn: &Connection, completion: &Completion) -> rusqlite::Result<Completed> {
+pub(super) fn complete(conn: &Connection, completion: &Completion) -> rusqlite::Result<Completed> {
     match &completion.outcome {
         CompletionOutcome::Apply(changes) => apply_changes(conn, completion, changes),
         CompletionOutcome::Ignore(reason) => {
