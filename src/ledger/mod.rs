@@ -69,6 +69,11 @@ pub enum LedgerError {
     /// A provider's change that needs a row another delivery writes (retried until it lands).
     #[error("{0}")]
     Waiting(String),
+    /// The change cannot be true given the rows as they stand (a payment verified for another
+    /// amount than the one expected): the delivery is rejected with this reason, and nothing
+    /// of its completion is written.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl LedgerChange {

@@ -186,6 +186,9 @@ impl Okx {
             headers,
             body: Some(Bytes::from(body)),
             cacheable: false,
+            oauth: None,
+            // Placing acts: sent again only when it surely never arrived.
+            idempotent: false,
         }
     }
 }

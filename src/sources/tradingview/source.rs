@@ -7,7 +7,6 @@
 //! and the paper broker run in the processor ([`super::ledger`]).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -30,7 +29,9 @@ use crate::sources::{
     query_param, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt,
     Reply, Route, SharedSource, Source, Verified,
 };
-use crate::verify::{verify_token, Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
+use crate::verify::{
+    verify_token, Algorithm, Encoding, HmacScheme, ProxiedAllowlist, SecretSet, VerifyError,
+};
 
 const KIND: &str = "tradingview";
 
@@ -60,10 +61,8 @@ const WHERE_SECRET: &str =
 pub struct TradingView {
     name: String,
     users: BTreeMap<String, SecretSet>,
-    /// Set: only requests whose header (as the trusted proxy wrote it) names one of
-    /// `allowed_addresses` are accepted.
-    trusted_proxy_header: Option<String>,
-    allowed_addresses: Vec<IpAddr>,
+    /// Set: only requests from TradingView's addresses, as a trusted proxy reports them.
+    allowlist: Option<ProxiedAllowlist>,
     rules: Arc<Rules>,
     routes: Vec<Route>,
 }
@@ -73,18 +72,15 @@ impl TradingView {
         Self {
             name: name.into(),
             users,
-            trusted_proxy_header: None,
-            allowed_addresses: Vec::new(),
+            allowlist: None,
             rules: Arc::new(rules),
             routes: Vec::new(),
         }
     }
 
-    /// Accept only requests whose `header` (set by a proxy in front of Wharf, which must
-    /// overwrite or append to it) ends with one of `addresses`.
-    pub fn behind_proxy(mut self, header: &str, addresses: Vec<IpAddr>) -> Self {
-        self.trusted_proxy_header = Some(header.to_ascii_lowercase());
-        self.allowed_addresses = addresses;
+    /// Accept only requests from the addresses `allowlist` names, as a proxy reports them.
+    pub fn behind_proxy(mut self, allowlist: ProxiedAllowlist) -> Self {
+        self.allowlist = Some(allowlist);
         self
     }
 
@@ -96,22 +92,9 @@ impl TradingView {
     }
 
     fn check_address(&self, request: &IncomingRequest) -> Result<(), VerifyError> {
-        let Some(header) = &self.trusted_proxy_header else {
-            return Ok(());
-        };
-        // The proxy appends the peer it saw: the last entry is the one it vouches for.
-        let reported = request
-            .header(header)
-            .and_then(|value| value.rsplit(',').next())
-            .map(str::trim)
-            .unwrap_or_default();
-        match reported.parse::<IpAddr>() {
-            Ok(address) if self.allowed_addresses.contains(&address) => Ok(()),
-            _ => Err(VerifyError::AddressNotAllowed(if reported.is_empty() {
-                "(none reported)".to_owned()
-            } else {
-                reported.chars().take(64).collect()
-            })),
+        match &self.allowlist {
+            Some(allowlist) => allowlist.check(&request.headers),
+            None => Ok(()),
         }
     }
 }
@@ -259,24 +242,17 @@ impl FileSettings {
             .map(|(user, secret)| (user.clone(), SecretSet::new([secret.clone()])))
             .collect();
         users.insert(DEFAULT_USER.to_owned(), SecretSet::new(default_secrets));
-        let proxy = self.trusted_proxy_header.clone();
-        let addresses = self
-            .allowed_addresses
-            .clone()
-            .unwrap_or_else(|| TRADINGVIEW_ADDRESSES.map(str::to_owned).to_vec())
-            .iter()
-            .map(|address| {
-                address.trim().parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        format!("{context}.allowed_addresses"),
-                        format!("{address:?} is not an IP address"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Checked even while unused, so that a typo is found before the header is turned on.
+        let allowlist = ProxiedAllowlist::parse(
+            self.trusted_proxy_header.as_deref().unwrap_or_default(),
+            self.allowed_addresses.as_deref(),
+            &TRADINGVIEW_ADDRESSES,
+        )
+        .map_err(|error| invalid(format!("{context}.allowed_addresses"), error))?;
+        let allowlist = self.trusted_proxy_header.is_some().then_some(allowlist);
         let source = TradingView::new(name, users, self.rules(context)?);
-        Ok(match proxy {
-            Some(header) => source.behind_proxy(&header, addresses),
+        Ok(match allowlist {
+            Some(allowlist) => source.behind_proxy(allowlist),
             None => source,
         })
     }
