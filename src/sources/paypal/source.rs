@@ -356,7 +356,7 @@ impl Source for Paypal {
 
     /// The signing certificate, from the URL the request named (checked again here: the
     /// allowed hosts may have changed since it was stored); or PayPal's verdict.
-    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
+    fn lookup(&self, delivery: &ClaimedDelivery, _now: Timestamp) -> Result<Lookup, NormalizeError> {
         let headers = stored_headers(delivery);
         let url = header(&headers, CERT_URL).trim();
         if !self.cert_hosts.allows(url) {

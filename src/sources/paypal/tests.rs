@@ -230,7 +230,7 @@ fn the_vector_is_judged_genuine_and_a_changed_body_forged() {
     let v = vector();
     let source = builtin("", &[("PAYPAL_WEBHOOK_ID", v.webhook_id.as_str())]);
     let genuine = delivery(&v.headers, &v.body);
-    let lookup = source.lookup(&genuine).expect("a lookup");
+    let lookup = source.lookup(&genuine, Timestamp(0)).expect("a lookup");
     assert!(lookup.cacheable);
     assert_eq!(
         lookup.url,

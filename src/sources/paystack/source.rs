@@ -397,7 +397,7 @@ impl Source for Paystack {
             == Some("GET")
     }
 
-    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
+    fn lookup(&self, delivery: &ClaimedDelivery, _now: Timestamp) -> Result<Lookup, NormalizeError> {
         let reference = stored_reference(delivery)
             .ok_or_else(|| NormalizeError::Invalid("the callback has no reference".to_owned()))?;
         let key = self.settings.secrets.first_exposed().ok_or_else(|| {
