@@ -967,11 +967,23 @@ mod tests {
             alert: parse(br#"{"symbol":"BTCUSDT","action":"buy","price":"1"}"#).expect("alert"),
             delivery: DeliveryId(7),
             rules: Arc::new(Rules::default()),
+            broker: Broker::Okx,
+            placement: Arc::default(),
         };
         assert_eq!(change.alert.action, Action::Buy);
         let first = change
             .decide("tradingview", None, times(0))
             .expect("decided");
+        let follow_up = change.follow_up().expect("an order to place at OKX");
+        assert_eq!(follow_up.event_type, PLACE_ORDER_EVENT);
+        assert_eq!(
+            follow_up.dedup_key,
+            format!("order.place:{}", client_order_id("tradingview", DeliveryId(7)))
+        );
+        assert!(
+            first.appended.iter().all(|row| row.table.name != "trading_fills"),
+            "OKX fills it, not the paper broker"
+        );
         let RowWrite::Insert(row) = first.row else {
             panic!("inserted")
         };
@@ -980,5 +992,6 @@ mod tests {
             .expect("decided");
         assert_eq!(again.row, RowWrite::Unchanged);
         assert!(again.appended.is_empty());
+        assert_eq!(change.follow_up(), None, "a replay places nothing again");
     }
 }
