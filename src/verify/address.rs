@@ -76,15 +76,18 @@ mod tests {
     fn headers(value: Option<&str>) -> HeaderMap {
         let mut map = HeaderMap::new();
         if let Some(value) = value {
-            map.insert("x-forwarded-for", HeaderValue::from_str(value).expect("value"));
+            map.insert(
+                "x-forwarded-for",
+                HeaderValue::from_str(value).expect("value"),
+            );
         }
         map
     }
 
     #[test]
     fn only_the_address_the_proxy_appended_counts() {
-        let list = ProxiedAllowlist::parse("X-Forwarded-For", None, &["52.31.139.75"])
-            .expect("valid");
+        let list =
+            ProxiedAllowlist::parse("X-Forwarded-For", None, &["52.31.139.75"]).expect("valid");
         assert_eq!(list.check(&headers(Some("52.31.139.75"))), Ok(()));
         assert_eq!(list.check(&headers(Some("10.0.0.1, 52.31.139.75"))), Ok(()));
         assert_eq!(

@@ -387,7 +387,9 @@ async fn a_repeated_event_id_is_stored_and_applied_once(backend: Backend) {
     );
     assert_eq!(
         test.app
-            .count("SELECT COUNT(*) FROM payments WHERE gateway_transaction_id = '27M47624FP291604U'")
+            .count(
+                "SELECT COUNT(*) FROM payments WHERE gateway_transaction_id = '27M47624FP291604U'"
+            )
             .await,
         1
     );
@@ -471,7 +473,14 @@ async fn an_approved_order_is_a_pending_payment_until_its_capture_in_either_orde
     test.app.run_pending().await;
     assert_eq!(
         test.app.one(order).await,
-        some(&["captured", "captured", "10000", "USD", "buyer@example.com", CAPTURE]),
+        some(&[
+            "captured",
+            "captured",
+            "10000",
+            "USD",
+            "buyer@example.com",
+            CAPTURE
+        ]),
         "the order's row gives way to its capture's, so the payment counts once as paid"
     );
     assert_eq!(
@@ -568,12 +577,13 @@ async fn verify_signature(
         && request["webhook_id"] == "WH-ID-API";
     fake.verify_requests.lock().push(request);
     let status = if genuine { "SUCCESS" } else { "FAILURE" };
-    (StatusCode::OK, axum::Json(json!({ "verification_status": status })))
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "verification_status": status })),
+    )
 }
 
-async fn with_client_credentials_paypals_verify_api_decides_with_an_oauth_token(
-    backend: Backend,
-) {
+async fn with_client_credentials_paypals_verify_api_decides_with_an_oauth_token(backend: Backend) {
     let fake = Arc::new(FakePaypalApi::default());
     let router = Router::new()
         .route("/v1/oauth2/token", routing::post(issue_token))
@@ -606,7 +616,10 @@ async fn with_client_credentials_paypals_verify_api_decides_with_an_oauth_token(
                 "paypal-cert-url",
                 "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77",
             )
-            .header("paypal-transmission-id", "69cd13f0-d67a-11e5-baa3-778b53f4ae55")
+            .header(
+                "paypal-transmission-id",
+                "69cd13f0-d67a-11e5-baa3-778b53f4ae55",
+            )
             .header("paypal-transmission-time", "2016-02-18T20:01:35Z")
             .header("paypal-transmission-sig", signature)
             .body(body);
@@ -642,7 +655,10 @@ async fn with_client_credentials_paypals_verify_api_decides_with_an_oauth_token(
     let requests = fake.verify_requests.lock().clone();
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[0]["auth_algo"], "SHA256withRSA");
-    assert_eq!(requests[0]["transmission_id"], "69cd13f0-d67a-11e5-baa3-778b53f4ae55");
+    assert_eq!(
+        requests[0]["transmission_id"],
+        "69cd13f0-d67a-11e5-baa3-778b53f4ae55"
+    );
     assert_eq!(requests[0]["transmission_time"], "2016-02-18T20:01:35Z");
     assert_eq!(requests[0]["webhook_id"], "WH-ID-API");
     assert_eq!(

@@ -344,7 +344,8 @@ async fn while_paystack_is_down_the_buyer_is_told_and_the_callback_verified_late
     assert_eq!(body["status"], "verifying");
     const CALLBACK: &str = "FROM deliveries WHERE event_type = 'callback'";
     assert_eq!(
-        app.one(&format!("SELECT status, attempts {CALLBACK}")).await,
+        app.one(&format!("SELECT status, attempts {CALLBACK}"))
+            .await,
         [Some("verifying".to_owned()), Some("1".to_owned())],
         "kept, and retried"
     );
@@ -411,7 +412,13 @@ async fn webhook(app: &TestApp, body: &Value, forwarded_for: Option<&str>) -> u1
     if let Some(address) = forwarded_for {
         request = request.header("x-forwarded-for", address);
     }
-    request.body(body).send().await.expect("sent").status().as_u16()
+    request
+        .body(body)
+        .send()
+        .await
+        .expect("sent")
+        .status()
+        .as_u16()
 }
 
 fn rows_of(rows: &[&[&str]]) -> Vec<Vec<Option<String>>> {
@@ -490,7 +497,12 @@ async fn subscription_and_invoice_events_drive_the_subscription_and_the_plan(bac
     let created = subscription_event("subscription.create", "active", "2026-11-24T08:00:00.000Z");
     assert_eq!(webhook(&app, &created, None).await, 200);
     assert_eq!(
-        webhook(&app, &invoice_event("invoice.create", true, "success", "active"), None).await,
+        webhook(
+            &app,
+            &invoice_event("invoice.create", true, "success", "active"),
+            None
+        )
+        .await,
         200
     );
     app.run_pending().await;
@@ -502,16 +514,28 @@ async fn subscription_and_invoice_events_drive_the_subscription_and_the_plan(bac
     assert_eq!(
         app.rows(SUBSCRIPTION).await,
         rows_of(&[&[
-            "active", "CUS_xnxdt6s1zg1f4nx", "bojack@horsinaround.com", "u-7",
-            "Monthly retainer", "PLN_gx2wn530m0i3w3m", "50000", "NGN", "monthly",
-            "INV_thy2vkmirn2urwv", "paid",
+            "active",
+            "CUS_xnxdt6s1zg1f4nx",
+            "bojack@horsinaround.com",
+            "u-7",
+            "Monthly retainer",
+            "PLN_gx2wn530m0i3w3m",
+            "50000",
+            "NGN",
+            "monthly",
+            "INV_thy2vkmirn2urwv",
+            "paid",
         ]])
     );
     assert_eq!(
         app.rows(PLAN).await,
         rows_of(&[&[
-            "CUS_xnxdt6s1zg1f4nx", "Monthly retainer", "active", "SUB_vsyqdmlzble3uii",
-            "active", "u-7",
+            "CUS_xnxdt6s1zg1f4nx",
+            "Monthly retainer",
+            "active",
+            "SUB_vsyqdmlzble3uii",
+            "active",
+            "u-7",
         ]])
     );
     assert_eq!(
@@ -529,8 +553,12 @@ async fn subscription_and_invoice_events_drive_the_subscription_and_the_plan(bac
     assert_eq!(webhook(&app, &failed, None).await, 200);
     app.run_pending().await;
     assert_eq!(
-        app.one("SELECT status, latest_invoice_status FROM subscriptions").await,
-        [Some("attention".to_owned()), Some("payment_failed".to_owned())]
+        app.one("SELECT status, latest_invoice_status FROM subscriptions")
+            .await,
+        [
+            Some("attention".to_owned()),
+            Some("payment_failed".to_owned())
+        ]
     );
     assert_eq!(
         app.one("SELECT plan_status FROM user_plans").await,
@@ -542,8 +570,11 @@ async fn subscription_and_invoice_events_drive_the_subscription_and_the_plan(bac
         "non-renewing",
         "2026-11-29T00:00:00.000Z",
     );
-    let disabled =
-        subscription_event("subscription.disable", "complete", "2026-12-28T00:00:00.000Z");
+    let disabled = subscription_event(
+        "subscription.disable",
+        "complete",
+        "2026-12-28T00:00:00.000Z",
+    );
     // Out of order: the end arrives before the notice, and the creation comes again late.
     assert_eq!(webhook(&app, &disabled, None).await, 200);
     assert_eq!(webhook(&app, &not_renewing, None).await, 200);
@@ -554,20 +585,25 @@ async fn subscription_and_invoice_events_drive_the_subscription_and_the_plan(bac
     assert_eq!(webhook(&app, &late, None).await, 200);
     app.run_pending().await;
     assert_eq!(
-        app.one("SELECT status, ended_at IS NOT NULL FROM subscriptions").await[0],
+        app.one("SELECT status, ended_at IS NOT NULL FROM subscriptions")
+            .await[0],
         Some("complete".to_owned()),
         "an ended subscription never comes back"
     );
     let plan = app
         .one("SELECT plan_status, subscription_status, deactivated_at IS NOT NULL FROM user_plans")
         .await;
-    assert_eq!(plan[..2], [Some("inactive".to_owned()), Some("complete".to_owned())]);
+    assert_eq!(
+        plan[..2],
+        [Some("inactive".to_owned()), Some("complete".to_owned())]
+    );
     assert_eq!(
         app.count("SELECT COUNT(*) FROM deliveries WHERE status <> 'processed'")
             .await,
         0,
         "{:?}",
-        app.rows("SELECT event_type, status, last_error FROM deliveries").await
+        app.rows("SELECT event_type, status, last_error FROM deliveries")
+            .await
     );
 }
 
@@ -584,7 +620,10 @@ async fn refunds_add_up_and_transfers_are_kept_and_acknowledged(backend: Backend
             "integration": 412_829
         }})
     };
-    assert_eq!(webhook(&app, &refund("132013318360", 4_000), None).await, 200);
+    assert_eq!(
+        webhook(&app, &refund("132013318360", 4_000), None).await,
+        200
+    );
     let charge = json!({"event": "charge.success", "data": {
         "id": 302_961, "status": "success", "reference": "T685312322670591",
         "amount": 10_000, "currency": "NGN", "paid_at": "2026-11-24T10:00:00.000Z",
@@ -595,10 +634,20 @@ async fn refunds_add_up_and_transfers_are_kept_and_acknowledged(backend: Backend
     let payment = "SELECT payment_status, amount_refunded_minor FROM payments";
     assert_eq!(
         app.one(payment).await,
-        [Some("partially_refunded".to_owned()), Some("4000".to_owned())]
+        [
+            Some("partially_refunded".to_owned()),
+            Some("4000".to_owned())
+        ]
     );
-    assert_eq!(webhook(&app, &refund("132013318361", 6_000), None).await, 200);
-    assert_eq!(webhook(&app, &refund("132013318361", 6_000), None).await, 200, "a retry");
+    assert_eq!(
+        webhook(&app, &refund("132013318361", 6_000), None).await,
+        200
+    );
+    assert_eq!(
+        webhook(&app, &refund("132013318361", 6_000), None).await,
+        200,
+        "a retry"
+    );
     app.run_pending().await;
     assert_eq!(
         app.one(payment).await,
@@ -637,12 +686,21 @@ async fn a_callback_must_match_the_expected_payment_and_activates_the_plan(backe
         .flatten()
         .collect::<Vec<_>>()
         .concat();
-    assert!(!stored.contains(SECRET_KEY), "the bearer key is never stored");
+    assert!(
+        !stored.contains(SECRET_KEY),
+        "the bearer key is never stored"
+    );
     let paid = callback(&app, "ref_paid").await;
-    assert_eq!(paid.headers()["location"], "https://shop.example/paid?reference=ref_paid");
+    assert_eq!(
+        paid.headers()["location"],
+        "https://shop.example/paid?reference=ref_paid"
+    );
     // Paystack confirms both, but the buyer paid 1 naira for a 5,000 naira payment.
     let cheap = callback(&app, "ref_cheap").await;
-    assert_eq!(cheap.headers()["location"], "https://shop.example/failed?reference=ref_cheap");
+    assert_eq!(
+        cheap.headers()["location"],
+        "https://shop.example/failed?reference=ref_cheap"
+    );
     // Nothing was expected for this reference: refused rather than trusted.
     let unexpected = callback(&app, "ref_unexpected").await;
     assert_eq!(
@@ -664,15 +722,31 @@ async fn a_callback_must_match_the_expected_payment_and_activates_the_plan(backe
         )
         .await;
     assert_eq!(refused.len(), 2, "{refused:?}");
-    assert!(refused[0][2].as_deref().is_some_and(|e| e.contains("100 NGN")), "{refused:?}");
     assert!(
-        refused[1][2].as_deref().is_some_and(|e| e.contains("no payment is expected")),
+        refused[0][2]
+            .as_deref()
+            .is_some_and(|e| e.contains("100 NGN")),
+        "{refused:?}"
+    );
+    assert!(
+        refused[1][2]
+            .as_deref()
+            .is_some_and(|e| e.contains("no payment is expected")),
         "{refused:?}"
     );
     assert_eq!(
-        app.rows("SELECT customer, email, user_id, plan, plan_status, subscription_id FROM user_plans")
-            .await,
-        rows_of(&[&["CUS_buyer", "buyer@example.com", "u-1", "pro", "active", "ref_paid"]]),
+        app.rows(
+            "SELECT customer, email, user_id, plan, plan_status, subscription_id FROM user_plans"
+        )
+        .await,
+        rows_of(&[&[
+            "CUS_buyer",
+            "buyer@example.com",
+            "u-1",
+            "pro",
+            "active",
+            "ref_paid"
+        ]]),
         "seed 004: the verified payment updates the buyer's subscription"
     );
 }
@@ -694,8 +768,14 @@ async fn with_a_trusted_proxy_only_paystack_addresses_may_post_webhooks(backend:
         }})
     };
     assert_eq!(webhook(&app, &charge(1), Some("52.31.139.75")).await, 200);
-    assert_eq!(webhook(&app, &charge(2), Some("10.0.0.7, 52.214.14.220")).await, 200);
-    assert_eq!(webhook(&app, &charge(3), Some("52.49.173.169, 203.0.113.9")).await, 401);
+    assert_eq!(
+        webhook(&app, &charge(2), Some("10.0.0.7, 52.214.14.220")).await,
+        200
+    );
+    assert_eq!(
+        webhook(&app, &charge(3), Some("52.49.173.169, 203.0.113.9")).await,
+        401
+    );
     assert_eq!(webhook(&app, &charge(4), None).await, 401);
     let refused = app
         .admin_get("/api/sources/paystack/rejections")
@@ -708,7 +788,10 @@ async fn with_a_trusted_proxy_only_paystack_addresses_may_post_webhooks(backend:
     // The buyer's browser is not Paystack: its callback is never filtered by address.
     let from_browser = app
         .client
-        .get(format!("{}/api/payments/paystack/callback?reference=ref_paid", app.base))
+        .get(format!(
+            "{}/api/payments/paystack/callback?reference=ref_paid",
+            app.base
+        ))
         .send();
     let answer = tokio::time::timeout(std::time::Duration::from_secs(30), async {
         let request = tokio::spawn(from_browser);

@@ -1007,7 +1007,10 @@ async fn a_payment_intents_client_secret_is_never_kept_nor_shown(backend: Backen
         .flatten()
         .collect::<Vec<_>>()
         .concat();
-    assert!(!stored.contains(&secret), "the journal's copy holds no client secret");
+    assert!(
+        !stored.contains(&secret),
+        "the journal's copy holds no client secret"
+    );
     assert!(stored.contains("[redacted]"), "{stored}");
     let id = text(&app, "SELECT id FROM deliveries").await.expect("id");
     let shown = app
@@ -1017,7 +1020,10 @@ async fn a_payment_intents_client_secret_is_never_kept_nor_shown(backend: Backen
         .await
         .expect("body");
     assert!(!shown.contains(&secret), "the admin API shows none either");
-    assert!(shown.contains(PI), "the rest of the event is there: {shown}");
+    assert!(
+        shown.contains(PI),
+        "the rest of the event is there: {shown}"
+    );
     let payments = app
         .rows("SELECT gateway_response FROM payments")
         .await
@@ -1028,7 +1034,9 @@ async fn a_payment_intents_client_secret_is_never_kept_nor_shown(backend: Backen
         .concat();
     assert!(!payments.contains(&secret));
     // Replayed from the redacted copy, it changes nothing and still reads.
-    let replay = app.admin_post(&format!("/api/deliveries/{id}/replay")).await;
+    let replay = app
+        .admin_post(&format!("/api/deliveries/{id}/replay"))
+        .await;
     assert_eq!(replay.status(), 202);
     app.run_pending().await;
     assert_eq!(

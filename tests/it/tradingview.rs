@@ -398,7 +398,10 @@ async fn fake_order_details(
     headers: HeaderMap,
     uri: axum::http::Uri,
 ) -> (StatusCode, Json<Value>) {
-    let path = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
     if !okx_signed(&headers, "GET", &path, "") {
         return (
             StatusCode::UNAUTHORIZED,
@@ -465,8 +468,14 @@ async fn fake_place_order(
     }
     let order: Value = serde_json::from_str(&body).expect("json body");
     fake.bodies.lock().expect("lock").push(order.clone());
-    if let Some(flag) = headers.get("x-simulated-trading").and_then(|v| v.to_str().ok()) {
-        fake.simulated_headers.lock().expect("lock").push(flag.to_owned());
+    if let Some(flag) = headers
+        .get("x-simulated-trading")
+        .and_then(|v| v.to_str().ok())
+    {
+        fake.simulated_headers
+            .lock()
+            .expect("lock")
+            .push(flag.to_owned());
     }
     if fake.lose_answers.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::BAD_GATEWAY, Json(json!({})));
@@ -594,7 +603,11 @@ async fn okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded(b
         )
     };
     let response = post(&app, "?user_id=alice", "application/json", &alert("0.01")).await;
-    assert_eq!(response.status(), 200, "acknowledged before anything is placed");
+    assert_eq!(
+        response.status(),
+        200,
+        "acknowledged before anything is placed"
+    );
     assert!(fake.bodies.lock().expect("lock").is_empty());
     app.run_pending().await;
     app.run_pending().await;
@@ -613,12 +626,16 @@ async fn okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded(b
             None
         ]
     );
-    assert!(client_order_id.chars().all(|c| c.is_ascii_alphanumeric()) && client_order_id.len() <= 32);
+    assert!(
+        client_order_id.chars().all(|c| c.is_ascii_alphanumeric()) && client_order_id.len() <= 32
+    );
     let sent = fake.bodies.lock().expect("lock").clone();
     assert_eq!(
         sent,
-        [json!({"instId":"BTC-USDT","tdMode":"cash","clOrdId": client_order_id,"side":"buy",
-                "ordType":"limit","sz":"0.01","px":"37000"})],
+        [
+            json!({"instId":"BTC-USDT","tdMode":"cash","clOrdId": client_order_id,"side":"buy",
+                "ordType":"limit","sz":"0.01","px":"37000"})
+        ],
         "one signed order, in OKX's format"
     );
     assert_eq!(*fake.simulated_headers.lock().expect("lock"), ["1"]);
@@ -634,27 +651,41 @@ async fn okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded(b
     let rows = app.rows(ORDER).await;
     assert_eq!(rows[1][1].as_deref(), Some("rejected"));
     assert_eq!(rows[1][4].as_deref(), Some("51008"));
-    assert!(rows[1][5].as_deref().is_some_and(|m| m.contains("Insufficient")), "{rows:?}");
+    assert!(
+        rows[1][5]
+            .as_deref()
+            .is_some_and(|m| m.contains("Insufficient")),
+        "{rows:?}"
+    );
     // The answer is lost: the order is not placed twice; OKX is asked for it by clOrdId.
-    fake.lose_answers.store(true, std::sync::atomic::Ordering::SeqCst);
+    fake.lose_answers
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     post(&app, "?user_id=alice", "application/json", &alert("0.02")).await;
     app.run_pending().await;
     app.run_pending().await;
     assert_eq!(app.rows(ORDER).await[2][1].as_deref(), Some("submitting"));
-    fake.lose_answers.store(false, std::sync::atomic::Ordering::SeqCst);
+    fake.lose_answers
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     clock.advance_millis(120_000);
     app.run_pending().await;
     let rows = app.rows(ORDER).await;
     assert_eq!(rows[2][1].as_deref(), Some("accepted"), "{rows:?}");
     assert_eq!(rows[2][3].as_deref(), Some("312269865356374099"));
-    assert_eq!(fake.bodies.lock().expect("lock").len(), 3, "placed once, not twice");
+    assert_eq!(
+        fake.bodies.lock().expect("lock").len(),
+        3,
+        "placed once, not twice"
+    );
     assert_eq!(fake.queries.lock().expect("lock").len(), 1);
     // The default user still trades on paper.
     let paper = post(&app, "", "application/json", SEED_CURL_BODY).await;
     assert_eq!(paper.status(), 200);
     app.run_pending().await;
     let rows = app.rows(ORDER).await;
-    assert_eq!(rows[3][..2], [Some("paper".to_owned()), Some("filled".to_owned())]);
+    assert_eq!(
+        rows[3][..2],
+        [Some("paper".to_owned()), Some("filled".to_owned())]
+    );
     assert_eq!(
         app.count(
             "SELECT COUNT(*) FROM deliveries WHERE event_type = 'order.place' \

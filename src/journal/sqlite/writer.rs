@@ -520,7 +520,11 @@ fn remark_failure(
 /// A completion whose ledger change was refused ([`LedgerError::Refused`]): nothing of it was
 /// written (a single change refuses before writing, several roll back their savepoint), and
 /// the delivery is rejected with the reason.
-fn remark_rejected(conn: &Connection, completion: &Completion, reason: &str) -> rusqlite::Result<()> {
+fn remark_rejected(
+    conn: &Connection,
+    completion: &Completion,
+    reason: &str,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET status = ?1, last_error = ?2, next_attempt_at = NULL, \
          processed_at = ?3 WHERE id = ?4",

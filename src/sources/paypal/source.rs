@@ -186,8 +186,10 @@ impl FileSettings {
     ) -> Result<Verification, ConfigError> {
         let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
         let client_id = non_empty(env.var("PAYPAL_CLIENT_ID").or(self.client_id.take()));
-        let client_secret =
-            non_empty(env.var("PAYPAL_CLIENT_SECRET").or(self.client_secret.take()));
+        let client_secret = non_empty(
+            env.var("PAYPAL_CLIENT_SECRET")
+                .or(self.client_secret.take()),
+        );
         let api_base = non_empty(env.var("PAYPAL_API_BASE").or(self.api_base.take()))
             .unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
         let mode = non_empty(env.var("PAYPAL_VERIFICATION").or(self.verification.take()));
@@ -356,7 +358,11 @@ impl Source for Paypal {
 
     /// The signing certificate, from the URL the request named (checked again here: the
     /// allowed hosts may have changed since it was stored); or PayPal's verdict.
-    fn lookup(&self, delivery: &ClaimedDelivery, _now: Timestamp) -> Result<Lookup, NormalizeError> {
+    fn lookup(
+        &self,
+        delivery: &ClaimedDelivery,
+        _now: Timestamp,
+    ) -> Result<Lookup, NormalizeError> {
         let headers = stored_headers(delivery);
         let url = header(&headers, CERT_URL).trim();
         if !self.cert_hosts.allows(url) {
@@ -512,7 +518,10 @@ fn changes(delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
                     })));
                 }
             }
-            changes.insert(0, LedgerChange::Row(Arc::new(PaypalChange { event, report })));
+            changes.insert(
+                0,
+                LedgerChange::Row(Arc::new(PaypalChange { event, report })),
+            );
             Normalized::Changes(changes)
         }
         Reading::Ignore(reason) => Normalized::Ignore(reason),

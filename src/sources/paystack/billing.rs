@@ -259,7 +259,9 @@ impl RowChange for PlanChange {
         let held_status = row.text("subscription_status")?;
         let held_at = row.timestamp("status_event_at")?;
         let was_active = row.text("plan_status")?.as_deref() == Some("active");
-        let same = held_by.as_deref().is_none_or(|held| held == self.granted_by);
+        let same = held_by
+            .as_deref()
+            .is_none_or(|held| held == self.granted_by);
         let applies = if same {
             let held = held_status
                 .as_deref()

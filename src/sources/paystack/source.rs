@@ -340,7 +340,9 @@ impl Source for Paystack {
         let status = match delivery.event_type.as_str() {
             "charge.success" => PaystackStatus::Paid,
             "refund.processed" => PaystackStatus::PartiallyRefunded,
-            "subscription.create" | "subscription.enable" | "subscription.disable"
+            "subscription.create"
+            | "subscription.enable"
+            | "subscription.disable"
             | "subscription.not_renew" => {
                 let facts = SubscriptionFacts::read(data, data)
                     .ok_or(NormalizeError::MissingField("data.subscription_code"))?;
@@ -397,7 +399,11 @@ impl Source for Paystack {
             == Some("GET")
     }
 
-    fn lookup(&self, delivery: &ClaimedDelivery, _now: Timestamp) -> Result<Lookup, NormalizeError> {
+    fn lookup(
+        &self,
+        delivery: &ClaimedDelivery,
+        _now: Timestamp,
+    ) -> Result<Lookup, NormalizeError> {
         let reference = stored_reference(delivery)
             .ok_or_else(|| NormalizeError::Invalid("the callback has no reference".to_owned()))?;
         let key = self.settings.secrets.first_exposed().ok_or_else(|| {
@@ -551,11 +557,13 @@ fn invoice_changes(
         .get("subscription")
         .filter(|value| value.is_object())
         .ok_or(NormalizeError::MissingField("data.subscription"))?;
-    let facts = SubscriptionFacts::read(subscription, data)
-        .ok_or(NormalizeError::MissingField("data.subscription.subscription_code"))?;
+    let facts = SubscriptionFacts::read(subscription, data).ok_or(NormalizeError::MissingField(
+        "data.subscription.subscription_code",
+    ))?;
     let paid = data.get("paid").and_then(Value::as_bool) == Some(true);
     let invoice = InvoiceFacts {
-        code: text(data, "/invoice_code").ok_or(NormalizeError::MissingField("data.invoice_code"))?,
+        code: text(data, "/invoice_code")
+            .ok_or(NormalizeError::MissingField("data.invoice_code"))?,
         paid: paid && event_type != "invoice.payment_failed",
         status: if event_type == "invoice.payment_failed" {
             "failed".to_owned()
@@ -599,17 +607,23 @@ fn merged_transaction(transaction: &Value, invoice: &Value) -> Value {
 /// The payment the application expects for a reference, recorded before the buyer pays:
 /// `{"reference", "amount" (in the subunit, as Paystack's initialize takes it), "currency",
 /// "email", "metadata": {"order_id", "plan", "user_id"}}`.
-fn expected_payment(payload: &Value, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
+fn expected_payment(
+    payload: &Value,
+    delivery: &ClaimedDelivery,
+) -> Result<Normalized, NormalizeError> {
     let amount = payload
         .get("amount")
         .and_then(Value::as_i64)
         .filter(|amount| *amount > 0)
-        .ok_or(NormalizeError::MissingField("amount (a positive integer subunit)"))?;
+        .ok_or(NormalizeError::MissingField(
+            "amount (a positive integer subunit)",
+        ))?;
     let currency = text(payload, "/currency").unwrap_or_else(|| "NGN".to_owned());
-    let currency = crate::ledger::Currency::parse(&currency).map_err(|error| NormalizeError::Money {
-        field: "currency".to_owned(),
-        error,
-    })?;
+    let currency =
+        crate::ledger::Currency::parse(&currency).map_err(|error| NormalizeError::Money {
+            field: "currency".to_owned(),
+            error,
+        })?;
     let mut transaction = payload.clone();
     if let Value::Object(map) = &mut transaction {
         map.insert("amount".into(), amount.into());

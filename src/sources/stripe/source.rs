@@ -235,7 +235,9 @@ fn redact_in(value: &mut Value) -> bool {
             }
             redacted
         }
-        Value::Array(items) => items.iter_mut().fold(false, |done, item| redact_in(item) | done),
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |done, item| redact_in(item) | done),
         _ => false,
     }
 }

@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, Side};
 use super::amount::Amount;
+use super::execution::OrderRequest;
 use crate::clock::Timestamp;
 use crate::journal::DeliveryId;
-use crate::ledger::table::{Column, RowReader};
-use super::execution::OrderRequest;
 use crate::ledger::edit::RowEdit;
+use crate::ledger::table::{Column, RowReader};
 use crate::ledger::{
     Appended, Cell, ColumnType, CorruptRow, Decision, FollowUp, LedgerError, RowChange, RowWrite,
     Table, WriteTimes,
@@ -978,10 +978,16 @@ mod tests {
         assert_eq!(follow_up.event_type, PLACE_ORDER_EVENT);
         assert_eq!(
             follow_up.dedup_key,
-            format!("order.place:{}", client_order_id("tradingview", DeliveryId(7)))
+            format!(
+                "order.place:{}",
+                client_order_id("tradingview", DeliveryId(7))
+            )
         );
         assert!(
-            first.appended.iter().all(|row| row.table.name != "trading_fills"),
+            first
+                .appended
+                .iter()
+                .all(|row| row.table.name != "trading_fills"),
             "OKX fills it, not the paper broker"
         );
         let RowWrite::Insert(row) = first.row else {

@@ -29,8 +29,8 @@ use super::ledger::{
 use crate::clock::Timestamp;
 use crate::config::{invalid, secrets_from_env, ConfigError, Environment};
 use crate::journal::{ClaimedDelivery, DeliveryId};
-use crate::lookup::{Lookup, LookupAnswer};
 use crate::ledger::{LedgerChange, Table};
+use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
     query_param, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError, Normalized,
@@ -130,11 +130,13 @@ impl TradingView {
         &self,
         delivery: &ClaimedDelivery,
     ) -> Result<(&OkxVenue, OrderRequest), NormalizeError> {
-        let venue = self.execution.okx.as_ref().ok_or_else(|| {
-            NormalizeError::Transient("OKX is no longer configured".to_owned())
+        let venue =
+            self.execution.okx.as_ref().ok_or_else(|| {
+                NormalizeError::Transient("OKX is no longer configured".to_owned())
+            })?;
+        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
+            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
         })?;
-        let placement: Placement = serde_json::from_slice(&delivery.body)
-            .map_err(|error| NormalizeError::Invalid(format!("the order is unreadable: {error}")))?;
         let order = placement
             .order()
             .ok_or_else(|| NormalizeError::Invalid("the order has no side".to_owned()))?;
@@ -200,15 +202,22 @@ fn broker(context: &str, name: &str) -> Result<Broker, ConfigError> {
 impl FileSettings {
     /// The brokers, and OKX when its key is configured; sending anyone to OKX without it is an
     /// error, so that OKX is never half-configured.
-    fn execution(&mut self, context: &str, env: &dyn Environment) -> Result<Execution, ConfigError> {
+    fn execution(
+        &mut self,
+        context: &str,
+        env: &dyn Environment,
+    ) -> Result<Execution, ConfigError> {
         let okx = self.okx.take().unwrap_or_default();
         let value = |name: &str, file: Option<String>| {
-            env.var(name).or(file).filter(|value| !value.trim().is_empty())
+            env.var(name)
+                .or(file)
+                .filter(|value| !value.trim().is_empty())
         };
         let api_key = value("OKX_API_KEY", okx.api_key);
         let secret_key = value("OKX_SECRET_KEY", okx.secret_key);
         let passphrase = value("OKX_PASSPHRASE", okx.passphrase);
-        let base_url = value("OKX_BASE_URL", okx.base_url).unwrap_or_else(|| OKX_BASE_URL.to_owned());
+        let base_url =
+            value("OKX_BASE_URL", okx.base_url).unwrap_or_else(|| OKX_BASE_URL.to_owned());
         let simulated = match env.var("OKX_SIMULATED") {
             Some(flag) => matches!(flag.trim(), "1" | "true" | "yes"),
             None => okx.simulated.unwrap_or(false),
@@ -443,7 +452,9 @@ impl Provider for TradingViewProvider {
         let mut file: FileSettings = registry::settings(&context, section)?;
         let no_env: BTreeMap<String, String> = BTreeMap::new();
         let execution = file.execution(&context, &no_env)?;
-        let mut source = file.source(name, &context, Vec::new())?.executing(execution);
+        let mut source = file
+            .source(name, &context, Vec::new())?
+            .executing(execution);
         source.users.insert(DEFAULT_USER.to_owned(), secrets);
         Ok(Arc::new(source))
     }
@@ -581,8 +592,9 @@ impl Source for TradingView {
         delivery: &ClaimedDelivery,
         answer: &LookupAnswer,
     ) -> Result<Judgement, NormalizeError> {
-        let placement: Placement = serde_json::from_slice(&delivery.body)
-            .map_err(|error| NormalizeError::Invalid(format!("the order is unreadable: {error}")))?;
+        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
+            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
+        })?;
         let outcome = |status, venue_order_id, code, message| OrderOutcome {
             signal_delivery: DeliveryId(placement.signal_delivery),
             status,
@@ -590,16 +602,22 @@ impl Source for TradingView {
             code,
             message,
         };
-        let outcome = if delivery.attempts == 0 {
-            match read_okx_answer(&answer.body) {
-                Ok(placed) => outcome("accepted", Some(placed.venue_order_id), Some("0".into()), None),
-                Err(ExecutionError::Refused { code, message }) => {
-                    outcome("rejected", None, Some(code), Some(message))
+        let outcome =
+            if delivery.attempts == 0 {
+                match read_okx_answer(&answer.body) {
+                    Ok(placed) => outcome(
+                        "accepted",
+                        Some(placed.venue_order_id),
+                        Some("0".into()),
+                        None,
+                    ),
+                    Err(ExecutionError::Refused { code, message }) => {
+                        outcome("rejected", None, Some(code), Some(message))
+                    }
+                    Err(error) => return Err(NormalizeError::Transient(error.to_string())),
                 }
-                Err(error) => return Err(NormalizeError::Transient(error.to_string())),
-            }
-        } else {
-            match read_okx_query(&answer.body) {
+            } else {
+                match read_okx_query(&answer.body) {
                 Ok(Some((order_id, state))) => outcome(
                     "accepted",
                     Some(order_id),
@@ -618,7 +636,7 @@ impl Source for TradingView {
                 ),
                 Err(error) => return Err(NormalizeError::Transient(error.to_string())),
             }
-        };
+            };
         Ok(Judgement::Genuine(Normalized::Changes(vec![
             LedgerChange::Row(Arc::new(outcome)),
         ])))
