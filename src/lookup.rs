@@ -204,6 +204,9 @@ impl AnswerCache {
     }
 }
 
+/// Bearer tokens by (token URL, client id), each with its expiry.
+type TokenCache = HashMap<(String, String), (Timestamp, String)>;
+
 /// The one client for provider APIs.
 #[derive(Debug, Clone)]
 pub struct ProviderApi {
@@ -211,7 +214,7 @@ pub struct ProviderApi {
     settings: LookupSettings,
     cache: Arc<Mutex<AnswerCache>>,
     /// Bearer tokens by (token URL, client id), each with its expiry.
-    tokens: Arc<Mutex<HashMap<(String, String), (Timestamp, String)>>>,
+    tokens: Arc<Mutex<TokenCache>>,
     /// Held while a token is fetched, so that calls made together share one token.
     token_fetch: Arc<tokio::sync::Mutex<()>>,
     clock: SharedClock,

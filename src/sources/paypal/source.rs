@@ -384,7 +384,7 @@ impl Source for Paypal {
                     method: Method::POST,
                     url: format!("{api_base}{VERIFY_PATH}"),
                     headers: vec![("content-type", "application/json".to_owned())],
-                    body: Some(verify_request(&headers, &webhook_id, &delivery.body)?),
+                    body: Some(verify_request(&headers, webhook_id, &delivery.body)?),
                     cacheable: false,
                     oauth: Some(ClientCredentials {
                         token_url: format!("{api_base}{TOKEN_PATH}"),
