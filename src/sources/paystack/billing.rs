@@ -286,9 +286,14 @@ impl RowChange for PlanChange {
             if !active && (was_active || ended(&self.status)) {
                 row.set("deactivated_at", Cell::Timestamp(at))?;
             }
-            row.offer("plan", text_cell(&self.plan), true)?;
-            row.offer("price_id", text_cell(&self.plan_code), true)?;
-            row.offer("current_period_end", time_cell(self.period_end), true)?;
+        }
+        // What the plan is may come from any report about the grant the row follows (an
+        // invoice's says less than its subscription's, and may be applied first): a report
+        // that moved the status overwrites, another only fills what is still empty.
+        if row.text("subscription_id")?.as_deref() == Some(self.granted_by.as_str()) {
+            row.offer("plan", text_cell(&self.plan), applies)?;
+            row.offer("price_id", text_cell(&self.plan_code), applies)?;
+            row.offer("current_period_end", time_cell(self.period_end), applies)?;
         }
         let last_at = row.timestamp("last_event_at")?;
         if last_at.is_none_or(|last_at| at >= last_at) {
