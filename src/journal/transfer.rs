@@ -37,9 +37,10 @@ use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
-/// `V12__trading_order_execution.sql`, whose new `trading_orders` columns the copy carries
-/// through `TRADING_ORDERS`). A database at another version is refused: an older one lacks columns, a
-/// newer one may hold data this copy would drop.
+/// `V12__execution_and_expected_payments.sql`, whose new `trading_orders` and `payments`
+/// columns the copy carries through `TRADING_ORDERS` and Stripe's `PAYMENTS`). A database at
+/// another version is refused: an older one lacks columns, a newer one may hold data this
+/// copy would drop.
 pub const SQLITE_SCHEMA_VERSION: i64 = 12;
 
 /// Most rows in one PostgreSQL transaction.

@@ -690,6 +690,14 @@ async fn a_callback_must_match_the_expected_payment_and_activates_the_plan(backe
         !stored.contains(SECRET_KEY),
         "the bearer key is never stored"
     );
+    // Paystack's signed webhook reports the cheap payment first: it is what was paid, but
+    // it does not become what was expected.
+    let cheap_charge = json!({"event": "charge.success", "data": {
+        "id": 302_962, "status": "success", "reference": "ref_cheap", "amount": 100,
+        "currency": "NGN", "customer": {"email": "buyer@example.com"}
+    }});
+    assert_eq!(webhook(&app, &cheap_charge, None).await, 200);
+    app.run_pending().await;
     let paid = callback(&app, "ref_paid").await;
     assert_eq!(
         paid.headers()["location"],
@@ -713,7 +721,20 @@ async fn a_callback_must_match_the_expected_payment_and_activates_the_plan(backe
              ORDER BY gateway_transaction_id"
         )
         .await,
-        rows_of(&[&["ref_cheap", "pending"], &["ref_paid", "paid"]])
+        rows_of(&[&["ref_cheap", "paid"], &["ref_paid", "paid"]]),
+        "the webhook's report stands; the callback added nothing"
+    );
+    assert_eq!(
+        app.one(
+            "SELECT amount_minor, expected_amount_minor, expected_currency FROM payments \
+             WHERE gateway_transaction_id = 'ref_cheap'"
+        )
+        .await,
+        [
+            Some("100".to_owned()),
+            Some("500000".to_owned()),
+            Some("NGN".to_owned())
+        ]
     );
     let refused = app
         .rows(
@@ -725,7 +746,7 @@ async fn a_callback_must_match_the_expected_payment_and_activates_the_plan(backe
     assert!(
         refused[0][2]
             .as_deref()
-            .is_some_and(|e| e.contains("100 NGN")),
+            .is_some_and(|e| e.contains("100 NGN") && e.contains("500000")),
         "{refused:?}"
     );
     assert!(

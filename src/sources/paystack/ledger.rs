@@ -44,9 +44,11 @@ impl PaystackPayment {
 }
 
 /// Refuses a callback whose verified transaction is not the payment expected for its
-/// reference: the row the application (or Paystack's signed `charge.success`) wrote before,
-/// with an amount and a currency. Without one, nothing says what the buyer should have paid,
-/// and a transaction the buyer initialised for less would pass: that is refused too.
+/// reference: `expected_amount_minor` and `expected_currency`, which only the application
+/// records (when it initialises the transaction) and no report from Paystack overwrites, so a
+/// `charge.success` for less cannot make itself the expectation. Without one, nothing says
+/// what the buyer should have paid, and a transaction the buyer initialised for less would
+/// pass: that is refused too.
 fn check_expected(current: Option<&[Cell]>, report: &PaystackPayment) -> Result<(), LedgerError> {
     let reference = &report.reference;
     let Some(row) = current else {
@@ -56,18 +58,19 @@ fn check_expected(current: Option<&[Cell]>, report: &PaystackPayment) -> Result<
              buyer returns"
         )));
     };
-    let expected_minor = match row[position("amount_minor")?] {
+    let expected_minor = match row[position("expected_amount_minor")?] {
         Cell::Integer(minor) => Some(minor),
         _ => None,
     };
-    let expected_currency = match &row[position("currency")?] {
+    let expected_currency = match &row[position("expected_currency")?] {
         Cell::Text(code) => Some(code.to_ascii_uppercase()),
         _ => None,
     };
     let (Some(expected_minor), Some(expected_currency)) = (expected_minor, expected_currency)
     else {
         return Err(LedgerError::Refused(format!(
-            "the payment expected for reference {reference:?} has no amount and currency"
+            "no payment is expected for reference {reference:?}: its row has no expected \
+             amount and currency (POST /api/payments/paystack/expected)"
         )));
     };
     let Some(verified) = &report.amount else {
@@ -142,6 +145,8 @@ pub static PAYSTACK_PAYMENTS: Table = Table {
         Column::updatable("captured_at", ColumnType::Timestamp),
         Column::updatable("gateway_response", ColumnType::Json),
         Column::updatable("refunds", ColumnType::Json),
+        Column::updatable("expected_amount_minor", ColumnType::Integer),
+        Column::updatable("expected_currency", ColumnType::Text),
         Column::updatable("status_event_at", ColumnType::Timestamp),
         Column::updatable("last_event_id", ColumnType::Text),
         Column::updatable("last_event_at", ColumnType::Timestamp),
@@ -207,6 +212,8 @@ pub struct PaystackPayment {
     /// Whether the report must match the payment already expected for its reference (the
     /// buyer's callback: its amount and currency, else it is refused).
     pub must_match_expected: bool,
+    /// The application's expectation: its amount is recorded as the expected one.
+    pub is_expectation: bool,
 }
 
 impl PaystackPayment {
@@ -253,6 +260,7 @@ impl PaystackPayment {
                 .then(|| text("/refund_reference").or_else(|| text("/id")))
                 .flatten(),
             must_match_expected: false,
+            is_expectation: false,
             email: text("/customer/email"),
             channel: text("/channel"),
             order_id: text("/metadata/order_id"),
@@ -368,6 +376,10 @@ impl RowChange for PaystackPayment {
                 let currency = Cell::text(amount.currency.code());
                 fill(&mut row, "currency", currency, takes_status)?;
             }
+        }
+        if let (true, Some(amount)) = (self.is_expectation, &self.amount) {
+            row[position("expected_amount_minor")?] = Cell::Integer(amount.minor_units);
+            row[position("expected_currency")?] = Cell::text(amount.currency.code());
         }
         let paid_at = self.paid_at.map_or(Cell::Null, Cell::Timestamp);
         fill(&mut row, "captured_at", paid_at, false)?;

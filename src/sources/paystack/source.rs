@@ -632,7 +632,7 @@ fn expected_payment(
             map.insert("customer".into(), serde_json::json!({ "email": email }));
         }
     }
-    let payment = PaystackPayment::from_transaction(
+    let mut payment = PaystackPayment::from_transaction(
         &transaction,
         PaystackStatus::Pending,
         EXPECTED_EVENT,
@@ -640,6 +640,7 @@ fn expected_payment(
         delivery.received_at,
     )
     .ok_or(NormalizeError::MissingField("reference"))?;
+    payment.is_expectation = true;
     Ok(Normalized::Changes(vec![LedgerChange::Row(Arc::new(
         payment,
     ))]))

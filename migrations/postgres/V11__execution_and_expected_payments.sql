@@ -9,3 +9,9 @@ ALTER TABLE trading_orders ADD COLUMN venue_code TEXT;
 ALTER TABLE trading_orders ADD COLUMN venue_message TEXT;
 ALTER TABLE trading_orders ADD COLUMN updated_at TIMESTAMPTZ;
 CREATE INDEX idx_trading_orders_status ON trading_orders (status);
+
+-- Issue 10: what the application expects a Paystack payment to be (recorded when it
+-- initialises the transaction); the buyer's callback is genuine only when Paystack's verified
+-- amount and currency are these. No provider report overwrites them.
+ALTER TABLE payments ADD COLUMN expected_amount_minor BIGINT;
+ALTER TABLE payments ADD COLUMN expected_currency TEXT;
