@@ -467,6 +467,54 @@ mod tests {
         assert!(cache.get("https://a.test/4", later).is_some());
     }
 
+    /// A server that answers 503 to everything, counting the requests.
+    async fn unavailable_api() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let router = axum::Router::new().fallback(move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_acts_is_not_sent_again_once_it_may_have_arrived() {
+        let (base, calls) = unavailable_api().await;
+        let api = ProviderApi::new(LookupSettings {
+            first_backoff: Duration::from_millis(1),
+            ..LookupSettings::default()
+        })
+        .expect("client");
+        let mut lookup = Lookup {
+            method: Method::POST,
+            url: format!("{base}/api/v5/trade/order"),
+            headers: Vec::new(),
+            body: Some(Bytes::from_static(b"{}")),
+            cacheable: false,
+            oauth: None,
+            idempotent: false,
+        };
+        let error = api.call(&lookup).await.expect_err("unavailable");
+        assert!(matches!(error, LookupError::Unavailable { status: 503 }));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        lookup.idempotent = true;
+        api.call(&lookup).await.expect_err("unavailable");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "a read is tried three times"
+        );
+    }
+
     #[test]
     fn a_cache_of_no_entries_keeps_nothing() {
         let mut cache = AnswerCache::new(Duration::from_secs(3600), 0);

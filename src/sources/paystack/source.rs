@@ -691,3 +691,69 @@ fn encode_path_segment(text: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn build(toml: &str, env: &[(&str, &str)]) -> Result<Option<SharedSource>, ConfigError> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        PaystackProvider.builtin(toml::from_str(toml).expect("toml"), &env)
+    }
+
+    fn webhook(forwarded_for: &str) -> IncomingRequest {
+        let body = br#"{"event":"charge.success","data":{"id":1,"reference":"r"}}"#;
+        let mut headers = HeaderMap::new();
+        let signature = Paystack::scheme().sign(b"sk_test", body);
+        headers.insert(
+            "x-paystack-signature",
+            HeaderValue::from_str(&signature).expect("header"),
+        );
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(forwarded_for).expect("header"),
+        );
+        IncomingRequest {
+            method: Method::POST,
+            path: WEBHOOK_ROUTE.to_owned(),
+            query: None,
+            headers,
+            body: bytes::Bytes::from_static(body),
+            received_at: Timestamp(0),
+            path_params: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_allowlist_is_paystacks_published_addresses_behind_the_configured_header() {
+        let source = build(
+            "trusted_proxy_header = \"X-Forwarded-For\"",
+            &[("PAYSTACK_SECRET_KEY", "sk_test")],
+        )
+        .expect("valid")
+        .expect("built in");
+        for address in PAYSTACK_ADDRESSES {
+            assert_eq!(source.authenticate(&webhook(address), Timestamp(0)), Ok(()));
+        }
+        assert_eq!(
+            source.authenticate(&webhook("52.31.139.75, 198.51.100.4"), Timestamp(0)),
+            Err(VerifyError::AddressNotAllowed("198.51.100.4".into()))
+        );
+        let open = build("", &[("PAYSTACK_SECRET_KEY", "sk_test")])
+            .expect("valid")
+            .expect("built in");
+        assert_eq!(
+            open.authenticate(&webhook("198.51.100.4"), Timestamp(0)),
+            Ok(()),
+            "without the setting, the header means nothing"
+        );
+        assert!(build("allowed_addresses = [\"not-an-ip\"]", &[]).is_err());
+    }
+}
