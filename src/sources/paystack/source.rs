@@ -756,4 +756,35 @@ mod tests {
         );
         assert!(build("allowed_addresses = [\"not-an-ip\"]", &[]).is_err());
     }
+
+    #[test]
+    fn webhooks_verify_under_any_current_key_and_refuse_a_missing_signature() {
+        let rotating = build("", &[("PAYSTACK_SECRET_KEY", "sk_new,sk_test")])
+            .expect("valid")
+            .expect("built in");
+        assert_eq!(
+            rotating.authenticate(&webhook("52.31.139.75"), Timestamp(0)),
+            Ok(()),
+            "signed with the older of two keys"
+        );
+        let mut unsigned = webhook("52.31.139.75");
+        unsigned.headers.remove("x-paystack-signature");
+        assert_eq!(
+            rotating.authenticate(&unsigned, Timestamp(0)),
+            Err(VerifyError::MissingSignature)
+        );
+        let mut tampered = webhook("52.31.139.75");
+        tampered.body = bytes::Bytes::from_static(
+            br#"{"event":"charge.success","data":{"id":2,"reference":"r"}}"#,
+        );
+        assert_eq!(
+            rotating.authenticate(&tampered, Timestamp(0)),
+            Err(VerifyError::Mismatch)
+        );
+        let without_key = build("", &[]).expect("valid").expect("built in");
+        assert_eq!(
+            without_key.authenticate(&webhook("52.31.139.75"), Timestamp(0)),
+            Err(VerifyError::NoSecretConfigured)
+        );
+    }
 }
