@@ -4,7 +4,9 @@
 //! quick retries, outside the ingress's hot path. The delivery is already stored as
 //! `verifying`, so a slow or absent API delays it and loses nothing: the processor's own
 //! backoff retries the lookup. Answers that stay true for hours (a signing certificate) may be
-//! marked cacheable and are kept, bounded and for a while, by URL.
+//! marked cacheable and are kept, bounded and for a while, by URL. An API that wants an OAuth
+//! bearer token (PayPal's) names its client credentials; the token is fetched once and reused
+//! until it expires (or is refused).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,6 +15,8 @@ use std::time::Duration;
 use axum::http::Method;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
 use thiserror::Error;
 
 use crate::clock::{SharedClock, SystemClock, Timestamp};
@@ -28,6 +32,31 @@ pub struct Lookup {
     /// Whether a `200` answer may be reused for the same URL for a while (a `GET` of a
     /// document that does not depend on the headers, such as a signing certificate).
     pub cacheable: bool,
+    /// Sent with `Authorization: Bearer` and a token from these client credentials.
+    pub oauth: Option<ClientCredentials>,
+    /// Whether the call may be sent again after it may have reached the API (a timeout, a
+    /// 5xx): true for reads; false for a call that acts (placing an order), which is then
+    /// retried only when the connection failed before anything was sent.
+    pub idempotent: bool,
+}
+
+/// OAuth 2.0 client credentials (RFC 6749 §4.4): `POST token_url` with HTTP Basic
+/// `client_id:client_secret` and `grant_type=client_credentials`, answered with an
+/// `access_token` and its `expires_in` seconds.
+#[derive(Clone)]
+pub struct ClientCredentials {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl std::fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Lookup {
@@ -39,6 +68,8 @@ impl Lookup {
             headers: Vec::new(),
             body: None,
             cacheable: true,
+            oauth: None,
+            idempotent: true,
         }
     }
 }
@@ -51,6 +82,7 @@ impl std::fmt::Debug for Lookup {
             .field("url", &self.url)
             .field("headers", &names)
             .field("cacheable", &self.cacheable)
+            .field("oauth", &self.oauth)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +102,19 @@ pub enum LookupError {
     Unreachable(String),
     #[error("the provider's API answered {status} (retried later)")]
     Unavailable { status: u16 },
+    /// The OAuth token endpoint refused the client credentials, or answered no token.
+    #[error("the provider's token endpoint answered {status}: {message}")]
+    Unauthorized { status: u16, message: String },
 }
+
+impl LookupError {
+    /// Whether the call may have reached the API (so that sending it again could act twice).
+    fn may_have_arrived(&self) -> bool {
+        !matches!(self, Self::Unreachable(message) if message.starts_with(CONNECT_FAILED))
+    }
+}
+
+const CONNECT_FAILED: &str = "connection failed";
 
 /// Timeouts and retries for provider API calls.
 #[derive(Debug, Clone, Copy)]
@@ -160,12 +204,19 @@ impl AnswerCache {
     }
 }
 
+/// Bearer tokens by (token URL, client id), each with its expiry.
+type TokenCache = HashMap<(String, String), (Timestamp, String)>;
+
 /// The one client for provider APIs.
 #[derive(Debug, Clone)]
 pub struct ProviderApi {
     client: reqwest::Client,
     settings: LookupSettings,
     cache: Arc<Mutex<AnswerCache>>,
+    /// Bearer tokens by (token URL, client id), each with its expiry.
+    tokens: Arc<Mutex<TokenCache>>,
+    /// Held while a token is fetched, so that calls made together share one token.
+    token_fetch: Arc<tokio::sync::Mutex<()>>,
     clock: SharedClock,
 }
 
@@ -184,6 +235,8 @@ impl ProviderApi {
                 settings.cache_ttl,
                 settings.cache_entries,
             ))),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+            token_fetch: Arc::new(tokio::sync::Mutex::new(())),
             clock: Arc::new(SystemClock),
         })
     }
@@ -216,9 +269,10 @@ impl ProviderApi {
         let mut tries_left = self.settings.tries.max(1);
         loop {
             tries_left -= 1;
-            match self.call_once(lookup).await {
+            match self.call_authorized(lookup).await {
                 Ok(answer) => return Ok(answer),
                 Err(error) if tries_left == 0 => return Err(error),
+                Err(error) if !lookup.idempotent && error.may_have_arrived() => return Err(error),
                 Err(_) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -227,10 +281,91 @@ impl ProviderApi {
         }
     }
 
-    async fn call_once(&self, lookup: &Lookup) -> Result<LookupAnswer, LookupError> {
+    /// One call, with a bearer token when the lookup names client credentials; a `401` drops
+    /// the token and the call is made once more with a fresh one (tokens can be revoked early).
+    async fn call_authorized(&self, lookup: &Lookup) -> Result<LookupAnswer, LookupError> {
+        let Some(credentials) = &lookup.oauth else {
+            return self.call_once(lookup, None).await;
+        };
+        let token = self.token(credentials).await?;
+        let answer = self.call_once(lookup, Some(&token)).await?;
+        if answer.status != 401 {
+            return Ok(answer);
+        }
+        self.tokens
+            .lock()
+            .remove(&(credentials.token_url.clone(), credentials.client_id.clone()));
+        let token = self.token(credentials).await?;
+        self.call_once(lookup, Some(&token)).await
+    }
+
+    /// A cached token while it has a minute left, else a new one from the token endpoint.
+    async fn token(&self, credentials: &ClientCredentials) -> Result<String, LookupError> {
+        let key = (credentials.token_url.clone(), credentials.client_id.clone());
+        let fresh = |now: Timestamp| {
+            self.tokens
+                .lock()
+                .get(&key)
+                .filter(|(expires, _)| *expires > now.plus_millis(60_000))
+                .map(|(_, token)| token.clone())
+        };
+        if let Some(token) = fresh(self.clock.now()) {
+            return Ok(token);
+        }
+        let _fetching = self.token_fetch.lock().await;
+        let now = self.clock.now();
+        if let Some(token) = fresh(now) {
+            return Ok(token);
+        }
+        let response = self
+            .client
+            .post(&credentials.token_url)
+            .basic_auth(
+                &credentials.client_id,
+                Some(credentials.client_secret.expose_secret()),
+            )
+            .header("accept", "application/json")
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|error| LookupError::Unreachable(without_url(&error)))?;
+        let status = response.status().as_u16();
+        if status == 429 || status >= 500 {
+            return Err(LookupError::Unavailable { status });
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|error| LookupError::Unreachable(without_url(&error)))?;
+        let token = body.get("access_token").and_then(Value::as_str);
+        let (200, Some(token)) = (status, token) else {
+            let message = body
+                .get("error_description")
+                .or_else(|| body.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("no access_token in the answer")
+                .chars()
+                .take(200)
+                .collect();
+            return Err(LookupError::Unauthorized { status, message });
+        };
+        let lifetime = body.get("expires_in").and_then(Value::as_i64).unwrap_or(0);
+        let expires = now.plus_millis(lifetime.saturating_mul(1000));
+        self.tokens.lock().insert(key, (expires, token.to_owned()));
+        Ok(token.to_owned())
+    }
+
+    async fn call_once(
+        &self,
+        lookup: &Lookup,
+        bearer: Option<&str>,
+    ) -> Result<LookupAnswer, LookupError> {
         let mut request = self.client.request(lookup.method.clone(), &lookup.url);
         for (name, value) in &lookup.headers {
             request = request.header(*name, value);
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
         }
         if let Some(body) = &lookup.body {
             request = request.body(body.clone());
@@ -256,7 +391,7 @@ fn without_url(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
-        "connection failed"
+        CONNECT_FAILED
     } else {
         "request failed"
     };
@@ -330,6 +465,54 @@ mod tests {
         assert_eq!(cache.len(), 2, "the expired /2 made room");
         assert!(cache.get("https://a.test/3", later).is_some());
         assert!(cache.get("https://a.test/4", later).is_some());
+    }
+
+    /// A server that answers 503 to everything, counting the requests.
+    async fn unavailable_api() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let router = axum::Router::new().fallback(move || {
+            let counted = Arc::clone(&counted);
+            async move {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::http::StatusCode::SERVICE_UNAVAILABLE
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (base, calls)
+    }
+
+    #[tokio::test]
+    async fn a_call_that_acts_is_not_sent_again_once_it_may_have_arrived() {
+        let (base, calls) = unavailable_api().await;
+        let api = ProviderApi::new(LookupSettings {
+            first_backoff: Duration::from_millis(1),
+            ..LookupSettings::default()
+        })
+        .expect("client");
+        let mut lookup = Lookup {
+            method: Method::POST,
+            url: format!("{base}/api/v5/trade/order"),
+            headers: Vec::new(),
+            body: Some(Bytes::from_static(b"{}")),
+            cacheable: false,
+            oauth: None,
+            idempotent: false,
+        };
+        let error = api.call(&lookup).await.expect_err("unavailable");
+        assert!(matches!(error, LookupError::Unavailable { status: 503 }));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        lookup.idempotent = true;
+        api.call(&lookup).await.expect_err("unavailable");
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            4,
+            "a read is tried three times"
+        );
     }
 
     #[test]

@@ -6,15 +6,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
 use crate::journal::{
-    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, FirstAttempt,
-    JournalError, RetryPlan, Storage,
+    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, DeliveryStatus,
+    FirstAttempt, JournalError, NewDelivery, RetryPlan, Storage,
 };
+use crate::ledger::{LedgerChange, RowChange};
 use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Judgement, Normalized, Registry};
@@ -137,7 +139,9 @@ impl Processor {
             .into_iter()
             .map(|(_, completion)| completion)
             .collect();
+        let follow_ups = rows_of(&completions);
         let results = self.storage.log.complete(completions).await?;
+        self.journal_follow_ups(follow_ups, &results).await;
         self.record(&received, &results);
         self.progress.send_modify(|generation| *generation += 1);
         Ok(count)
@@ -151,7 +155,7 @@ impl Processor {
             if !delivery.verifying && !source.verified_by_lookup(delivery) {
                 return None;
             }
-            let outcome = match source.lookup(delivery) {
+            let outcome = match source.lookup(delivery, self.clock.now()) {
                 Ok(lookup) => self
                     .api
                     .call(&lookup)
@@ -190,6 +194,33 @@ impl Processor {
             Err(error) => {
                 tracing::error!(%error, "normalization task failed");
                 Vec::new()
+            }
+        }
+    }
+
+    /// Journals what committed changes asked for ([`RowChange::follow_up`]), once their
+    /// completion is known to have committed. A failure here is logged and the follow-up is
+    /// lost with it (its row shows it, e.g. an order left `submitting`).
+    async fn journal_follow_ups(&self, rows: Vec<(String, Vec<RowOf>)>, results: &[Completed]) {
+        for ((source, changes), result) in rows.into_iter().zip(results) {
+            if *result != Completed::Processed {
+                continue;
+            }
+            for follow_up in changes.iter().filter_map(|change| change.follow_up()) {
+                let delivery = NewDelivery {
+                    source: source.clone(),
+                    event_id: None,
+                    event_type: follow_up.event_type,
+                    dedup_key: follow_up.dedup_key,
+                    received_at: self.clock.now(),
+                    headers_json: r#"{":method":"POST",":path":"(follow-up)"}"#.to_owned(),
+                    body: Bytes::from(follow_up.body),
+                    status: DeliveryStatus::Verifying,
+                    last_error: None,
+                };
+                if let Err(error) = self.storage.log.append(delivery).await {
+                    tracing::error!(source = %source, %error, "a follow-up could not be journaled");
+                }
             }
         }
     }
@@ -254,13 +285,20 @@ impl FirstAttempt for OnArrival {
         if source.verified_by_lookup(delivery) {
             return None;
         }
-        Some(attempt(
+        let completion = attempt(
             &self.sources,
             &self.settings,
             self.clock.now(),
             delivery,
             None,
-        ))
+        );
+        // Follow-ups are journaled by the processor after its own commit; the journal's
+        // writer cannot append to the log it is projecting.
+        let asks_for_follow_up = rows_of(std::slice::from_ref(&completion))
+            .iter()
+            .flat_map(|(_, rows)| rows)
+            .any(|row| row.follow_up().is_some());
+        (!asks_for_follow_up).then_some(completion)
     }
 
     fn completed(&self, delivery: &ClaimedDelivery, result: &Completed) {
@@ -273,6 +311,29 @@ impl FirstAttempt for OnArrival {
             result,
         );
     }
+}
+
+type RowOf = Arc<dyn RowChange>;
+
+/// Each completion's source and the row changes it applies, kept to ask them for follow-ups
+/// once committed.
+fn rows_of(completions: &[Completion]) -> Vec<(String, Vec<RowOf>)> {
+    completions
+        .iter()
+        .map(|completion| {
+            let rows = match &completion.outcome {
+                CompletionOutcome::Apply(changes) => changes
+                    .iter()
+                    .filter_map(|change| match change {
+                        LedgerChange::Row(row) => Some(Arc::clone(row)),
+                        LedgerChange::Sale(_) => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (completion.source.clone(), rows)
+        })
+        .collect()
 }
 
 /// One attempt at one delivery: what the journal should record. A `verifying` delivery is

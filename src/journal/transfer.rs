@@ -37,9 +37,11 @@ use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
-/// `V8__stripe.sql`). A database at another version is refused: an older one lacks columns, a
-/// newer one may hold data this copy would drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 8;
+/// `V12__execution_and_expected_payments.sql`, whose new `trading_orders` and `payments`
+/// columns the copy carries through `TRADING_ORDERS` and Stripe's `PAYMENTS`). A database at
+/// another version is refused: an older one lacks columns, a newer one may hold data this
+/// copy would drop.
+pub const SQLITE_SCHEMA_VERSION: i64 = 12;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;

@@ -57,6 +57,24 @@ pub trait RowChange: fmt::Debug + Send + Sync {
     fn describe(&self) -> String {
         format!("{self:?}")
     }
+
+    /// Work that must follow once this change is committed, as [`Self::decide`] last decided
+    /// it (an order to place at a venue): the processor journals it as a delivery of the same
+    /// source after the commit, never before, so that nothing acts on a decision that was
+    /// rolled back.
+    fn follow_up(&self) -> Option<FollowUp> {
+        None
+    }
+}
+
+/// A delivery a committed change asks for (see [`RowChange::follow_up`]). It is journaled as
+/// `verifying` under `dedup_key`, so asking twice journals it once, and proven (carried out)
+/// by its source's lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowUp {
+    pub event_type: String,
+    pub dedup_key: String,
+    pub body: Vec<u8>,
 }
 
 /// Why a change cannot be applied now. Retried: the row it needs may arrive later.
@@ -69,6 +87,11 @@ pub enum LedgerError {
     /// A provider's change that needs a row another delivery writes (retried until it lands).
     #[error("{0}")]
     Waiting(String),
+    /// The change cannot be true given the rows as they stand (a payment verified for another
+    /// amount than the one expected): the delivery is rejected with this reason, and nothing
+    /// of its completion is written.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl LedgerChange {

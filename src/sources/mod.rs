@@ -415,9 +415,10 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
-    /// The provider API call that proves or disproves a `verifying` delivery.
-    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
-        let _ = delivery;
+    /// The provider API call that proves or disproves a `verifying` delivery (or carries out
+    /// a follow-up), made at `now` (a signed request may carry its time).
+    fn lookup(&self, delivery: &ClaimedDelivery, now: Timestamp) -> Result<Lookup, NormalizeError> {
+        let _ = (delivery, now);
         Err(NormalizeError::Invalid(format!(
             "{} deliveries are never verified by lookup",
             self.kind()

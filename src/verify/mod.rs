@@ -2,6 +2,7 @@
 //! Webhooks, Stripe and PayPal. Invariant: every comparison of secret-derived
 //! bytes is constant-time, and nothing here does I/O or reads the clock.
 
+pub mod address;
 pub mod hmac;
 pub mod paypal;
 pub mod standard_webhooks;
@@ -17,6 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Digest as _;
 use subtle::ConstantTimeEq;
 
+pub use self::address::ProxiedAllowlist;
 pub use self::hmac::{hmac_digest, HmacScheme};
 pub use self::paypal::{
     paypal_signed_message, verify_paypal, PaypalCertificate, PaypalTransmission,

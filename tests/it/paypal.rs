@@ -32,6 +32,8 @@ on_both_backends!(
     a_repeated_event_id_is_stored_and_applied_once,
     a_subscription_activated_then_cancelled_is_canceled_in_subscriptions,
     a_delivery_that_died_unverified_is_verified_when_replayed,
+    an_approved_order_is_a_pending_payment_until_its_capture_in_either_order,
+    with_client_credentials_paypals_verify_api_decides_with_an_oauth_token,
 );
 
 const ROUTE: &str = "/api/webhooks/paypal";
@@ -383,7 +385,14 @@ async fn a_repeated_event_id_is_stored_and_applied_once(backend: Backend) {
             .await,
         1
     );
-    assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(
+        test.app
+            .count(
+                "SELECT COUNT(*) FROM payments WHERE gateway_transaction_id = '27M47624FP291604U'"
+            )
+            .await,
+        1
+    );
 }
 
 async fn a_subscription_activated_then_cancelled_is_canceled_in_subscriptions(backend: Backend) {
@@ -438,5 +447,222 @@ async fn a_delivery_that_died_unverified_is_verified_when_replayed(backend: Back
         Some("processed"),
         "the replay checked the signature, this time with the certificate at hand"
     );
-    assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(
+        test.app
+            .count("SELECT COUNT(*) FROM payments WHERE payment_status = 'paid'")
+            .await,
+        1
+    );
+}
+
+async fn an_approved_order_is_a_pending_payment_until_its_capture_in_either_order(
+    backend: Backend,
+) {
+    let test = start(backend, None).await;
+    test.post_event(&fixture("CHECKOUT.ORDER.APPROVED")).await;
+    test.app.run_pending().await;
+    let order = "SELECT payment_status, lifecycle_status, amount_minor, currency, customer_email, \
+                 charge_id FROM payments WHERE gateway_transaction_id = '5O190127TN364715T'";
+    let mut expected = some(&["pending", "approved", "10000", "USD", "buyer@example.com"]);
+    expected.push(None);
+    assert_eq!(test.app.one(order).await, expected);
+    let mut capture = fixture("PAYMENT.CAPTURE.COMPLETED");
+    capture["resource"]["supplementary_data"]["related_ids"]["order_id"] =
+        json!("5O190127TN364715T");
+    test.post_event(&capture).await;
+    test.app.run_pending().await;
+    assert_eq!(
+        test.app.one(order).await,
+        some(&[
+            "captured",
+            "captured",
+            "10000",
+            "USD",
+            "buyer@example.com",
+            CAPTURE
+        ]),
+        "the order's row gives way to its capture's, so the payment counts once as paid"
+    );
+    assert_eq!(
+        test.app
+            .count("SELECT COUNT(*) FROM payments WHERE payment_status = 'paid'")
+            .await,
+        1
+    );
+    // The other order: the capture arrives first, the approval after it.
+    let mut early = fixture("PAYMENT.CAPTURE.COMPLETED");
+    early["id"] = json!("WH-EARLY-CAPTURE");
+    early["resource"]["id"] = json!("CAPTURE-EARLY");
+    early["resource"]["supplementary_data"]["related_ids"]["order_id"] = json!("ORDER-LATE");
+    let mut approved = fixture("CHECKOUT.ORDER.APPROVED");
+    approved["id"] = json!("WH-LATE-APPROVAL");
+    approved["resource"]["id"] = json!("ORDER-LATE");
+    test.post_event(&early).await;
+    test.app.run_pending().await;
+    test.post_event(&approved).await;
+    test.app.run_pending().await;
+    assert_eq!(
+        test.app
+            .one(
+                "SELECT payment_status, amount_minor, charge_id FROM payments \
+                 WHERE gateway_transaction_id = 'ORDER-LATE'"
+            )
+            .await,
+        some(&["captured", "10000", "CAPTURE-EARLY"])
+    );
+}
+
+/// A fake of PayPal's REST API: `POST /v1/oauth2/token` (client credentials) and
+/// `POST /v1/notifications/verify-webhook-signature`, recording what it was sent.
+#[derive(Default)]
+struct FakePaypalApi {
+    tokens_issued: AtomicUsize,
+    verify_requests: parking_lot::Mutex<Vec<Value>>,
+}
+
+const CLIENT_ID: &str = "AYSq3RDGsmBLJE-otTkBtM-jBRd1TCQwFf9RGfwddNXWz0uFU9ztymylOhRS";
+const CLIENT_SECRET: &str = "EGnHDxD_qRPdaLdZz8iCr8N7_MzF-YHPTkjs6NKYQvQSBngp4PTTVWkPZRbL";
+
+async fn issue_token(
+    State(fake): State<Arc<FakePaypalApi>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> (StatusCode, axum::Json<Value>) {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    let authorized = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        == Some(expected.as_str());
+    if !authorized || body != "grant_type=client_credentials" {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_client",
+                              "error_description": "Client Authentication failed"})),
+        );
+    }
+    let n = fake.tokens_issued.fetch_add(1, Ordering::SeqCst);
+    (
+        StatusCode::OK,
+        axum::Json(json!({
+            "scope": "https://uri.paypal.com/services/invoicing openid",
+            "access_token": format!("A21AAFEpH4PsADK7qSS7pSRsgzfENtu-Q1ysgEDVDESseMHBYXVJYE8ovjj68elIDy8nF26AwPhfXTIeWAZHSLIsQkSYz9ifg{n}"),
+            "token_type": "Bearer",
+            "app_id": "APP-80W284485P519543T",
+            "expires_in": 31_668,
+            "nonce": "2020-04-03T15:35:36ZaYZlGvEkV4yVSz8g6bAKFoGSEzuy3CQcz3ljhibkOHg"
+        })),
+    )
+}
+
+async fn verify_signature(
+    State(fake): State<Arc<FakePaypalApi>>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> (StatusCode, axum::Json<Value>) {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    if !bearer.starts_with("Bearer A21AAF") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"error": "invalid_token"})),
+        );
+    }
+    let request: Value = serde_json::from_str(&body).expect("the verify request is JSON");
+    let genuine = request["transmission_sig"] == "c2lnbmVkLWJ5LXBheXBhbA=="
+        && request["webhook_id"] == "WH-ID-API";
+    fake.verify_requests.lock().push(request);
+    let status = if genuine { "SUCCESS" } else { "FAILURE" };
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "verification_status": status })),
+    )
+}
+
+async fn with_client_credentials_paypals_verify_api_decides_with_an_oauth_token(backend: Backend) {
+    let fake = Arc::new(FakePaypalApi::default());
+    let router = Router::new()
+        .route("/v1/oauth2/token", routing::post(issue_token))
+        .route(
+            "/v1/notifications/verify-webhook-signature",
+            routing::post(verify_signature),
+        )
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api_base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let app = TestApp::builder()
+        .backend(backend)
+        .env("PAYPAL_WEBHOOK_ID", "WH-ID-API")
+        .env("PAYPAL_API_BASE", &api_base)
+        .env("PAYPAL_CLIENT_ID", CLIENT_ID)
+        .env("PAYPAL_CLIENT_SECRET", CLIENT_SECRET)
+        .spawn()
+        .await;
+    let post = |event: &Value, signature: &str| {
+        let body = serde_json::to_vec_pretty(event).expect("serializes");
+        let request = app
+            .client
+            .post(format!("{}{ROUTE}", app.base))
+            .header("content-type", "application/json")
+            .header("paypal-auth-algo", "SHA256withRSA")
+            .header(
+                "paypal-cert-url",
+                "https://api.paypal.com/v1/notifications/certs/CERT-360caa42-fca2a594-a5cafa77",
+            )
+            .header(
+                "paypal-transmission-id",
+                "69cd13f0-d67a-11e5-baa3-778b53f4ae55",
+            )
+            .header("paypal-transmission-time", "2016-02-18T20:01:35Z")
+            .header("paypal-transmission-sig", signature)
+            .body(body);
+        async move { request.send().await.expect("sent").status() }
+    };
+    let genuine = fixture("PAYMENT.CAPTURE.COMPLETED");
+    let mut forged = fixture("PAYMENT.CAPTURE.COMPLETED");
+    forged["id"] = json!("WH-FORGED");
+    forged["resource"]["id"] = json!("CAPTURE-FORGED");
+    assert_eq!(post(&genuine, "c2lnbmVkLWJ5LXBheXBhbA==").await, 200);
+    assert_eq!(post(&forged, "Zm9yZ2Vk").await, 200);
+    app.run_pending().await;
+    let statuses = app
+        .rows("SELECT event_id, status FROM deliveries ORDER BY id")
+        .await;
+    assert_eq!(
+        statuses,
+        [
+            some(&["WH-58D329510W468432D-8HN650336L201105X", "processed"]),
+            some(&["WH-FORGED", "rejected"]),
+        ]
+    );
+    assert_eq!(
+        app.rows("SELECT gateway_transaction_id FROM payments WHERE payment_status = 'paid'")
+            .await,
+        [some(&[CAPTURE])]
+    );
+    assert_eq!(
+        fake.tokens_issued.load(Ordering::SeqCst),
+        1,
+        "one token serves both calls"
+    );
+    let requests = fake.verify_requests.lock().clone();
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[0]["auth_algo"], "SHA256withRSA");
+    assert_eq!(
+        requests[0]["transmission_id"],
+        "69cd13f0-d67a-11e5-baa3-778b53f4ae55"
+    );
+    assert_eq!(requests[0]["transmission_time"], "2016-02-18T20:01:35Z");
+    assert_eq!(requests[0]["webhook_id"], "WH-ID-API");
+    assert_eq!(
+        requests[0]["webhook_event"], genuine,
+        "the event is sent as it came"
+    );
 }

@@ -22,6 +22,7 @@ on_both_backends!(
     a_repeated_event_id_is_stored_and_applied_once,
     the_orders_payment_status_history_follows_metadata_order_id,
     seed_003s_monitoring_sql_runs_as_written,
+    a_payment_intents_client_secret_is_never_kept_nor_shown,
 );
 
 const SECRET: &str = "whsec_wharf_test_primary_5f3c";
@@ -982,5 +983,64 @@ async fn wharf_migrate_moves_the_stripe_ledger_from_sqlite_to_postgres() {
             .await,
         [Some("t".to_owned()), Some("t".to_owned())],
         "money is exact (SQLite's numeric affinity keeps 20.00 as 20, the same number)"
+    );
+}
+
+async fn a_payment_intents_client_secret_is_never_kept_nor_shown(backend: Backend) {
+    let app = app(backend).await;
+    let event = fixture("payment_intent.succeeded");
+    let secret = event["data"]["object"]["client_secret"]
+        .as_str()
+        .expect("the fixture has Stripe's client_secret")
+        .to_owned();
+    deliver(&app, &event).await;
+    assert_eq!(payment_status(&app, PI).await.as_deref(), Some("paid"));
+    let body_text = match backend {
+        Backend::Sqlite => "SELECT body FROM delivery_payloads",
+        Backend::Postgres => "SELECT convert_from(body, 'UTF8') FROM delivery_payloads",
+    };
+    let stored = app
+        .rows(body_text)
+        .await
+        .concat()
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(
+        !stored.contains(&secret),
+        "the journal's copy holds no client secret"
+    );
+    assert!(stored.contains("[redacted]"), "{stored}");
+    let id = text(&app, "SELECT id FROM deliveries").await.expect("id");
+    let shown = app
+        .admin_get(&format!("/api/deliveries/{id}"))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(!shown.contains(&secret), "the admin API shows none either");
+    assert!(
+        shown.contains(PI),
+        "the rest of the event is there: {shown}"
+    );
+    let payments = app
+        .rows("SELECT gateway_response FROM payments")
+        .await
+        .concat()
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .concat();
+    assert!(!payments.contains(&secret));
+    // Replayed from the redacted copy, it changes nothing and still reads.
+    let replay = app
+        .admin_post(&format!("/api/deliveries/{id}/replay"))
+        .await;
+    assert_eq!(replay.status(), 202);
+    app.run_pending().await;
+    assert_eq!(
+        text(&app, "SELECT status FROM deliveries").await.as_deref(),
+        Some("processed")
     );
 }

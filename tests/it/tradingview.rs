@@ -28,6 +28,7 @@ on_both_backends!(
     unrendered_placeholders_are_400_naming_them,
     risk_rule_rejections_are_recorded_with_their_reasons,
     a_buy_then_sell_ends_flat_with_the_right_realised_pnl,
+    okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded,
 );
 
 const SECRET: &str = "your-secret-key";
@@ -360,10 +361,74 @@ async fn a_buy_then_sell_ends_flat_with_the_right_realised_pnl(backend: Backend)
     assert_eq!(total[0].as_deref(), Some("-39.98"));
 }
 
-/// What the fake OKX saw.
+/// What the fake OKX saw; `lose_answers` makes it place orders but answer 502, as when the
+/// answer is lost on the way back.
 #[derive(Default)]
 struct FakeOkx {
     bodies: Mutex<Vec<Value>>,
+    lose_answers: std::sync::atomic::AtomicBool,
+    simulated_headers: Mutex<Vec<String>>,
+    queries: Mutex<Vec<String>>,
+}
+
+/// Whether the four `OK-ACCESS-*` headers sign `method`, `path` and `body` as OKX checks them.
+fn okx_signed(headers: &HeaderMap, method: &str, path: &str, body: &str) -> bool {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let timestamp = header("ok-access-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(OKX_SECRET.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}{method}{path}{body}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    header("ok-access-key") == OKX_KEY
+        && header("ok-access-passphrase") == OKX_PASSPHRASE
+        && header("ok-access-sign") == expected
+        && chrono::DateTime::parse_from_rfc3339(&timestamp).is_ok()
+        && timestamp.ends_with('Z')
+        && timestamp.len() == 24
+}
+
+/// OKX's order-details endpoint, `GET /api/v5/trade/order?instId=…&clOrdId=…`.
+async fn fake_order_details(
+    State(fake): State<Arc<FakeOkx>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> (StatusCode, Json<Value>) {
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    if !okx_signed(&headers, "GET", &path, "") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code":"50113","msg":"Invalid Sign","data":[]})),
+        );
+    }
+    fake.queries.lock().expect("lock").push(path.clone());
+    let wanted = path.split("clOrdId=").nth(1).unwrap_or_default().to_owned();
+    let placed = fake
+        .bodies
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|order| order["clOrdId"] == wanted.as_str());
+    if !placed {
+        return (
+            StatusCode::OK,
+            Json(json!({"code":"51603","msg":"Order does not exist","data":[]})),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"code":"0","msg":"","data":[{
+            "instId": "BTC-USDT", "ordId": "312269865356374099", "clOrdId": wanted,
+            "state": "live", "side": "buy", "ordType": "limit", "px": "37000", "sz": "0.01"
+        }]})),
+    )
 }
 
 const OKX_KEY: &str = "okx-api-key";
@@ -403,6 +468,18 @@ async fn fake_place_order(
     }
     let order: Value = serde_json::from_str(&body).expect("json body");
     fake.bodies.lock().expect("lock").push(order.clone());
+    if let Some(flag) = headers
+        .get("x-simulated-trading")
+        .and_then(|v| v.to_str().ok())
+    {
+        fake.simulated_headers
+            .lock()
+            .expect("lock")
+            .push(flag.to_owned());
+    }
+    if fake.lose_answers.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::BAD_GATEWAY, Json(json!({})));
+    }
     if order["sz"] == "1000" {
         return (
             StatusCode::OK,
@@ -489,4 +566,132 @@ async fn the_okx_adapter_places_signed_orders_and_reads_okx_answers() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+async fn okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded(backend: Backend) {
+    let fake = Arc::new(FakeOkx::default());
+    let router = Router::new()
+        .route(
+            "/api/v5/trade/order",
+            routing::post(fake_place_order).get(fake_order_details),
+        )
+        .with_state(Arc::clone(&fake));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let clock = ManualClock::at(Timestamp::from_unix_seconds(1_800_000_000));
+    let app = TestApp::builder()
+        .backend(backend)
+        .manual_clock(clock.clone())
+        .env("TRADINGVIEW_WEBHOOK_SECRET", SECRET)
+        .env("OKX_API_KEY", OKX_KEY)
+        .env("OKX_SECRET_KEY", OKX_SECRET)
+        .env("OKX_PASSPHRASE", OKX_PASSPHRASE)
+        .env("OKX_BASE_URL", &base)
+        .env("OKX_SIMULATED", "1")
+        .toml(
+            "[tradingview]\nusers = { alice = \"alice-secret\" }\n\
+             user_execution = { alice = \"okx\" }\n[tradingview.risk]\nduplicate_window_secs = 0\n",
+        )
+        .spawn()
+        .await;
+    let alert = |quantity: &str| {
+        format!(
+            r#"{{"symbol":"BTCUSDT","action":"buy","price":"37000","quantity":"{quantity}","secret":"alice-secret"}}"#
+        )
+    };
+    let response = post(&app, "?user_id=alice", "application/json", &alert("0.01")).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "acknowledged before anything is placed"
+    );
+    assert!(fake.bodies.lock().expect("lock").is_empty());
+    app.run_pending().await;
+    app.run_pending().await;
+    const ORDER: &str = "SELECT broker, status, client_order_id, venue_order_id, venue_code, \
+                         venue_message FROM trading_orders ORDER BY delivery_id";
+    let rows = app.rows(ORDER).await;
+    let client_order_id = rows[0][2].clone().expect("a clOrdId");
+    assert_eq!(
+        rows[0],
+        [
+            Some("okx".to_owned()),
+            Some("accepted".to_owned()),
+            Some(client_order_id.clone()),
+            Some("312269865356374016".to_owned()),
+            Some("0".to_owned()),
+            None
+        ]
+    );
+    assert!(
+        client_order_id.chars().all(|c| c.is_ascii_alphanumeric()) && client_order_id.len() <= 32
+    );
+    let sent = fake.bodies.lock().expect("lock").clone();
+    assert_eq!(
+        sent,
+        [
+            json!({"instId":"BTC-USDT","tdMode":"cash","clOrdId": client_order_id,"side":"buy",
+                "ordType":"limit","sz":"0.01","px":"37000"})
+        ],
+        "one signed order, in OKX's format"
+    );
+    assert_eq!(*fake.simulated_headers.lock().expect("lock"), ["1"]);
+    assert_eq!(
+        app.count("SELECT COUNT(*) FROM trading_fills").await,
+        0,
+        "the venue fills OKX orders, not the paper broker"
+    );
+    // OKX refuses the next one: recorded with its reason.
+    post(&app, "?user_id=alice", "application/json", &alert("1000")).await;
+    app.run_pending().await;
+    app.run_pending().await;
+    let rows = app.rows(ORDER).await;
+    assert_eq!(rows[1][1].as_deref(), Some("rejected"));
+    assert_eq!(rows[1][4].as_deref(), Some("51008"));
+    assert!(
+        rows[1][5]
+            .as_deref()
+            .is_some_and(|m| m.contains("Insufficient")),
+        "{rows:?}"
+    );
+    // The answer is lost: the order is not placed twice; OKX is asked for it by clOrdId.
+    fake.lose_answers
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    post(&app, "?user_id=alice", "application/json", &alert("0.02")).await;
+    app.run_pending().await;
+    app.run_pending().await;
+    assert_eq!(app.rows(ORDER).await[2][1].as_deref(), Some("submitting"));
+    fake.lose_answers
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance_millis(120_000);
+    app.run_pending().await;
+    let rows = app.rows(ORDER).await;
+    assert_eq!(rows[2][1].as_deref(), Some("accepted"), "{rows:?}");
+    assert_eq!(rows[2][3].as_deref(), Some("312269865356374099"));
+    assert_eq!(
+        fake.bodies.lock().expect("lock").len(),
+        3,
+        "placed once, not twice"
+    );
+    assert_eq!(fake.queries.lock().expect("lock").len(), 1);
+    // The default user still trades on paper.
+    let paper = post(&app, "", "application/json", SEED_CURL_BODY).await;
+    assert_eq!(paper.status(), 200);
+    app.run_pending().await;
+    let rows = app.rows(ORDER).await;
+    assert_eq!(
+        rows[3][..2],
+        [Some("paper".to_owned()), Some("filled".to_owned())]
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM deliveries WHERE event_type = 'order.place' \
+             AND status = 'processed'"
+        )
+        .await,
+        3
+    );
 }

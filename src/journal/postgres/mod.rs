@@ -32,7 +32,7 @@ use super::{
     Storage, REPLAYABLE,
 };
 use crate::clock::{SharedClock, Timestamp};
-use crate::ledger::{LedgerChange, WriteTimes};
+use crate::ledger::{LedgerChange, LedgerError, WriteTimes};
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -169,6 +169,17 @@ impl PostgresStorage {
                     }
                     Err(ApplyError::Sql(error)) if is_storage_failure(&error) => {
                         Err(storage_error(error))
+                    }
+                    Err(ApplyError::Ledger(LedgerError::Refused(reason))) => {
+                        tx.rollback().await.map_err(storage_error)?;
+                        let tx = client.transaction().await.map_err(storage_error)?;
+                        let rejected = DeliveryStatus::Rejected;
+                        if !mark(&tx, completion, rejected, Some(&reason), None).await? {
+                            return Ok(Completed::Stale);
+                        }
+                        record_attempt(&tx, completion, "rejected", Some(&reason)).await?;
+                        tx.commit().await.map_err(storage_error)?;
+                        Ok(Completed::Rejected)
                     }
                     Err(error) => {
                         tx.rollback().await.map_err(storage_error)?;

@@ -25,7 +25,7 @@ use crate::journal::{
     DeliveryId, DeliveryStatus, FirstAttempt, JournalError, ReplayRequest, RetryPlan, StorageFault,
     REPLAYABLE,
 };
-use crate::ledger::{LedgerChange, WriteTimes};
+use crate::ledger::{LedgerChange, LedgerError, WriteTimes};
 use crate::telemetry::LogLimiter;
 
 /// How far SQLite's projection may run ahead of its last WAL sync before it syncs again (and
@@ -386,6 +386,10 @@ fn apply_changes(
             Ok(Completed::Processed)
         }
         Err(ApplyError::Sql(error)) if is_storage_failure(&error) => Err(error),
+        Err(ApplyError::Ledger(LedgerError::Refused(reason))) => {
+            remark_rejected(conn, completion, &reason)?;
+            Ok(Completed::Rejected)
+        }
         Err(error) => {
             let plan = completion.if_apply_fails;
             let message = format!("applying to the ledger failed: {error}");
@@ -515,6 +519,27 @@ fn remark_failure(
         completion.delivery.0,
     ])?;
     record_attempt(conn, completion, outcome, Some(error))
+}
+
+/// A completion whose ledger change was refused ([`LedgerError::Refused`]): nothing of it was
+/// written (a single change refuses before writing, several roll back their savepoint), and
+/// the delivery is rejected with the reason.
+fn remark_rejected(
+    conn: &Connection,
+    completion: &Completion,
+    reason: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = ?1, last_error = ?2, next_attempt_at = NULL, \
+         processed_at = ?3 WHERE id = ?4",
+    )?
+    .execute(params![
+        DeliveryStatus::Rejected.as_str(),
+        reason,
+        finished_at(completion).micros(),
+        completion.delivery.0,
+    ])?;
+    record_attempt(conn, completion, "rejected", Some(reason))
 }
 
 /// The status, next attempt time and attempt outcome a plan records; a retry waits in the

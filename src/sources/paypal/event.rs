@@ -76,9 +76,23 @@ pub struct SubscriptionReport {
     pub status_changed_at: Option<Timestamp>,
 }
 
+/// `CHECKOUT.ORDER.APPROVED`: the buyer approved an order, which is not captured yet unless it
+/// embeds its captures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderReport {
+    pub order_id: String,
+    pub amount: Option<Money>,
+    pub payer_email: Option<String>,
+    /// Whether the order already embeds a completed capture.
+    pub captured: bool,
+    /// The order as sent, for `gateway_response`.
+    pub resource: Value,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Report {
     Capture(CaptureReport),
+    Order(OrderReport),
     Refund(RefundReport),
     Subscription(SubscriptionReport),
 }
@@ -118,13 +132,7 @@ pub fn read(body: &[u8]) -> Result<Reading, NormalizeError> {
         | "BILLING.SUBSCRIPTION.CANCELLED"
         | "BILLING.SUBSCRIPTION.SUSPENDED"
         | "BILLING.SUBSCRIPTION.EXPIRED" => subscription(resource, &event_type)?,
-        "CHECKOUT.ORDER.APPROVED" => {
-            let order = text(resource, &["id"]).unwrap_or_default();
-            return Ok(Reading::Ignore(format!(
-                "order {order} is approved but not captured yet: its payment is written when \
-                 PAYMENT.CAPTURE.COMPLETED names the capture"
-            )));
-        }
+        "CHECKOUT.ORDER.APPROVED" => order(resource)?,
         other => {
             return Ok(Reading::Ignore(format!(
                 "{other} does not change payments or subscriptions"
@@ -144,6 +152,31 @@ fn capture(resource: &Value, lifecycle: Lifecycle) -> Result<Report, NormalizeEr
             Lifecycle::Paid => time(resource, &["create_time"]),
             _ => None,
         },
+        resource: resource.clone(),
+    }))
+}
+
+fn order(resource: &Value) -> Result<Report, NormalizeError> {
+    let captures = resource
+        .get("purchase_units")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|unit| unit.pointer("/payments/captures").and_then(Value::as_array))
+        .flatten();
+    let captured = captures
+        .filter_map(|capture| capture.get("status").and_then(Value::as_str))
+        .any(|status| status.eq_ignore_ascii_case("COMPLETED"));
+    Ok(Report::Order(OrderReport {
+        order_id: text(resource, &["id"]).ok_or(NormalizeError::MissingField("resource.id"))?,
+        amount: money(
+            resource
+                .get("purchase_units")
+                .and_then(|units| units.get(0))
+                .and_then(|unit| unit.get("amount")),
+        )?,
+        payer_email: text(resource, &["payer", "email_address"]),
+        captured,
         resource: resource.clone(),
     }))
 }

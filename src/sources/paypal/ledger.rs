@@ -10,7 +10,9 @@ use std::ops::{Deref, DerefMut};
 
 use serde_json::{Map, Value};
 
-use super::event::{CaptureReport, EventRef, RefundReport, Report, SubscriptionReport};
+use super::event::{
+    CaptureReport, EventRef, OrderReport, RefundReport, Report, SubscriptionReport,
+};
 use crate::clock::Timestamp;
 use crate::ledger::edit::RowEdit;
 use crate::ledger::table::Column;
@@ -31,6 +33,8 @@ pub static PAYMENTS: Table = Table {
         Column::fixed("gateway_transaction_id", ColumnType::Text),
         Column::fixed("gateway", ColumnType::Text),
         Column::updatable("order_id", ColumnType::Text),
+        Column::updatable("charge_id", ColumnType::Text),
+        Column::updatable("customer_email", ColumnType::Text),
         Column::updatable("amount", ColumnType::Decimal),
         Column::updatable("amount_minor", ColumnType::Integer),
         Column::updatable("amount_refunded", ColumnType::Decimal),
@@ -73,6 +77,39 @@ pub static SUBSCRIPTIONS: Table = Table {
     ],
 };
 
+/// A completed capture's mark on the row of the order it captures (keyed by the order id):
+/// `captured`, with the capture id as `charge_id`, so that an approved order and its capture
+/// are not both counted as paid, whichever event comes first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderCaptured {
+    pub event: EventRef,
+    pub order_id: String,
+    pub capture_id: String,
+}
+
+impl RowChange for OrderCaptured {
+    fn table(&self) -> &'static Table {
+        &PAYMENTS
+    }
+
+    fn key(&self, source: &str) -> Vec<Cell> {
+        vec![Cell::text(source), Cell::text(&self.order_id)]
+    }
+
+    fn decide(
+        &self,
+        source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Decision, LedgerError> {
+        let mut row = Row::open(&PAYMENTS, current);
+        row.open_payment(source, &self.order_id, times.now)?;
+        row.set("order_id", Cell::text(&self.order_id))?;
+        row.mark_order_captured(&self.capture_id, &self.event)?;
+        Ok(Decision::from(row.finish(&self.event, times.now)?))
+    }
+}
+
 /// What one event does to one row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaypalChange {
@@ -84,6 +121,7 @@ impl PaypalChange {
     fn row_key(&self) -> &str {
         match &self.report {
             Report::Capture(capture) => &capture.capture_id,
+            Report::Order(order) => &order.order_id,
             Report::Refund(refund) => &refund.capture_id,
             Report::Subscription(subscription) => &subscription.subscription_id,
         }
@@ -114,6 +152,11 @@ impl RowChange for PaypalChange {
                 row.open_payment(source, &capture.capture_id, times.now)?;
                 row.capture(capture, &self.event)?;
                 row.settle_payment()?;
+                row.finish(&self.event, times.now)?
+            }
+            Report::Order(order) => {
+                row.open_payment(source, &order.order_id, times.now)?;
+                row.order(order, &self.event)?;
                 row.finish(&self.event, times.now)?
             }
             Report::Refund(refund) => {
@@ -202,6 +245,50 @@ impl Row {
         }
         if let Some(captured_at) = capture.captured_at {
             self.offer("captured_at", Cell::Timestamp(captured_at), false)?;
+        }
+        Ok(())
+    }
+
+    /// An approved order: `pending` (approved, not captured) unless its capture is known, in
+    /// which case it stays `captured`.
+    fn order(&mut self, order: &OrderReport, event: &EventRef) -> Result<(), LedgerError> {
+        let newer = self.newer_status(event)?;
+        self.set("order_id", Cell::text(&order.order_id))?;
+        self.offer(
+            "customer_email",
+            Cell::opt_text(order.payer_email.as_deref()),
+            newer,
+        )?;
+        if let Some(amount) = &order.amount {
+            self.offer("amount", Cell::Decimal(amount.to_decimal_string()), newer)?;
+            self.offer("amount_minor", Cell::Integer(amount.minor_units), newer)?;
+            self.offer("currency", Cell::text(amount.currency.code()), newer)?;
+        }
+        let captured = self.text("lifecycle_status")?.as_deref() == Some("captured");
+        if newer && !captured {
+            self.set("gateway_response", Cell::Json(order.resource.to_string()))?;
+            self.set("status_event_at", Cell::Timestamp(event.at))?;
+            let (lifecycle, status) = if order.captured {
+                ("captured", "captured")
+            } else {
+                ("approved", "pending")
+            };
+            self.set("lifecycle_status", Cell::text(lifecycle))?;
+            self.set("payment_status", Cell::text(status))?;
+        }
+        Ok(())
+    }
+
+    fn mark_order_captured(
+        &mut self,
+        capture_id: &str,
+        event: &EventRef,
+    ) -> Result<(), LedgerError> {
+        self.set("lifecycle_status", Cell::text("captured"))?;
+        self.set("payment_status", Cell::text("captured"))?;
+        self.set("charge_id", Cell::text(capture_id))?;
+        if self.timestamp("status_event_at")?.is_none() {
+            self.set("status_event_at", Cell::Timestamp(event.at))?;
         }
         Ok(())
     }

@@ -1,21 +1,26 @@
 //! PayPal as a source: `POST /api/webhooks/paypal`. The request is checked for PayPal's
 //! `paypal-*` headers and a certificate URL on PayPal's own hosts, stored as `verifying` and
-//! acknowledged; the processor then fetches the certificate (cached) and the signature is
-//! verified offline ([`crate::verify::paypal`]) before anything reaches the ledger.
+//! acknowledged; the processor then proves it before anything reaches the ledger, one of two
+//! ways ([`Verification`]): offline, with the certificate fetched (cached) and the signature
+//! checked here ([`crate::verify::paypal`]); or by asking PayPal's
+//! `POST /v1/notifications/verify-webhook-signature` with an OAuth token from the app's client
+//! credentials, which answers `verification_status: SUCCESS` or `FAILURE`.
 
 use std::sync::Arc;
 
+use axum::http::Method;
 use reqwest::Url;
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::event::{read, Reading};
-use super::ledger::PaypalChange;
+use super::event::{read, Lifecycle, Reading, Report};
+use super::ledger::{OrderCaptured, PaypalChange};
 use crate::clock::Timestamp;
-use crate::config::{secrets_from_env, ConfigError, Environment};
+use crate::config::{invalid, secrets_from_env, ConfigError, Environment};
 use crate::journal::ClaimedDelivery;
 use crate::ledger::{LedgerChange, Table};
-use crate::lookup::{Lookup, LookupAnswer};
+use crate::lookup::{ClientCredentials, Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
     IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError, Normalized, Route,
@@ -96,6 +101,24 @@ impl CertHosts {
     }
 }
 
+/// How a delivery is proven genuine.
+#[derive(Debug, Clone)]
+pub enum Verification {
+    /// The signature, checked here against the certificate at `PAYPAL-CERT-URL`.
+    Certificate,
+    /// PayPal's verify-webhook-signature API at `api_base` (`https://api-m.paypal.com`).
+    Api {
+        api_base: String,
+        client_id: String,
+        client_secret: SecretString,
+    },
+}
+
+/// PayPal's live API, where the verify-webhook-signature call goes by default.
+pub const DEFAULT_API_BASE: &str = "https://api-m.paypal.com";
+const TOKEN_PATH: &str = "/v1/oauth2/token";
+const VERIFY_PATH: &str = "/v1/notifications/verify-webhook-signature";
+
 /// A PayPal webhook (or several, by id).
 #[derive(Debug)]
 pub struct Paypal {
@@ -103,6 +126,7 @@ pub struct Paypal {
     /// PayPal's id of the webhook subscription, part of what it signs.
     webhook_ids: SecretSet,
     cert_hosts: CertHosts,
+    verification: Verification,
     routes: Vec<Route>,
 }
 
@@ -112,8 +136,15 @@ impl Paypal {
             name: name.into(),
             webhook_ids,
             cert_hosts,
+            verification: Verification::Certificate,
             routes: Vec::new(),
         }
+    }
+
+    /// Proves deliveries the given way (the certificate by default).
+    pub fn verified_by(mut self, verification: Verification) -> Self {
+        self.verification = verification;
+        self
     }
 
     /// The built-in source, at the seed's route.
@@ -137,9 +168,58 @@ struct FileSettings {
     /// Allowed certificate hosts; PayPal's when absent.
     #[serde(default)]
     cert_hosts: Option<Vec<String>>,
+    /// `"certificate"` or `"api"`; the API when client credentials are set, else the
+    /// certificate.
+    verification: Option<String>,
+    api_base: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
 }
 
 impl FileSettings {
+    /// The verification the settings (and `PAYPAL_VERIFICATION`, `PAYPAL_API_BASE`,
+    /// `PAYPAL_CLIENT_ID`, `PAYPAL_CLIENT_SECRET`) ask for.
+    fn verification(
+        &mut self,
+        context: &str,
+        env: &dyn Environment,
+    ) -> Result<Verification, ConfigError> {
+        let non_empty = |value: Option<String>| value.filter(|v| !v.trim().is_empty());
+        let client_id = non_empty(env.var("PAYPAL_CLIENT_ID").or(self.client_id.take()));
+        let client_secret = non_empty(
+            env.var("PAYPAL_CLIENT_SECRET")
+                .or(self.client_secret.take()),
+        );
+        let api_base = non_empty(env.var("PAYPAL_API_BASE").or(self.api_base.take()))
+            .unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+        let mode = non_empty(env.var("PAYPAL_VERIFICATION").or(self.verification.take()));
+        let wants_api = match mode.as_deref().map(str::trim) {
+            None => client_id.is_some() && client_secret.is_some(),
+            Some("api") => true,
+            Some("certificate") => false,
+            Some(other) => {
+                return Err(invalid(
+                    format!("{context}.verification"),
+                    format!("{other:?} is neither \"api\" nor \"certificate\""),
+                ))
+            }
+        };
+        if !wants_api {
+            return Ok(Verification::Certificate);
+        }
+        let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+            return Err(invalid(
+                format!("{context}.verification"),
+                "\"api\" needs client_id and client_secret (PAYPAL_CLIENT_ID, PAYPAL_CLIENT_SECRET)",
+            ));
+        };
+        Ok(Verification::Api {
+            api_base: api_base.trim().trim_end_matches('/').to_owned(),
+            client_id,
+            client_secret: SecretString::from(client_secret),
+        })
+    }
+
     fn cert_hosts(self, env: Option<String>) -> CertHosts {
         match secrets_from_env(env).or(self.cert_hosts) {
             Some(hosts) => CertHosts::new(hosts),
@@ -176,8 +256,11 @@ impl Provider for PaypalProvider {
             .chain(file.secrets.drain(..));
         let ids =
             secrets_from_env(env.var("PAYPAL_WEBHOOK_ID")).unwrap_or_else(|| from_file.collect());
+        let verification = file.verification(KIND, env)?;
         let hosts = file.cert_hosts(env.var("PAYPAL_CERT_HOSTS"));
-        Ok(Some(Arc::new(Paypal::seed(SecretSet::new(ids), hosts))))
+        Ok(Some(Arc::new(
+            Paypal::seed(SecretSet::new(ids), hosts).verified_by(verification),
+        )))
     }
 
     fn configured(
@@ -186,12 +269,17 @@ impl Provider for PaypalProvider {
         section: toml::Table,
         secrets: SecretSet,
     ) -> Result<SharedSource, ConfigError> {
-        let mut file: FileSettings = registry::settings(&format!("sources.{name}"), section)?;
+        let context = format!("sources.{name}");
+        let mut file: FileSettings = registry::settings(&context, section)?;
         let secrets = match file.webhook_id.take() {
             Some(id) if secrets.is_empty() => SecretSet::new([id]),
             _ => secrets,
         };
-        Ok(Arc::new(Paypal::new(name, secrets, file.cert_hosts(None))))
+        let no_env = std::collections::BTreeMap::new();
+        let verification = file.verification(&context, &no_env)?;
+        Ok(Arc::new(
+            Paypal::new(name, secrets, file.cert_hosts(None)).verified_by(verification),
+        ))
     }
 }
 
@@ -269,8 +357,12 @@ impl Source for Paypal {
     }
 
     /// The signing certificate, from the URL the request named (checked again here: the
-    /// allowed hosts may have changed since it was stored).
-    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
+    /// allowed hosts may have changed since it was stored); or PayPal's verdict.
+    fn lookup(
+        &self,
+        delivery: &ClaimedDelivery,
+        _now: Timestamp,
+    ) -> Result<Lookup, NormalizeError> {
         let headers = stored_headers(delivery);
         let url = header(&headers, CERT_URL).trim();
         if !self.cert_hosts.allows(url) {
@@ -278,15 +370,43 @@ impl Source for Paypal {
                 "{CERT_URL} is not on PayPal's certificate hosts"
             )));
         }
-        Ok(Lookup::cacheable_get(url))
+        match &self.verification {
+            Verification::Certificate => Ok(Lookup::cacheable_get(url)),
+            Verification::Api {
+                api_base,
+                client_id,
+                client_secret,
+            } => {
+                let webhook_id = self.webhook_ids.first_exposed().ok_or_else(|| {
+                    NormalizeError::Transient("no PayPal webhook id is configured".to_owned())
+                })?;
+                Ok(Lookup {
+                    method: Method::POST,
+                    url: format!("{api_base}{VERIFY_PATH}"),
+                    headers: vec![("content-type", "application/json".to_owned())],
+                    body: Some(verify_request(&headers, webhook_id, &delivery.body)?),
+                    cacheable: false,
+                    oauth: Some(ClientCredentials {
+                        token_url: format!("{api_base}{TOKEN_PATH}"),
+                        client_id: client_id.clone(),
+                        client_secret: client_secret.clone(),
+                    }),
+                    idempotent: true,
+                })
+            }
+        }
     }
 
-    /// Verifies the signature with the fetched certificate, against each configured webhook id.
+    /// Verifies the signature with the fetched certificate, against each configured webhook
+    /// id; or reads PayPal's `verification_status`.
     fn judge(
         &self,
         delivery: &ClaimedDelivery,
         answer: &LookupAnswer,
     ) -> Result<Judgement, NormalizeError> {
+        if let Verification::Api { .. } = self.verification {
+            return judge_by_api(delivery, answer);
+        }
         if answer.status != 200 {
             return Ok(Judgement::Forged(format!(
                 "the certificate URL answered {}",
@@ -335,14 +455,74 @@ impl Source for Paypal {
     }
 }
 
-/// What a verified delivery changes.
+/// The verify-webhook-signature request: the transmission headers as received, the webhook id,
+/// and the event itself. The event is embedded as the exact bytes that arrived, not
+/// re-serialized, since PayPal computes the signature over what it sent.
+fn verify_request(
+    headers: &Value,
+    webhook_id: &str,
+    body: &[u8],
+) -> Result<bytes::Bytes, NormalizeError> {
+    let event = std::str::from_utf8(body)
+        .map_err(|_| NormalizeError::Invalid("the stored event is not UTF-8".to_owned()))?;
+    let fields = serde_json::json!({
+        "auth_algo": header(headers, AUTH_ALGO),
+        "cert_url": header(headers, CERT_URL),
+        "transmission_id": header(headers, TRANSMISSION_ID),
+        "transmission_sig": header(headers, TRANSMISSION_SIG),
+        "transmission_time": header(headers, TRANSMISSION_TIME),
+        "webhook_id": webhook_id,
+    })
+    .to_string();
+    let open = fields.strip_suffix('}').unwrap_or(&fields);
+    Ok(bytes::Bytes::from(format!(
+        "{open},\"webhook_event\":{}}}",
+        event.trim()
+    )))
+}
+
+/// PayPal's answer: `{"verification_status": "SUCCESS"}` proves the delivery, `FAILURE`
+/// disproves it; anything else (an error answer) is retried, since it says nothing about the
+/// delivery.
+fn judge_by_api(
+    delivery: &ClaimedDelivery,
+    answer: &LookupAnswer,
+) -> Result<Judgement, NormalizeError> {
+    let body: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    let status = body.get("verification_status").and_then(Value::as_str);
+    match (answer.status, status) {
+        (200, Some("SUCCESS")) => Ok(Judgement::Genuine(changes(delivery)?)),
+        (200, Some("FAILURE")) => Ok(Judgement::Forged(
+            "PayPal's verify-webhook-signature answered FAILURE".to_owned(),
+        )),
+        (code, _) => {
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("");
+            Err(NormalizeError::Transient(format!(
+                "PayPal's verify-webhook-signature answered {code} {name}"
+            )))
+        }
+    }
+}
+
+/// What a verified delivery changes: a completed capture also marks the order it captures.
 fn changes(delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
     Ok(match read(&delivery.body)? {
         Reading::Report(event, report) => {
-            Normalized::Changes(vec![LedgerChange::Row(Arc::new(PaypalChange {
-                event,
-                report,
-            }))])
+            let mut changes = Vec::new();
+            if let Report::Capture(capture) = &report {
+                if let (Lifecycle::Paid, Some(order_id)) = (capture.lifecycle, &capture.order_id) {
+                    changes.push(LedgerChange::Row(Arc::new(OrderCaptured {
+                        event: event.clone(),
+                        order_id: order_id.clone(),
+                        capture_id: capture.capture_id.clone(),
+                    })));
+                }
+            }
+            changes.insert(
+                0,
+                LedgerChange::Row(Arc::new(PaypalChange { event, report })),
+            );
+            Normalized::Changes(changes)
         }
         Reading::Ignore(reason) => Normalized::Ignore(reason),
     })

@@ -230,7 +230,7 @@ fn the_vector_is_judged_genuine_and_a_changed_body_forged() {
     let v = vector();
     let source = builtin("", &[("PAYPAL_WEBHOOK_ID", v.webhook_id.as_str())]);
     let genuine = delivery(&v.headers, &v.body);
-    let lookup = source.lookup(&genuine).expect("a lookup");
+    let lookup = source.lookup(&genuine, Timestamp(0)).expect("a lookup");
     assert!(lookup.cacheable);
     assert_eq!(
         lookup.url,
@@ -308,8 +308,13 @@ fn each_fixture_reads_as_its_report() {
     assert_eq!(subscription.status, "active");
     assert_eq!(subscription.payer_id.as_deref(), Some("2J6QB8YJQSJRJ"));
     assert_eq!(subscription.custom_id.as_deref(), Some("user-4711"));
-    let approved = read(fixture("CHECKOUT.ORDER.APPROVED").to_string().as_bytes()).expect("read");
-    assert!(matches!(approved, Reading::Ignore(reason) if reason.contains("5O190127TN364715T")));
+    let (_, Report::Order(order)) = report(&fixture("CHECKOUT.ORDER.APPROVED")) else {
+        panic!("an order");
+    };
+    assert_eq!(order.order_id, "5O190127TN364715T");
+    assert_eq!(order.amount.as_ref().map(|a| a.minor_units), Some(10_000));
+    assert_eq!(order.payer_email.as_deref(), Some("buyer@example.com"));
+    assert!(!order.captured);
     let mut other = fixture("PAYMENT.CAPTURE.COMPLETED");
     other["event_type"] = json!("CUSTOMER.DISPUTE.CREATED");
     assert!(matches!(
@@ -427,4 +432,77 @@ fn a_subscription_follows_its_newest_event() {
             Cell::text("customer@example.com")
         );
     }
+}
+
+#[test]
+fn the_verify_api_is_chosen_by_client_credentials_and_asks_in_paypals_format() {
+    let v = vector();
+    let env = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![("PAYPAL_WEBHOOK_ID", v.webhook_id.as_str())];
+        env.extend_from_slice(extra);
+        env.into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect::<BTreeMap<String, String>>()
+    };
+    let build = |toml: &str, env: &BTreeMap<String, String>| {
+        let section: toml::Table = toml::from_str(toml).expect("toml");
+        PaypalProvider.builtin(section, env)
+    };
+    let with_credentials = env(&[
+        ("PAYPAL_CLIENT_ID", "client"),
+        ("PAYPAL_CLIENT_SECRET", "secret"),
+        ("PAYPAL_API_BASE", "https://api-m.sandbox.paypal.com/"),
+    ]);
+    let source = build("", &with_credentials)
+        .expect("valid")
+        .expect("built in");
+    let genuine = delivery(&v.headers, &v.body);
+    let lookup = source.lookup(&genuine, Timestamp(0)).expect("a lookup");
+    assert_eq!(
+        lookup.url,
+        "https://api-m.sandbox.paypal.com/v1/notifications/verify-webhook-signature"
+    );
+    assert!(!lookup.cacheable);
+    let oauth = lookup.oauth.as_ref().expect("a bearer token");
+    assert_eq!(
+        oauth.token_url,
+        "https://api-m.sandbox.paypal.com/v1/oauth2/token"
+    );
+    let body: Value =
+        serde_json::from_slice(lookup.body.as_deref().expect("a body")).expect("JSON");
+    assert_eq!(body["webhook_id"], v.webhook_id.as_str());
+    let event: Value = serde_json::from_str(&v.body).expect("JSON");
+    assert_eq!(body["webhook_event"], event);
+    let verdict = |status: &str| LookupAnswer {
+        status: 200,
+        body: bytes::Bytes::from(format!(r#"{{"verification_status":"{status}"}}"#)),
+    };
+    assert!(matches!(
+        source.judge(&genuine, &verdict("SUCCESS")),
+        Ok(Judgement::Genuine(_))
+    ));
+    assert!(matches!(
+        source.judge(&genuine, &verdict("FAILURE")),
+        Ok(Judgement::Forged(_))
+    ));
+    let error = LookupAnswer {
+        status: 400,
+        body: bytes::Bytes::from_static(br#"{"name":"VALIDATION_ERROR"}"#),
+    };
+    assert!(
+        source.judge(&genuine, &error).is_err(),
+        "retried, not judged"
+    );
+    // The certificate stays available, and "api" without credentials is refused.
+    let certificate = build("verification = \"certificate\"", &with_credentials)
+        .expect("valid")
+        .expect("built in");
+    assert!(
+        certificate
+            .lookup(&genuine, Timestamp(0))
+            .expect("a lookup")
+            .cacheable
+    );
+    assert!(build("verification = \"api\"", &env(&[])).is_err());
+    assert!(build("verification = \"maybe\"", &env(&[])).is_err());
 }

@@ -15,6 +15,115 @@ use crate::ledger::{
 };
 use crate::sources::stripe::payments::ORDER_STATUS_HISTORY;
 
+impl PaystackPayment {
+    /// The status this report gives the row: a refund is full once the refunds known add up
+    /// to the amount paid (the row's, whichever event brought it), else partial.
+    fn status_on(&self, row: &[Cell]) -> Result<PaystackStatus, LedgerError> {
+        let refunded = match row[position("amount_refunded_minor")?] {
+            Cell::Integer(minor) => minor,
+            _ => 0,
+        };
+        let counts_refunds = self.refunded.is_some() || self.status == PaystackStatus::Paid;
+        if refunded <= 0 || !counts_refunds {
+            return Ok(self.status);
+        }
+        let own_amount = self
+            .amount
+            .as_ref()
+            .filter(|_| self.refunded.is_none())
+            .map(|amount| amount.minor_units);
+        let paid = match row[position("amount_minor")?] {
+            Cell::Integer(paid) => Some(paid),
+            _ => own_amount,
+        };
+        Ok(match paid {
+            Some(paid) if paid > 0 && refunded >= paid => PaystackStatus::Refunded,
+            _ => PaystackStatus::PartiallyRefunded,
+        })
+    }
+}
+
+/// Refuses a callback whose verified transaction is not the payment expected for its
+/// reference: `expected_amount_minor` and `expected_currency`, which only the application
+/// records (when it initialises the transaction) and no report from Paystack overwrites, so a
+/// `charge.success` for less cannot make itself the expectation. Without one, nothing says
+/// what the buyer should have paid, and a transaction the buyer initialised for less would
+/// pass: that is refused too.
+fn check_expected(current: Option<&[Cell]>, report: &PaystackPayment) -> Result<(), LedgerError> {
+    let reference = &report.reference;
+    let Some(row) = current else {
+        return Err(LedgerError::Refused(format!(
+            "no payment is expected for reference {reference:?}: record it when the \
+             transaction is initialised (POST /api/payments/paystack/expected) before the \
+             buyer returns"
+        )));
+    };
+    let expected_minor = match row[position("expected_amount_minor")?] {
+        Cell::Integer(minor) => Some(minor),
+        _ => None,
+    };
+    let expected_currency = match &row[position("expected_currency")?] {
+        Cell::Text(code) => Some(code.to_ascii_uppercase()),
+        _ => None,
+    };
+    let (Some(expected_minor), Some(expected_currency)) = (expected_minor, expected_currency)
+    else {
+        return Err(LedgerError::Refused(format!(
+            "no payment is expected for reference {reference:?}: its row has no expected \
+             amount and currency (POST /api/payments/paystack/expected)"
+        )));
+    };
+    let Some(verified) = &report.amount else {
+        return Err(LedgerError::Refused(format!(
+            "Paystack's verification of {reference:?} names no amount and currency"
+        )));
+    };
+    if verified.minor_units != expected_minor || verified.currency.code() != expected_currency {
+        return Err(LedgerError::Refused(format!(
+            "Paystack verified {reference:?} for {} {} but {expected_minor} {expected_currency} \
+             is expected",
+            verified.minor_units,
+            verified.currency.code()
+        )));
+    }
+    Ok(())
+}
+
+/// Adds a refund to the row's `refunds` (by its reference, so a repeat counts once) and sets
+/// the refunded total to their sum.
+fn note_refund(
+    row: &mut [Cell],
+    reference: Option<&str>,
+    refunded: &Money,
+) -> Result<(), LedgerError> {
+    let at = position("refunds")?;
+    let mut refunds = match &row[at] {
+        Cell::Json(text) | Cell::Text(text) => match serde_json::from_str(text) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(LedgerError::Corrupt(CorruptRow {
+                    table: PAYSTACK_PAYMENTS.name,
+                    column: "refunds",
+                }))
+            }
+        },
+        _ => serde_json::Map::new(),
+    };
+    let key = reference.unwrap_or("(unreferenced)").to_owned();
+    refunds.insert(key, Value::from(refunded.minor_units));
+    let total: i64 = refunds
+        .values()
+        .filter_map(Value::as_i64)
+        .fold(0, i64::saturating_add);
+    row[at] = Cell::Json(Value::Object(refunds).to_string());
+    row[position("amount_refunded_minor")?] = Cell::Integer(total);
+    row[position("amount_refunded")?] = decimal(&Money {
+        minor_units: total,
+        currency: refunded.currency.clone(),
+    });
+    Ok(())
+}
+
 /// The `payments` columns a Paystack transaction fills.
 pub static PAYSTACK_PAYMENTS: Table = Table {
     name: "payments",
@@ -35,6 +144,9 @@ pub static PAYSTACK_PAYMENTS: Table = Table {
         Column::updatable("payment_status", ColumnType::Text),
         Column::updatable("captured_at", ColumnType::Timestamp),
         Column::updatable("gateway_response", ColumnType::Json),
+        Column::updatable("refunds", ColumnType::Json),
+        Column::updatable("expected_amount_minor", ColumnType::Integer),
+        Column::updatable("expected_currency", ColumnType::Text),
         Column::updatable("status_event_at", ColumnType::Timestamp),
         Column::updatable("last_event_id", ColumnType::Text),
         Column::updatable("last_event_at", ColumnType::Timestamp),
@@ -46,6 +158,8 @@ pub static PAYSTACK_PAYMENTS: Table = Table {
 /// Where a Paystack transaction stands, in lifecycle order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PaystackStatus {
+    /// Expected: the application initialised the transaction; nothing is paid yet.
+    Pending,
     Failed,
     Paid,
     PartiallyRefunded,
@@ -55,6 +169,7 @@ pub enum PaystackStatus {
 impl PaystackStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Failed => "failed",
             Self::Paid => "paid",
             Self::PartiallyRefunded => "partially_refunded",
@@ -64,6 +179,7 @@ impl PaystackStatus {
 
     fn parse(text: &str) -> Option<Self> {
         Some(match text {
+            "pending" => Self::Pending,
             "failed" => Self::Failed,
             "paid" => Self::Paid,
             "partially_refunded" => Self::PartiallyRefunded,
@@ -91,6 +207,13 @@ pub struct PaystackPayment {
     pub event: String,
     pub event_id: String,
     pub event_at: Timestamp,
+    /// A refund report: its own reference (refunds of one payment are added up by it).
+    pub refund_reference: Option<String>,
+    /// Whether the report must match the payment already expected for its reference (the
+    /// buyer's callback: its amount and currency, else it is refused).
+    pub must_match_expected: bool,
+    /// The application's expectation: its amount is recorded as the expected one.
+    pub is_expectation: bool,
 }
 
 impl PaystackPayment {
@@ -132,6 +255,12 @@ impl PaystackPayment {
                     .then(|| minor("/amount"))
                     .flatten()
             })),
+            refund_reference: event
+                .starts_with("refund")
+                .then(|| text("/refund_reference").or_else(|| text("/id")))
+                .flatten(),
+            must_match_expected: false,
+            is_expectation: false,
             email: text("/customer/email"),
             channel: text("/channel"),
             order_id: text("/metadata/order_id"),
@@ -200,6 +329,13 @@ impl RowChange for PaystackPayment {
                 row
             }
         };
+        if self.must_match_expected {
+            check_expected(current, self)?;
+        }
+        if let Some(refunded) = &self.refunded {
+            note_refund(&mut row, self.refund_reference.as_deref(), refunded)?;
+        }
+        let status = self.status_on(&row)?;
         let old_status = match &row[position("payment_status")?] {
             Cell::Text(text) => PaystackStatus::parse(text),
             _ => None,
@@ -210,8 +346,8 @@ impl RowChange for PaystackPayment {
         };
         let takes_status = match (old_status, old_event_at) {
             (None, _) => true,
-            (Some(old), _) if self.status > old => true,
-            (Some(old), Some(at)) => self.status == old && self.event_at > at,
+            (Some(old), _) if status > old => true,
+            (Some(old), Some(at)) => status == old && self.event_at > at,
             (Some(_), None) => false,
         };
         fill(
@@ -241,26 +377,19 @@ impl RowChange for PaystackPayment {
                 fill(&mut row, "currency", currency, takes_status)?;
             }
         }
-        if let Some(refunded) = &self.refunded {
-            let at = position("amount_refunded_minor")?;
-            let before = match row[at] {
-                Cell::Integer(minor) => minor,
-                _ => 0,
-            };
-            if refunded.minor_units > before {
-                row[at] = Cell::Integer(refunded.minor_units);
-                row[position("amount_refunded")?] = decimal(refunded);
-            }
+        if let (true, Some(amount)) = (self.is_expectation, &self.amount) {
+            row[position("expected_amount_minor")?] = Cell::Integer(amount.minor_units);
+            row[position("expected_currency")?] = Cell::text(amount.currency.code());
         }
         let paid_at = self.paid_at.map_or(Cell::Null, Cell::Timestamp);
         fill(&mut row, "captured_at", paid_at, false)?;
         let mut appended = Vec::new();
         if takes_status {
-            row[position("payment_status")?] = Cell::text(self.status.as_str());
+            row[position("payment_status")?] = Cell::text(status.as_str());
             row[position("status_event_at")?] = Cell::Timestamp(self.event_at);
             row[position("gateway_response")?] =
                 self.response.clone().map_or(Cell::Null, Cell::Json);
-            if old_status != Some(self.status) {
+            if old_status != Some(status) {
                 if let Some(order_id) = &self.order_id {
                     appended.push(Appended {
                         table: &ORDER_STATUS_HISTORY,
@@ -269,7 +398,7 @@ impl RowChange for PaystackPayment {
                             Cell::text(order_id),
                             Cell::text(&self.reference),
                             old_status.map_or(Cell::Null, |s| Cell::text(s.as_str())),
-                            Cell::text(self.status.as_str()),
+                            Cell::text(status.as_str()),
                             Cell::text(&self.event_id),
                             Cell::text(&self.event),
                             Cell::Timestamp(self.event_at),

@@ -3,6 +3,7 @@
 //! ([`ledger`]), with `gateway = 'paystack'` and the transaction reference as
 //! `gateway_transaction_id`.
 
+pub mod billing;
 pub mod ledger;
 pub mod source;
 

@@ -3,7 +3,10 @@
 //! `GET /api/payments/paystack/callback?reference=…`, which nothing signs, so it is proven
 //! only by asking Paystack's verify API (`GET {PAYSTACK_API_BASE}/transaction/verify/{ref}`).
 //! The callback is stored as `verifying` first: if Paystack is slow or down the buyer is told
-//! so and the verification is retried in the background; nothing is lost.
+//! so and the verification is retried in the background; nothing is lost. It is genuine only
+//! when Paystack confirms it and its amount and currency are those of the payment expected for
+//! the reference, which the application records when it initialises the transaction
+//! (`POST /api/payments/paystack/expected`, authorized by the same secret key).
 
 use std::sync::Arc;
 
@@ -11,25 +14,39 @@ use axum::http::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::billing::{
+    subscription_changes, InvoiceFacts, PaystackEvent, PlanChange, SubscriptionFacts,
+};
 use super::ledger::{PaystackPayment, PaystackStatus};
 use crate::clock::Timestamp;
-use crate::config::{secrets_from_env, ConfigError, Environment};
+use crate::config::{invalid, secrets_from_env, ConfigError, Environment};
 use crate::journal::ClaimedDelivery;
 use crate::ledger::LedgerChange;
 use crate::lookup::{Lookup, LookupAnswer};
-use crate::sources::json::text;
+use crate::sources::json::{first_text, text};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
     verify_body_hmac, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError,
     Normalized, Receipt, Reply, Route, Settlement, SharedSource, Source, Verified,
 };
-use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
+use crate::verify::{
+    verify_token, Algorithm, Encoding, HmacScheme, ProxiedAllowlist, SecretSet, VerifyError,
+};
 
 const KIND: &str = "paystack";
 pub const WEBHOOK_ROUTE: &str = "/api/payments/paystack/webhook";
 pub const CALLBACK_ROUTE: &str = "/api/payments/paystack/callback";
+pub const EXPECTED_ROUTE: &str = "/api/payments/paystack/expected";
 const SIGNATURE_HEADER: &str = "x-paystack-signature";
 const DEFAULT_API_BASE: &str = "https://api.paystack.co";
+
+/// The addresses Paystack sends webhooks from (its "Webhooks" guide, "IP whitelisting").
+pub const PAYSTACK_ADDRESSES: [&str; 3] = ["52.31.139.75", "52.49.173.169", "52.214.14.220"];
+
+/// The event type a recorded expected payment is stored under.
+const EXPECTED_EVENT: &str = "transaction.expected";
+
+const WHERE_KEY: &str = "an Authorization: Bearer header holding the Paystack secret key";
 
 /// Where Paystack is reached and where buyers are sent.
 #[derive(Debug, Clone)]
@@ -39,6 +56,9 @@ pub struct PaystackSettings {
     pub api_base: String,
     pub success_url: Option<String>,
     pub failure_url: Option<String>,
+    /// Set: webhooks only from Paystack's addresses, as a trusted proxy reports them (the
+    /// buyer's callback comes from the buyer's browser and is never filtered).
+    pub allowlist: Option<ProxiedAllowlist>,
 }
 
 #[derive(Debug)]
@@ -60,7 +80,11 @@ impl Paystack {
     /// The built-in source, at seed 004's URLs.
     pub fn seed(settings: PaystackSettings) -> Self {
         Self {
-            routes: vec![Route::post(WEBHOOK_ROUTE), Route::get(CALLBACK_ROUTE)],
+            routes: vec![
+                Route::post(WEBHOOK_ROUTE),
+                Route::get(CALLBACK_ROUTE),
+                Route::post(EXPECTED_ROUTE),
+            ],
             ..Self::new(KIND, settings)
         }
     }
@@ -83,20 +107,40 @@ struct FileSettings {
     api_base: Option<String>,
     success_url: Option<String>,
     failure_url: Option<String>,
+    /// The header a proxy in front of Wharf writes the peer address into; turns the allowlist on.
+    trusted_proxy_header: Option<String>,
+    /// Paystack's published addresses unless set.
+    allowed_addresses: Option<Vec<String>>,
 }
 
 impl FileSettings {
-    fn resolve(self, secrets: SecretSet, env: &dyn Environment) -> PaystackSettings {
+    fn resolve(
+        self,
+        context: &str,
+        secrets: SecretSet,
+        env: &dyn Environment,
+    ) -> Result<PaystackSettings, ConfigError> {
         let api_base = env
             .var("PAYSTACK_API_BASE")
             .or(self.api_base)
             .unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
-        PaystackSettings {
+        let proxy_header = env
+            .var("PAYSTACK_TRUSTED_PROXY_HEADER")
+            .or(self.trusted_proxy_header)
+            .filter(|header| !header.trim().is_empty());
+        let allowlist = ProxiedAllowlist::parse(
+            proxy_header.as_deref().unwrap_or_default(),
+            self.allowed_addresses.as_deref(),
+            &PAYSTACK_ADDRESSES,
+        )
+        .map_err(|error| invalid(format!("{context}.allowed_addresses"), error))?;
+        Ok(PaystackSettings {
             secrets,
             api_base: api_base.trim_end_matches('/').to_owned(),
             success_url: env.var("PAYSTACK_SUCCESS_URL").or(self.success_url),
             failure_url: env.var("PAYSTACK_FAILURE_URL").or(self.failure_url),
-        }
+            allowlist: proxy_header.is_some().then_some(allowlist),
+        })
     }
 }
 
@@ -116,7 +160,7 @@ impl Provider for PaystackProvider {
         let file: FileSettings = registry::settings(KIND, section)?;
         let secrets = secrets_from_env(env.var("PAYSTACK_SECRET_KEY"))
             .unwrap_or_else(|| file.secrets.clone());
-        let settings = file.resolve(SecretSet::new(secrets), env);
+        let settings = file.resolve(KIND, SecretSet::new(secrets), env)?;
         Ok(Some(Arc::new(Paystack::seed(settings))))
     }
 
@@ -126,11 +170,12 @@ impl Provider for PaystackProvider {
         section: toml::Table,
         secrets: SecretSet,
     ) -> Result<SharedSource, ConfigError> {
-        let file: FileSettings = registry::settings(&format!("sources.{name}"), section)?;
+        let context = format!("sources.{name}");
+        let file: FileSettings = registry::settings(&context, section)?;
         let no_env = std::collections::BTreeMap::new();
         Ok(Arc::new(Paystack::new(
             name,
-            file.resolve(secrets, &no_env),
+            file.resolve(&context, secrets, &no_env)?,
         )))
     }
 }
@@ -163,6 +208,18 @@ fn is_callback(request: &IncomingRequest) -> bool {
     request.method == Method::GET
 }
 
+/// The application recording the payment it expects (see [`EXPECTED_ROUTE`]).
+fn is_expected_payment(request: &IncomingRequest) -> bool {
+    request.method == Method::POST && request.path.ends_with("/expected")
+}
+
+/// A bearer token's value.
+fn bearer(request: &IncomingRequest) -> Option<&str> {
+    let value = request.header("authorization")?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 impl Source for Paystack {
     fn name(&self) -> &str {
         &self.name
@@ -176,6 +233,11 @@ impl Source for Paystack {
         self.routes.clone()
     }
 
+    /// The secret key authorizes recording an expected payment: never stored.
+    fn secret_headers(&self) -> &[&'static str] {
+        &["authorization"]
+    }
+
     /// Webhooks carry their signature; a callback carries nothing, but without a secret key
     /// it could not be verified either, so it is refused the same way.
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
@@ -184,6 +246,14 @@ impl Source for Paystack {
                 return Err(VerifyError::NoSecretConfigured);
             }
             return Ok(());
+        }
+        if is_expected_payment(request) {
+            return verify_token(&self.settings.secrets, bearer(request), WHERE_KEY);
+        }
+        if let Some(allowlist) = &self.settings.allowlist {
+            if !self.settings.secrets.is_empty() {
+                allowlist.check(&request.headers)?;
+            }
         }
         verify_body_hmac(
             request,
@@ -206,33 +276,91 @@ impl Source for Paystack {
             });
         }
         let payload = request.json()?;
+        if is_expected_payment(request.request()) {
+            let reference =
+                text(payload, "/reference").ok_or(IdentifyError::MissingField("reference"))?;
+            return Ok(Identity {
+                event_id: Some(reference.clone()),
+                event_type: EXPECTED_EVENT.to_owned(),
+                dedup_key: format!("{EXPECTED_EVENT}:{reference}"),
+            });
+        }
         let event = text(payload, "/event").ok_or(IdentifyError::MissingField("event"))?;
-        let object = text(payload, "/data/id")
-            .or_else(|| text(payload, "/data/reference"))
-            .ok_or(IdentifyError::MissingField("data.id"))?;
+        // Refunds, subscriptions, invoices and transfers name their object by their own codes.
+        let object = first_text(
+            payload,
+            &[
+                "/data/id",
+                "/data/reference",
+                "/data/refund_reference",
+                "/data/invoice_code",
+                "/data/subscription_code",
+                "/data/transfer_code",
+                "/data/transaction_reference",
+            ],
+        )
+        .ok_or(IdentifyError::MissingField("data.id"))?;
         let status = text(payload, "/data/status").unwrap_or_default();
+        let paid = match payload.pointer("/data/paid") {
+            Some(Value::Bool(paid)) => format!(":{paid}"),
+            _ => String::new(),
+        };
         Ok(Identity {
-            event_id: text(payload, "/data/reference"),
+            event_id: first_text(
+                payload,
+                &[
+                    "/data/reference",
+                    "/data/subscription_code",
+                    "/data/invoice_code",
+                    "/data/transaction_reference",
+                ],
+            ),
             event_type: event.clone(),
-            dedup_key: format!("{event}:{object}:{status}"),
+            dedup_key: format!("{event}:{object}:{status}{paid}"),
         })
     }
 
-    /// `charge.success` and `refund.processed` move the payment; the other events Paystack
-    /// sends (subscriptions, invoices, transfers) are kept in the journal and marked ignored.
+    /// `charge.success` and `refund.processed` move the payment, subscription and invoice
+    /// events the subscription and its customer's plan; an expected payment is a `pending`
+    /// payment; transfers (payouts, not payments) are kept in the journal and marked ignored.
     fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
         let payload: Value =
             serde_json::from_slice(&delivery.body).map_err(NormalizeError::Json)?;
+        if delivery.event_type == EXPECTED_EVENT {
+            return expected_payment(&payload, delivery);
+        }
         let data = payload
             .get("data")
             .ok_or(NormalizeError::MissingField("data"))?;
+        let event = |at: Timestamp| PaystackEvent {
+            id: delivery.dedup_key.clone(),
+            name: delivery.event_type.clone(),
+            at,
+        };
         let status = match delivery.event_type.as_str() {
             "charge.success" => PaystackStatus::Paid,
-            "refund.processed" => refund_status(data),
+            "refund.processed" => PaystackStatus::PartiallyRefunded,
+            "subscription.create"
+            | "subscription.enable"
+            | "subscription.disable"
+            | "subscription.not_renew" => {
+                let facts = SubscriptionFacts::read(data, data)
+                    .ok_or(NormalizeError::MissingField("data.subscription_code"))?;
+                let at = report_time(data, delivery.received_at);
+                return Ok(billing_changes(event(at), facts, None));
+            }
+            "invoice.create" | "invoice.update" | "invoice.payment_failed" => {
+                return invoice_changes(data, &delivery.event_type, event, delivery.received_at)
+            }
+            other if other.starts_with("transfer.") => {
+                return Ok(Normalized::Ignore(format!(
+                    "Paystack {other} is a payout: kept in the journal, not a payment"
+                )))
+            }
             other => {
                 return Ok(Normalized::Ignore(format!(
                     "Paystack {other} events are kept in the journal; the ledger takes \
-                     charge.success and refund.processed"
+                     charges, refunds, subscriptions and invoices"
                 )))
             }
         };
@@ -271,7 +399,11 @@ impl Source for Paystack {
             == Some("GET")
     }
 
-    fn lookup(&self, delivery: &ClaimedDelivery) -> Result<Lookup, NormalizeError> {
+    fn lookup(
+        &self,
+        delivery: &ClaimedDelivery,
+        _now: Timestamp,
+    ) -> Result<Lookup, NormalizeError> {
         let reference = stored_reference(delivery)
             .ok_or_else(|| NormalizeError::Invalid("the callback has no reference".to_owned()))?;
         let key = self.settings.secrets.first_exposed().ok_or_else(|| {
@@ -288,6 +420,8 @@ impl Source for Paystack {
             body: None,
             // Each verification must ask Paystack now.
             cacheable: false,
+            oauth: None,
+            idempotent: true,
         })
     }
 
@@ -320,7 +454,7 @@ impl Source for Paystack {
             )));
         }
         let data = body.get("data").unwrap_or(&Value::Null);
-        let payment = PaystackPayment::from_transaction(
+        let mut payment = PaystackPayment::from_transaction(
             data,
             PaystackStatus::Paid,
             "callback",
@@ -328,9 +462,19 @@ impl Source for Paystack {
             delivery.received_at,
         )
         .ok_or(NormalizeError::MissingField("data.reference"))?;
-        Ok(Judgement::Genuine(Normalized::Changes(vec![
-            LedgerChange::Row(Arc::new(payment)),
-        ])))
+        if payment.reference != reference {
+            return Ok(Judgement::Forged(format!(
+                "Paystack answered for reference {:?}, not {reference:?}",
+                payment.reference
+            )));
+        }
+        payment.must_match_expected = true;
+        let at = payment.event_at;
+        let mut changes = vec![LedgerChange::Row(Arc::new(payment))];
+        if let Some(plan) = paid_plan(data, &reference, delivery, at) {
+            changes.push(LedgerChange::Row(Arc::new(plan)));
+        }
+        Ok(Judgement::Genuine(Normalized::Changes(changes)))
     }
 
     /// The buyer's browser: to the success or failure page when configured, else a JSON
@@ -381,18 +525,157 @@ impl Source for Paystack {
     }
 }
 
-/// A refund is full when it covers the transaction's amount, as far as the event says;
-/// without the transaction's amount it counts as partial.
-fn refund_status(data: &Value) -> PaystackStatus {
-    let refunded = data.get("amount").and_then(Value::as_i64);
-    let charged = data
-        .pointer("/transaction/amount")
-        .or_else(|| data.get("transaction_amount"))
-        .and_then(Value::as_i64);
-    match (refunded, charged) {
-        (Some(refunded), Some(charged)) if refunded >= charged => PaystackStatus::Refunded,
-        _ => PaystackStatus::PartiallyRefunded,
+/// When a report happened. Paystack's events carry no event time, and the objects' own times
+/// (`createdAt`, `paid_at`) do not move with each change, so reports are placed by when Wharf
+/// received them (the lifecycle's final stages win whatever the order).
+fn report_time(_data: &Value, received_at: Timestamp) -> Timestamp {
+    received_at
+}
+
+fn billing_changes(
+    event: PaystackEvent,
+    facts: SubscriptionFacts,
+    invoice: Option<InvoiceFacts>,
+) -> Normalized {
+    let (subscription, plan) = subscription_changes(event, facts, invoice);
+    let mut changes = vec![LedgerChange::Row(Arc::new(subscription))];
+    if let Some(plan) = plan {
+        changes.push(LedgerChange::Row(Arc::new(plan)));
     }
+    Normalized::Changes(changes)
+}
+
+/// `invoice.create / update / payment_failed`: the invoice on its subscription (as embedded),
+/// and the paid transaction, if any, in `payments`.
+fn invoice_changes(
+    data: &Value,
+    event_type: &str,
+    event: impl Fn(Timestamp) -> PaystackEvent,
+    received_at: Timestamp,
+) -> Result<Normalized, NormalizeError> {
+    let subscription = data
+        .get("subscription")
+        .filter(|value| value.is_object())
+        .ok_or(NormalizeError::MissingField("data.subscription"))?;
+    let facts = SubscriptionFacts::read(subscription, data).ok_or(NormalizeError::MissingField(
+        "data.subscription.subscription_code",
+    ))?;
+    let paid = data.get("paid").and_then(Value::as_bool) == Some(true);
+    let invoice = InvoiceFacts {
+        code: text(data, "/invoice_code")
+            .ok_or(NormalizeError::MissingField("data.invoice_code"))?,
+        paid: paid && event_type != "invoice.payment_failed",
+        status: if event_type == "invoice.payment_failed" {
+            "failed".to_owned()
+        } else {
+            text(data, "/status").unwrap_or_else(|| "pending".to_owned())
+        },
+        period_end: ["/period_end"]
+            .iter()
+            .find_map(|pointer| text(data, pointer).and_then(|at| Timestamp::parse_rfc3339(&at))),
+    };
+    let at = report_time(data, received_at);
+    let paid_transaction = invoice.paid.then(|| data.get("transaction")).flatten();
+    let mut normalized = billing_changes(event(at), facts, Some(invoice));
+    if let (Some(transaction), Normalized::Changes(changes)) = (paid_transaction, &mut normalized) {
+        let with_customer = merged_transaction(transaction, data);
+        if let Some(payment) = PaystackPayment::from_transaction(
+            &with_customer,
+            PaystackStatus::Paid,
+            event_type,
+            event(at).id,
+            at,
+        ) {
+            changes.push(LedgerChange::Row(Arc::new(payment)));
+        }
+    }
+    Ok(normalized)
+}
+
+/// An invoice's `transaction` (reference, amount, currency) with the invoice's customer.
+fn merged_transaction(transaction: &Value, invoice: &Value) -> Value {
+    let mut merged = transaction.clone();
+    if let (Value::Object(map), Some(customer)) = (&mut merged, invoice.get("customer")) {
+        map.entry("customer").or_insert_with(|| customer.clone());
+        if let Some(paid_at) = invoice.get("paid_at") {
+            map.entry("paid_at").or_insert_with(|| paid_at.clone());
+        }
+    }
+    merged
+}
+
+/// The payment the application expects for a reference, recorded before the buyer pays:
+/// `{"reference", "amount" (in the subunit, as Paystack's initialize takes it), "currency",
+/// "email", "metadata": {"order_id", "plan", "user_id"}}`.
+fn expected_payment(
+    payload: &Value,
+    delivery: &ClaimedDelivery,
+) -> Result<Normalized, NormalizeError> {
+    let amount = payload
+        .get("amount")
+        .and_then(Value::as_i64)
+        .filter(|amount| *amount > 0)
+        .ok_or(NormalizeError::MissingField(
+            "amount (a positive integer subunit)",
+        ))?;
+    let currency = text(payload, "/currency").unwrap_or_else(|| "NGN".to_owned());
+    let currency =
+        crate::ledger::Currency::parse(&currency).map_err(|error| NormalizeError::Money {
+            field: "currency".to_owned(),
+            error,
+        })?;
+    let mut transaction = payload.clone();
+    if let Value::Object(map) = &mut transaction {
+        map.insert("amount".into(), amount.into());
+        map.insert("currency".into(), currency.code().into());
+        if let Some(email) = text(payload, "/email") {
+            map.insert("customer".into(), serde_json::json!({ "email": email }));
+        }
+    }
+    let mut payment = PaystackPayment::from_transaction(
+        &transaction,
+        PaystackStatus::Pending,
+        EXPECTED_EVENT,
+        delivery.dedup_key.clone(),
+        delivery.received_at,
+    )
+    .ok_or(NormalizeError::MissingField("reference"))?;
+    payment.is_expectation = true;
+    Ok(Normalized::Changes(vec![LedgerChange::Row(Arc::new(
+        payment,
+    ))]))
+}
+
+/// A verified payment that buys a plan (seed 004's "update subscription"): the plan named by
+/// the transaction's metadata, or its Paystack plan; the customer by code, else by email.
+fn paid_plan(
+    data: &Value,
+    reference: &str,
+    delivery: &ClaimedDelivery,
+    at: Timestamp,
+) -> Option<PlanChange> {
+    let plan = first_text(
+        data,
+        &["/metadata/plan", "/plan_object/name", "/plan/name", "/plan"],
+    )?;
+    let customer = first_text(data, &["/customer/customer_code", "/customer/email"])?;
+    Some(PlanChange {
+        event: PaystackEvent {
+            id: delivery.dedup_key.clone(),
+            name: "callback".to_owned(),
+            at,
+        },
+        customer,
+        email: text(data, "/customer/email"),
+        user_id: first_text(data, &["/metadata/user_id", "/customer/metadata/user_id"]),
+        plan: Some(plan),
+        plan_code: first_text(data, &["/plan_object/plan_code", "/plan/plan_code"])
+            .or_else(|| text(data, "/plan").filter(|code| code.starts_with("PLN_"))),
+        granted_by: first_text(data, &["/subscription/subscription_code"])
+            .unwrap_or_else(|| reference.to_owned()),
+        status: "active".to_owned(),
+        period_end: None,
+    })
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986), for a path segment or a
@@ -407,4 +690,101 @@ fn encode_path_segment(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn build(toml: &str, env: &[(&str, &str)]) -> Result<Option<SharedSource>, ConfigError> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        PaystackProvider.builtin(toml::from_str(toml).expect("toml"), &env)
+    }
+
+    fn webhook(forwarded_for: &str) -> IncomingRequest {
+        let body = br#"{"event":"charge.success","data":{"id":1,"reference":"r"}}"#;
+        let mut headers = HeaderMap::new();
+        let signature = Paystack::scheme().sign(b"sk_test", body);
+        headers.insert(
+            "x-paystack-signature",
+            HeaderValue::from_str(&signature).expect("header"),
+        );
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_str(forwarded_for).expect("header"),
+        );
+        IncomingRequest {
+            method: Method::POST,
+            path: WEBHOOK_ROUTE.to_owned(),
+            query: None,
+            headers,
+            body: bytes::Bytes::from_static(body),
+            received_at: Timestamp(0),
+            path_params: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_allowlist_is_paystacks_published_addresses_behind_the_configured_header() {
+        let source = build(
+            "trusted_proxy_header = \"X-Forwarded-For\"",
+            &[("PAYSTACK_SECRET_KEY", "sk_test")],
+        )
+        .expect("valid")
+        .expect("built in");
+        for address in PAYSTACK_ADDRESSES {
+            assert_eq!(source.authenticate(&webhook(address), Timestamp(0)), Ok(()));
+        }
+        assert_eq!(
+            source.authenticate(&webhook("52.31.139.75, 198.51.100.4"), Timestamp(0)),
+            Err(VerifyError::AddressNotAllowed("198.51.100.4".into()))
+        );
+        let open = build("", &[("PAYSTACK_SECRET_KEY", "sk_test")])
+            .expect("valid")
+            .expect("built in");
+        assert_eq!(
+            open.authenticate(&webhook("198.51.100.4"), Timestamp(0)),
+            Ok(()),
+            "without the setting, the header means nothing"
+        );
+        assert!(build("allowed_addresses = [\"not-an-ip\"]", &[]).is_err());
+    }
+
+    #[test]
+    fn webhooks_verify_under_any_current_key_and_refuse_a_missing_signature() {
+        let rotating = build("", &[("PAYSTACK_SECRET_KEY", "sk_new,sk_test")])
+            .expect("valid")
+            .expect("built in");
+        assert_eq!(
+            rotating.authenticate(&webhook("52.31.139.75"), Timestamp(0)),
+            Ok(()),
+            "signed with the older of two keys"
+        );
+        let mut unsigned = webhook("52.31.139.75");
+        unsigned.headers.remove("x-paystack-signature");
+        assert_eq!(
+            rotating.authenticate(&unsigned, Timestamp(0)),
+            Err(VerifyError::MissingSignature)
+        );
+        let mut tampered = webhook("52.31.139.75");
+        tampered.body = bytes::Bytes::from_static(
+            br#"{"event":"charge.success","data":{"id":2,"reference":"r"}}"#,
+        );
+        assert_eq!(
+            rotating.authenticate(&tampered, Timestamp(0)),
+            Err(VerifyError::Mismatch)
+        );
+        let without_key = build("", &[]).expect("valid").expect("built in");
+        assert_eq!(
+            without_key.authenticate(&webhook("52.31.139.75"), Timestamp(0)),
+            Err(VerifyError::NoSecretConfigured)
+        );
+    }
 }

@@ -59,6 +59,10 @@ pub static PAYMENTS: Table = Table {
         Column::updatable("charge_reported_at", ColumnType::Timestamp),
         Column::updatable("field_events", ColumnType::Json),
         Column::updatable("status_event_at", ColumnType::Timestamp),
+        // What the application expects to be paid (Paystack's expected payments), which a
+        // provider's own report of the amount never overwrites.
+        Column::updatable("expected_amount_minor", ColumnType::Integer),
+        Column::updatable("expected_currency", ColumnType::Text),
         Column::updatable("last_event_id", ColumnType::Text),
         Column::updatable("last_event_at", ColumnType::Timestamp),
         Column::fixed("created_at", ColumnType::Timestamp),

@@ -647,3 +647,49 @@ fn normalized_changes_compare_for_the_processor() {
     let second = Normalized::Changes(changes_of(&event));
     assert_eq!(first, second);
 }
+
+#[test]
+fn invoices_and_subscriptions_of_any_api_version_name_the_same_subscription_and_period() {
+    let basil = fixture("invoice.paid");
+    let subscription_of = |event: &Value| match event::read(event).expect("reads") {
+        Reading::Invoice(invoice) => invoice.subscription_id,
+        other => panic!("an invoice, got {other:?}"),
+    };
+    let new_location = subscription_of(&basil).expect("parent.subscription_details");
+    let mut before_basil = basil.clone();
+    let object = &mut before_basil["data"]["object"];
+    object["parent"] = Value::Null;
+    object["lines"]["data"][0]["parent"] = Value::Null;
+    object["subscription"] = json!(new_location.clone());
+    assert_eq!(subscription_of(&before_basil), Some(new_location));
+    let basil_subscription = fixture("customer.subscription.updated");
+    let period_of = |event: &Value| match event::read(event).expect("reads") {
+        Reading::Subscription(subscription) => (subscription.period_start, subscription.period_end),
+        other => panic!("a subscription, got {other:?}"),
+    };
+    let from_item = period_of(&basil_subscription);
+    assert!(from_item.1.is_some(), "basil: the period is the item's");
+    let mut older = basil_subscription.clone();
+    let item_end = older["data"]["object"]["items"]["data"][0]["current_period_end"].clone();
+    let item_start = older["data"]["object"]["items"]["data"][0]["current_period_start"].clone();
+    older["data"]["object"]["current_period_end"] = item_end;
+    older["data"]["object"]["current_period_start"] = item_start;
+    older["data"]["object"]["items"]["data"][0]["current_period_end"] = Value::Null;
+    older["data"]["object"]["items"]["data"][0]["current_period_start"] = Value::Null;
+    assert_eq!(period_of(&older), from_item);
+}
+
+#[test]
+fn client_secrets_are_redacted_from_the_journals_copy_and_nothing_else_is() {
+    use super::source::{redact_client_secrets, REDACTED};
+    let event = fixture("payment_intent.succeeded");
+    let body = serde_json::to_vec_pretty(&event).expect("serializes");
+    let redacted = redact_client_secrets(&body).expect("it holds one");
+    let redacted: Value = serde_json::from_slice(&redacted).expect("still JSON");
+    assert_eq!(redacted["data"]["object"]["client_secret"], REDACTED);
+    let mut expected = event.clone();
+    expected["data"]["object"]["client_secret"] = json!(REDACTED);
+    assert_eq!(redacted, expected, "only the secret changed");
+    let charge = serde_json::to_vec(&fixture("charge.succeeded")).expect("serializes");
+    assert_eq!(redact_client_secrets(&charge), None, "kept byte for byte");
+}

@@ -106,10 +106,11 @@ impl std::fmt::Debug for OkxCredentials {
 /// OKX's place-order endpoint.
 pub const OKX_ORDER_PATH: &str = "/api/v5/trade/order";
 
-/// OKX spot (or margin) orders through `POST /api/v5/trade/order`.
+/// Where OKX is reached and with which key: builds OKX's signed requests, pure (the caller
+/// says when). Used by the [`Okx`] adapter and by the TradingView source, whose placements
+/// the processor makes after the signal is committed.
 #[derive(Debug)]
-pub struct Okx {
-    api: ProviderApi,
+pub struct OkxVenue {
     /// `https://www.okx.com`, or a test server.
     base_url: String,
     credentials: OkxCredentials,
@@ -117,23 +118,18 @@ pub struct Okx {
     trade_mode: String,
     /// Sends `x-simulated-trading: 1` (OKX's demo trading).
     simulated: bool,
-    clock: SharedClock,
 }
 
-impl Okx {
-    pub fn new(
-        api: ProviderApi,
-        base_url: impl Into<String>,
-        credentials: OkxCredentials,
-        clock: SharedClock,
-    ) -> Self {
+/// OKX's live REST API.
+pub const OKX_BASE_URL: &str = "https://www.okx.com";
+
+impl OkxVenue {
+    pub fn new(base_url: impl Into<String>, credentials: OkxCredentials) -> Self {
         Self {
-            api,
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             credentials,
             trade_mode: "cash".to_owned(),
             simulated: false,
-            clock,
         }
     }
 
@@ -142,8 +138,9 @@ impl Okx {
         self
     }
 
-    /// The signed request for one order.
-    pub fn request(&self, order: &OrderRequest, now: Timestamp) -> Lookup {
+    /// `POST /api/v5/trade/order` for one order, signed at `now`. Not idempotent: it is sent
+    /// again only when the connection failed before anything was sent.
+    pub fn place_request(&self, order: &OrderRequest, now: Timestamp) -> Lookup {
         let mut body = json!({
             "instId": okx_instrument(&order.symbol),
             "tdMode": self.trade_mode,
@@ -156,13 +153,52 @@ impl Okx {
             body["px"] = Value::String(price.to_string());
         }
         let body = body.to_string();
+        Lookup {
+            method: Method::POST,
+            url: format!("{}{OKX_ORDER_PATH}", self.base_url),
+            headers: self.signed_headers("POST", OKX_ORDER_PATH, &body, now),
+            body: Some(Bytes::from(body)),
+            cacheable: false,
+            oauth: None,
+            // Placing acts: sent again only when it surely never arrived.
+            idempotent: false,
+        }
+    }
+
+    /// `GET /api/v5/trade/order?instId=…&clOrdId=…`: whether OKX has the order, after a
+    /// placement whose answer never came.
+    pub fn query_request(&self, order: &OrderRequest, now: Timestamp) -> Lookup {
+        let path = format!(
+            "{OKX_ORDER_PATH}?instId={}&clOrdId={}",
+            okx_instrument(&order.symbol),
+            order.client_order_id
+        );
+        Lookup {
+            method: Method::GET,
+            url: format!("{}{path}", self.base_url),
+            headers: self.signed_headers("GET", &path, "", now),
+            body: None,
+            cacheable: false,
+            oauth: None,
+            idempotent: true,
+        }
+    }
+
+    /// The four `OK-ACCESS-*` headers (and the demo-trading flag).
+    fn signed_headers(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        now: Timestamp,
+    ) -> Vec<(&'static str, String)> {
         let timestamp = okx_timestamp(now);
         let signature = okx_sign(
             self.credentials.secret_key.expose_secret().as_bytes(),
             &timestamp,
-            "POST",
-            OKX_ORDER_PATH,
-            &body,
+            method,
+            path,
+            body,
         );
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
@@ -180,13 +216,41 @@ impl Okx {
         if self.simulated {
             headers.push(("x-simulated-trading", "1".to_owned()));
         }
-        Lookup {
-            method: Method::POST,
-            url: format!("{}{OKX_ORDER_PATH}", self.base_url),
-            headers,
-            body: Some(Bytes::from(body)),
-            cacheable: false,
+        headers
+    }
+}
+
+/// OKX spot (or margin) orders through `POST /api/v5/trade/order`, placed at once (the
+/// [`ExecutionAdapter`] way).
+#[derive(Debug)]
+pub struct Okx {
+    api: ProviderApi,
+    venue: OkxVenue,
+    clock: SharedClock,
+}
+
+impl Okx {
+    pub fn new(
+        api: ProviderApi,
+        base_url: impl Into<String>,
+        credentials: OkxCredentials,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            api,
+            venue: OkxVenue::new(base_url, credentials),
+            clock,
         }
+    }
+
+    pub fn simulated(mut self, simulated: bool) -> Self {
+        self.venue = self.venue.simulated(simulated);
+        self
+    }
+
+    /// The signed request for one order.
+    pub fn request(&self, order: &OrderRequest, now: Timestamp) -> Lookup {
+        self.venue.place_request(order, now)
     }
 }
 
@@ -232,6 +296,29 @@ pub fn read_okx_answer(body: &[u8]) -> Result<Placement, ExecutionError> {
         (item_code, text(first.and_then(|item| item.get("sMsg"))))
     };
     Err(ExecutionError::Refused { code, message })
+}
+
+/// What OKX says of an order looked up by `clOrdId`: its `ordId` and `state` (`live`,
+/// `partially_filled`, `filled`, `canceled`), or `None` when it has no such order (`51603`).
+pub fn read_okx_query(body: &[u8]) -> Result<Option<(String, String)>, ExecutionError> {
+    let answer: Value = serde_json::from_slice(body)
+        .map_err(|error| ExecutionError::Unreadable(format!("not JSON: {error}")))?;
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or("").to_owned();
+    match text(answer.get("code")).as_str() {
+        "0" => {
+            let order_id = text(answer.pointer("/data/0/ordId"));
+            if order_id.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some((order_id, text(answer.pointer("/data/0/state")))))
+        }
+        "51603" => Ok(None),
+        "" => Err(ExecutionError::Unreadable("no code".to_owned())),
+        code => Err(ExecutionError::Refused {
+            code: code.to_owned(),
+            message: text(answer.get("msg")),
+        }),
+    }
 }
 
 /// `OK-ACCESS-SIGN`: base64(HMAC-SHA256(secret, timestamp + METHOD + requestPath + body)).

@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, Side};
 use super::amount::Amount;
+use super::execution::OrderRequest;
 use crate::clock::Timestamp;
 use crate::journal::DeliveryId;
+use crate::ledger::edit::RowEdit;
 use crate::ledger::table::{Column, RowReader};
 use crate::ledger::{
-    Appended, Cell, ColumnType, CorruptRow, Decision, LedgerError, RowChange, RowWrite, Table,
-    WriteTimes,
+    Appended, Cell, ColumnType, CorruptRow, Decision, FollowUp, LedgerError, RowChange, RowWrite,
+    Table, WriteTimes,
 };
 
 /// One row per user: the account the risk rules read and the paper broker updates.
@@ -74,8 +76,15 @@ pub static TRADING_ORDERS: Table = Table {
         Column::fixed("price", ColumnType::Decimal),
         Column::fixed("notional", ColumnType::Decimal),
         Column::fixed("broker", ColumnType::Text),
-        Column::fixed("status", ColumnType::Text),
+        // 'filled' (paper), or 'submitting' → 'accepted' | 'rejected' (a venue's answer).
+        Column::updatable("status", ColumnType::Text),
         Column::fixed("created_at", ColumnType::Timestamp),
+        // OKX's `clOrdId`: the same for every try at placing this order.
+        Column::fixed("client_order_id", ColumnType::Text),
+        Column::updatable("venue_order_id", ColumnType::Text),
+        Column::updatable("venue_code", ColumnType::Text),
+        Column::updatable("venue_message", ColumnType::Text),
+        Column::updatable("updated_at", ColumnType::Timestamp),
     ],
 };
 
@@ -139,14 +148,76 @@ impl Default for Rules {
     }
 }
 
-/// Decide one signal for one user against the account row: accept (order and paper fill) or
-/// reject with a reason.
+/// Where an accepted signal's order goes (per user, from the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// Filled at once at the alert price, in the ledger.
+    Paper,
+    /// Placed at OKX after the signal is committed; its answer lands on the order row.
+    Okx,
+}
+
+impl Broker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Paper => "paper",
+            Self::Okx => "okx",
+        }
+    }
+}
+
+/// The follow-up that places an order at a venue ([`RowChange::follow_up`]).
+pub const PLACE_ORDER_EVENT: &str = "order.place";
+
+/// Decide one signal for one user against the account row: accept (order and paper fill, or
+/// an order to place at a venue) or reject with a reason.
 #[derive(Debug, Clone)]
 pub struct SignalChange {
     pub user: String,
     pub alert: Alert,
     pub delivery: DeliveryId,
     pub rules: Arc<Rules>,
+    pub broker: Broker,
+    /// The venue order the last decision accepted, for [`RowChange::follow_up`].
+    pub placement: Arc<parking_lot::Mutex<Option<Placement>>>,
+}
+
+/// An order to place at a venue, as its follow-up delivery carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub signal_delivery: i64,
+    pub user: String,
+    pub client_order_id: String,
+    pub symbol: String,
+    pub side: String,
+    #[serde(with = "text")]
+    pub quantity: Amount,
+    #[serde(with = "text")]
+    pub limit_price: Amount,
+}
+
+impl Placement {
+    pub fn order(&self) -> Option<OrderRequest> {
+        Some(OrderRequest {
+            client_order_id: self.client_order_id.clone(),
+            symbol: self.symbol.clone(),
+            side: match self.side.as_str() {
+                "buy" => Side::Buy,
+                "sell" => Side::Sell,
+                _ => return None,
+            },
+            quantity: self.quantity,
+            limit_price: Some(self.limit_price),
+        })
+    }
+}
+
+/// OKX's `clOrdId` for a signal: letters and digits, at most 32, unique per source and
+/// delivery (the source as a short hash, so that two sources on one OKX account differ).
+pub fn client_order_id(source: &str, delivery: DeliveryId) -> String {
+    use sha2::Digest as _;
+    let tag = hex::encode(&sha2::Sha256::digest(source.as_bytes())[..4]);
+    format!("w{tag}{}", delivery.0)
 }
 
 /// One symbol's position in the account row.
@@ -203,6 +274,16 @@ impl RowChange for SignalChange {
         vec![Cell::text(source), Cell::text(&self.user)]
     }
 
+    /// An accepted signal for a venue asks for its order to be placed, once committed.
+    fn follow_up(&self) -> Option<FollowUp> {
+        let placement = self.placement.lock().clone()?;
+        Some(FollowUp {
+            event_type: PLACE_ORDER_EVENT.to_owned(),
+            dedup_key: format!("{PLACE_ORDER_EVENT}:{}", placement.client_order_id),
+            body: serde_json::to_vec(&placement).ok()?,
+        })
+    }
+
     fn decide(
         &self,
         source: &str,
@@ -213,6 +294,7 @@ impl RowChange for SignalChange {
             Some(row) => Account::read(row)?,
             None => Account::default(),
         };
+        *self.placement.lock() = None;
         if account.recent.iter().any(|r| r.delivery == self.delivery.0) {
             return Ok(RowWrite::Unchanged.into());
         }
@@ -226,7 +308,21 @@ impl RowChange for SignalChange {
             fingerprint: self.fingerprint(),
             accepted: outcome.is_ok(),
         });
-        if let Ok(fill) = &outcome {
+        if let (Ok(fill), Broker::Okx) = (&outcome, self.broker) {
+            // The venue fills it (or not): the account's positions move only with fills.
+            account.orders += 1;
+            let placement = Placement {
+                signal_delivery: self.delivery.0,
+                user: self.user.clone(),
+                client_order_id: client_order_id(source, self.delivery),
+                symbol: self.alert.symbol.clone(),
+                side: fill.side.as_str().to_owned(),
+                quantity: fill.quantity,
+                limit_price: self.alert.price,
+            };
+            appended.push(self.order_row(source, fill, times.now, Some(&placement)));
+            *self.placement.lock() = Some(placement);
+        } else if let Ok(fill) = &outcome {
             account.orders += 1;
             account.realized_pnl = account
                 .realized_pnl
@@ -239,7 +335,7 @@ impl RowChange for SignalChange {
                     .positions
                     .insert(self.alert.symbol.clone(), fill.after);
             }
-            appended.push(self.order_row(source, fill, times.now));
+            appended.push(self.order_row(source, fill, times.now, None));
             appended.push(self.fill_row(source, fill, times.now));
         }
         account.prune(at, self.rules.duplicate_window_secs);
@@ -404,7 +500,17 @@ impl SignalChange {
         }
     }
 
-    fn order_row(&self, source: &str, fill: &Fill, now: Timestamp) -> Appended {
+    fn order_row(
+        &self,
+        source: &str,
+        fill: &Fill,
+        now: Timestamp,
+        placement: Option<&Placement>,
+    ) -> Appended {
+        let (broker, status) = match placement {
+            Some(_) => (self.broker.as_str(), "submitting"),
+            None => ("paper", "filled"),
+        };
         Appended {
             table: &TRADING_ORDERS,
             row: vec![
@@ -416,8 +522,13 @@ impl SignalChange {
                 decimal(fill.quantity),
                 decimal(self.alert.price),
                 decimal(fill.notional),
-                Cell::text("paper"),
-                Cell::text("filled"),
+                Cell::text(broker),
+                Cell::text(status),
+                Cell::Timestamp(now),
+                Cell::opt_text(placement.map(|p| p.client_order_id.as_str())),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
                 Cell::Timestamp(now),
             ],
         }
@@ -440,6 +551,50 @@ impl SignalChange {
                 Cell::Timestamp(now),
             ],
         }
+    }
+}
+
+/// A venue's answer about a placed order, on its `trading_orders` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderOutcome {
+    pub signal_delivery: DeliveryId,
+    /// `accepted` or `rejected`.
+    pub status: &'static str,
+    pub venue_order_id: Option<String>,
+    pub code: Option<String>,
+    pub message: Option<String>,
+}
+
+impl RowChange for OrderOutcome {
+    fn table(&self) -> &'static Table {
+        &TRADING_ORDERS
+    }
+
+    fn key(&self, source: &str) -> Vec<Cell> {
+        vec![Cell::text(source), Cell::Integer(self.signal_delivery.0)]
+    }
+
+    fn decide(
+        &self,
+        _source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Decision, LedgerError> {
+        if current.is_none() {
+            return Err(LedgerError::Waiting(format!(
+                "the order of signal {} is not in trading_orders",
+                self.signal_delivery.0
+            )));
+        }
+        let mut row = RowEdit::open(&TRADING_ORDERS, current);
+        row.set("status", Cell::text(self.status))?;
+        row.set(
+            "venue_order_id",
+            Cell::opt_text(self.venue_order_id.as_deref()),
+        )?;
+        row.set("venue_code", Cell::opt_text(self.code.as_deref()))?;
+        row.set("venue_message", Cell::opt_text(self.message.as_deref()))?;
+        Ok(row.finish(times.now)?.into())
     }
 }
 
@@ -641,6 +796,8 @@ mod tests {
                 alert: parse(body.as_bytes()).expect("alert"),
                 delivery: DeliveryId(index as i64 + 1),
                 rules: Arc::clone(&rules),
+                broker: Broker::Paper,
+                placement: Arc::default(),
             };
             let decision = change
                 .decide("tradingview", row.as_deref(), times(*second))
@@ -810,11 +967,29 @@ mod tests {
             alert: parse(br#"{"symbol":"BTCUSDT","action":"buy","price":"1"}"#).expect("alert"),
             delivery: DeliveryId(7),
             rules: Arc::new(Rules::default()),
+            broker: Broker::Okx,
+            placement: Arc::default(),
         };
         assert_eq!(change.alert.action, Action::Buy);
         let first = change
             .decide("tradingview", None, times(0))
             .expect("decided");
+        let follow_up = change.follow_up().expect("an order to place at OKX");
+        assert_eq!(follow_up.event_type, PLACE_ORDER_EVENT);
+        assert_eq!(
+            follow_up.dedup_key,
+            format!(
+                "order.place:{}",
+                client_order_id("tradingview", DeliveryId(7))
+            )
+        );
+        assert!(
+            first
+                .appended
+                .iter()
+                .all(|row| row.table.name != "trading_fills"),
+            "OKX fills it, not the paper broker"
+        );
         let RowWrite::Insert(row) = first.row else {
             panic!("inserted")
         };
@@ -823,5 +998,6 @@ mod tests {
             .expect("decided");
         assert_eq!(again.row, RowWrite::Unchanged);
         assert!(again.appended.is_empty());
+        assert_eq!(change.follow_up(), None, "a replay places nothing again");
     }
 }

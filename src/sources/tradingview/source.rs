@@ -7,30 +7,38 @@
 //! and the paper broker run in the processor ([`super::ledger`]).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
+use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::alert::{self, AlertError};
 use super::amount::Amount;
+use super::execution::{
+    read_okx_answer, read_okx_query, ExecutionError, OkxCredentials, OkxVenue, OrderRequest,
+    OKX_BASE_URL,
+};
 use super::ledger::{
-    Rules, SignalChange, Sizing, TRADING_FILLS, TRADING_ORDERS, TRADING_POSITIONS, TRADING_SIGNALS,
+    Broker, OrderOutcome, Placement, Rules, SignalChange, Sizing, PLACE_ORDER_EVENT, TRADING_FILLS,
+    TRADING_ORDERS, TRADING_POSITIONS, TRADING_SIGNALS,
 };
 use crate::clock::Timestamp;
 use crate::config::{invalid, secrets_from_env, ConfigError, Environment};
-use crate::journal::ClaimedDelivery;
+use crate::journal::{ClaimedDelivery, DeliveryId};
 use crate::ledger::{LedgerChange, Table};
+use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    query_param, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt,
-    Reply, Route, SharedSource, Source, Verified,
+    query_param, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError, Normalized,
+    Receipt, Reply, Route, SharedSource, Source, Verified,
 };
-use crate::verify::{verify_token, Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
+use crate::verify::{
+    verify_token, Algorithm, Encoding, HmacScheme, ProxiedAllowlist, SecretSet, VerifyError,
+};
 
 const KIND: &str = "tradingview";
 
@@ -60,12 +68,30 @@ const WHERE_SECRET: &str =
 pub struct TradingView {
     name: String,
     users: BTreeMap<String, SecretSet>,
-    /// Set: only requests whose header (as the trusted proxy wrote it) names one of
-    /// `allowed_addresses` are accepted.
-    trusted_proxy_header: Option<String>,
-    allowed_addresses: Vec<IpAddr>,
+    /// Set: only requests from TradingView's addresses, as a trusted proxy reports them.
+    allowlist: Option<ProxiedAllowlist>,
     rules: Arc<Rules>,
+    execution: Execution,
     routes: Vec<Route>,
+}
+
+/// Which broker takes each user's orders, and OKX when configured.
+#[derive(Debug, Default)]
+pub struct Execution {
+    pub default: Option<Broker>,
+    pub users: BTreeMap<String, Broker>,
+    /// OKX's key and URL; without them no user can be sent to OKX.
+    pub okx: Option<OkxVenue>,
+}
+
+impl Execution {
+    fn broker_for(&self, user: &str) -> Broker {
+        self.users
+            .get(user)
+            .copied()
+            .or(self.default)
+            .unwrap_or(Broker::Paper)
+    }
 }
 
 impl TradingView {
@@ -73,18 +99,22 @@ impl TradingView {
         Self {
             name: name.into(),
             users,
-            trusted_proxy_header: None,
-            allowed_addresses: Vec::new(),
+            allowlist: None,
             rules: Arc::new(rules),
+            execution: Execution::default(),
             routes: Vec::new(),
         }
     }
 
-    /// Accept only requests whose `header` (set by a proxy in front of Wharf, which must
-    /// overwrite or append to it) ends with one of `addresses`.
-    pub fn behind_proxy(mut self, header: &str, addresses: Vec<IpAddr>) -> Self {
-        self.trusted_proxy_header = Some(header.to_ascii_lowercase());
-        self.allowed_addresses = addresses;
+    /// Sends users' orders where `execution` says (the paper broker otherwise).
+    pub fn executing(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
+    /// Accept only requests from the addresses `allowlist` names, as a proxy reports them.
+    pub fn behind_proxy(mut self, allowlist: ProxiedAllowlist) -> Self {
+        self.allowlist = Some(allowlist);
         self
     }
 
@@ -95,23 +125,28 @@ impl TradingView {
             .unwrap_or_else(|| DEFAULT_USER.to_owned())
     }
 
+    /// The venue and the order a follow-up delivery places.
+    fn placement_of(
+        &self,
+        delivery: &ClaimedDelivery,
+    ) -> Result<(&OkxVenue, OrderRequest), NormalizeError> {
+        let venue =
+            self.execution.okx.as_ref().ok_or_else(|| {
+                NormalizeError::Transient("OKX is no longer configured".to_owned())
+            })?;
+        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
+            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
+        })?;
+        let order = placement
+            .order()
+            .ok_or_else(|| NormalizeError::Invalid("the order has no side".to_owned()))?;
+        Ok((venue, order))
+    }
+
     fn check_address(&self, request: &IncomingRequest) -> Result<(), VerifyError> {
-        let Some(header) = &self.trusted_proxy_header else {
-            return Ok(());
-        };
-        // The proxy appends the peer it saw: the last entry is the one it vouches for.
-        let reported = request
-            .header(header)
-            .and_then(|value| value.rsplit(',').next())
-            .map(str::trim)
-            .unwrap_or_default();
-        match reported.parse::<IpAddr>() {
-            Ok(address) if self.allowed_addresses.contains(&address) => Ok(()),
-            _ => Err(VerifyError::AddressNotAllowed(if reported.is_empty() {
-                "(none reported)".to_owned()
-            } else {
-                reported.chars().take(64).collect()
-            })),
+        match &self.allowlist {
+            Some(allowlist) => allowlist.check(&request.headers),
+            None => Ok(()),
         }
     }
 }
@@ -132,6 +167,104 @@ struct FileSettings {
     #[serde(default)]
     risk: RiskSettings,
     sizing: Option<SizingSettings>,
+    /// `"paper"` (the default) or `"okx"`: where accepted signals' orders go.
+    execution: Option<String>,
+    /// Per-user brokers: `user_execution = { alice = "okx" }`.
+    #[serde(default)]
+    user_execution: BTreeMap<String, String>,
+    okx: Option<OkxSettings>,
+}
+
+/// `[tradingview.okx]`, overridden by `OKX_API_KEY`, `OKX_SECRET_KEY`, `OKX_PASSPHRASE`,
+/// `OKX_BASE_URL`, `OKX_SIMULATED`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OkxSettings {
+    api_key: Option<String>,
+    secret_key: Option<String>,
+    passphrase: Option<String>,
+    base_url: Option<String>,
+    /// OKX's demo trading (`x-simulated-trading: 1`).
+    simulated: Option<bool>,
+}
+
+fn broker(context: &str, name: &str) -> Result<Broker, ConfigError> {
+    match name.trim() {
+        "paper" => Ok(Broker::Paper),
+        "okx" => Ok(Broker::Okx),
+        other => Err(invalid(
+            context,
+            format!("{other:?} is neither \"paper\" nor \"okx\""),
+        )),
+    }
+}
+
+impl FileSettings {
+    /// The brokers, and OKX when its key is configured; sending anyone to OKX without it is an
+    /// error, so that OKX is never half-configured.
+    fn execution(
+        &mut self,
+        context: &str,
+        env: &dyn Environment,
+    ) -> Result<Execution, ConfigError> {
+        let okx = self.okx.take().unwrap_or_default();
+        let value = |name: &str, file: Option<String>| {
+            env.var(name)
+                .or(file)
+                .filter(|value| !value.trim().is_empty())
+        };
+        let api_key = value("OKX_API_KEY", okx.api_key);
+        let secret_key = value("OKX_SECRET_KEY", okx.secret_key);
+        let passphrase = value("OKX_PASSPHRASE", okx.passphrase);
+        let base_url =
+            value("OKX_BASE_URL", okx.base_url).unwrap_or_else(|| OKX_BASE_URL.to_owned());
+        let simulated = match env.var("OKX_SIMULATED") {
+            Some(flag) => matches!(flag.trim(), "1" | "true" | "yes"),
+            None => okx.simulated.unwrap_or(false),
+        };
+        let venue = match (api_key, secret_key, passphrase) {
+            (Some(api_key), Some(secret_key), Some(passphrase)) => Some(
+                OkxVenue::new(
+                    base_url,
+                    OkxCredentials {
+                        api_key: SecretString::from(api_key),
+                        secret_key: SecretString::from(secret_key),
+                        passphrase: SecretString::from(passphrase),
+                    },
+                )
+                .simulated(simulated),
+            ),
+            (None, None, None) => None,
+            _ => {
+                return Err(invalid(
+                    format!("{context}.okx"),
+                    "OKX needs api_key, secret_key and passphrase together",
+                ))
+            }
+        };
+        let default = value("TRADINGVIEW_EXECUTION", self.execution.take())
+            .map(|name| broker(&format!("{context}.execution"), &name))
+            .transpose()?;
+        let users = std::mem::take(&mut self.user_execution)
+            .into_iter()
+            .map(|(user, name)| {
+                broker(&format!("{context}.user_execution.{user}"), &name).map(|b| (user, b))
+            })
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        let wants_okx = default == Some(Broker::Okx) || users.values().any(|b| *b == Broker::Okx);
+        if wants_okx && venue.is_none() {
+            return Err(invalid(
+                format!("{context}.execution"),
+                "orders go to OKX, but OKX is not configured (OKX_API_KEY, OKX_SECRET_KEY, \
+                 OKX_PASSPHRASE)",
+            ));
+        }
+        Ok(Execution {
+            default,
+            users,
+            okx: venue,
+        })
+    }
 }
 
 /// A decimal setting, as text (`"0.5"`) or a whole number; never a float.
@@ -259,24 +392,17 @@ impl FileSettings {
             .map(|(user, secret)| (user.clone(), SecretSet::new([secret.clone()])))
             .collect();
         users.insert(DEFAULT_USER.to_owned(), SecretSet::new(default_secrets));
-        let proxy = self.trusted_proxy_header.clone();
-        let addresses = self
-            .allowed_addresses
-            .clone()
-            .unwrap_or_else(|| TRADINGVIEW_ADDRESSES.map(str::to_owned).to_vec())
-            .iter()
-            .map(|address| {
-                address.trim().parse::<IpAddr>().map_err(|_| {
-                    invalid(
-                        format!("{context}.allowed_addresses"),
-                        format!("{address:?} is not an IP address"),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Checked even while unused, so that a typo is found before the header is turned on.
+        let allowlist = ProxiedAllowlist::parse(
+            self.trusted_proxy_header.as_deref().unwrap_or_default(),
+            self.allowed_addresses.as_deref(),
+            &TRADINGVIEW_ADDRESSES,
+        )
+        .map_err(|error| invalid(format!("{context}.allowed_addresses"), error))?;
+        let allowlist = self.trusted_proxy_header.is_some().then_some(allowlist);
         let source = TradingView::new(name, users, self.rules(context)?);
-        Ok(match proxy {
-            Some(header) => source.behind_proxy(&header, addresses),
+        Ok(match allowlist {
+            Some(allowlist) => source.behind_proxy(allowlist),
             None => source,
         })
     }
@@ -306,11 +432,12 @@ impl Provider for TradingViewProvider {
         section: toml::Table,
         env: &dyn Environment,
     ) -> Result<Option<SharedSource>, ConfigError> {
-        let file: FileSettings = registry::settings(KIND, section)?;
+        let mut file: FileSettings = registry::settings(KIND, section)?;
         let secrets = secrets_from_env(env.var("TRADINGVIEW_WEBHOOK_SECRET"))
             .or_else(|| secrets_from_env(env.var("TRADINGVIEW_SECRET")))
             .unwrap_or_else(|| file.secrets.clone());
-        let mut source = file.source(KIND, KIND, secrets)?;
+        let execution = file.execution(KIND, env)?;
+        let mut source = file.source(KIND, KIND, secrets)?.executing(execution);
         source.routes = vec![Route::post(WEBHOOK_ROUTE)];
         Ok(Some(Arc::new(source)))
     }
@@ -322,8 +449,12 @@ impl Provider for TradingViewProvider {
         secrets: SecretSet,
     ) -> Result<SharedSource, ConfigError> {
         let context = format!("sources.{name}");
-        let file: FileSettings = registry::settings(&context, section)?;
-        let mut source = file.source(name, &context, Vec::new())?;
+        let mut file: FileSettings = registry::settings(&context, section)?;
+        let no_env: BTreeMap<String, String> = BTreeMap::new();
+        let execution = file.execution(&context, &no_env)?;
+        let mut source = file
+            .source(name, &context, Vec::new())?
+            .executing(execution);
         source.users.insert(DEFAULT_USER.to_owned(), secrets);
         Ok(Arc::new(source))
     }
@@ -411,6 +542,11 @@ impl Source for TradingView {
     }
 
     fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
+        if delivery.event_type == PLACE_ORDER_EVENT {
+            return Err(NormalizeError::Invalid(
+                "an order is placed only through its venue's answer".to_owned(),
+            ));
+        }
         let alert = alert::parse(&delivery.body)
             .map_err(|error| NormalizeError::Invalid(error.to_string()))?;
         let headers: Value = serde_json::from_str(&delivery.headers_json).unwrap_or(Value::Null);
@@ -422,12 +558,88 @@ impl Source for TradingView {
             .unwrap_or_else(|| DEFAULT_USER.to_owned());
         Ok(Normalized::Changes(vec![LedgerChange::Row(Arc::new(
             SignalChange {
+                broker: self.execution.broker_for(&user),
                 user,
                 alert,
                 delivery: delivery.id,
                 rules: Arc::clone(&self.rules),
+                placement: Arc::default(),
             },
         ))]))
+    }
+
+    /// An order to place (a follow-up of a committed signal) is carried out by its lookup.
+    fn verified_by_lookup(&self, delivery: &ClaimedDelivery) -> bool {
+        delivery.event_type == PLACE_ORDER_EVENT
+    }
+
+    /// The first attempt places the order. A later one never places it again blindly: the
+    /// earlier answer was lost (OKX may have the order), so it asks OKX for the order by its
+    /// `clOrdId` instead.
+    fn lookup(&self, delivery: &ClaimedDelivery, now: Timestamp) -> Result<Lookup, NormalizeError> {
+        let (venue, order) = self.placement_of(delivery)?;
+        Ok(if delivery.attempts == 0 {
+            venue.place_request(&order, now)
+        } else {
+            venue.query_request(&order, now)
+        })
+    }
+
+    /// OKX's answer, recorded on the order row: accepted with its `ordId`, or rejected with
+    /// `sCode`/`sMsg` (or `code`/`msg`). An unreadable answer is retried (as a query).
+    fn judge(
+        &self,
+        delivery: &ClaimedDelivery,
+        answer: &LookupAnswer,
+    ) -> Result<Judgement, NormalizeError> {
+        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
+            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
+        })?;
+        let outcome = |status, venue_order_id, code, message| OrderOutcome {
+            signal_delivery: DeliveryId(placement.signal_delivery),
+            status,
+            venue_order_id,
+            code,
+            message,
+        };
+        let outcome =
+            if delivery.attempts == 0 {
+                match read_okx_answer(&answer.body) {
+                    Ok(placed) => outcome(
+                        "accepted",
+                        Some(placed.venue_order_id),
+                        Some("0".into()),
+                        None,
+                    ),
+                    Err(ExecutionError::Refused { code, message }) => {
+                        outcome("rejected", None, Some(code), Some(message))
+                    }
+                    Err(error) => return Err(NormalizeError::Transient(error.to_string())),
+                }
+            } else {
+                match read_okx_query(&answer.body) {
+                Ok(Some((order_id, state))) => outcome(
+                    "accepted",
+                    Some(order_id),
+                    Some("0".into()),
+                    Some(format!("found by clOrdId after a lost answer; state {state}")),
+                ),
+                Ok(None) => outcome(
+                    "rejected",
+                    None,
+                    Some("51603".into()),
+                    Some(
+                        "not placed: the placement's answer was lost and OKX has no order with \
+                         this clOrdId; it is not placed again on its own"
+                            .to_owned(),
+                    ),
+                ),
+                Err(error) => return Err(NormalizeError::Transient(error.to_string())),
+            }
+            };
+        Ok(Judgement::Genuine(Normalized::Changes(vec![
+            LedgerChange::Row(Arc::new(outcome)),
+        ])))
     }
 
     /// Seed 004 answers `{"status": "success", …}`. The trade is decided later, so the answer
