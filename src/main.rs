@@ -1,3 +1,5 @@
+use std::process::ExitCode;
+
 use clap::Parser as _;
 
 /// mimalloc for Rust and, through its `override` feature, for SQLite's allocations too: the
@@ -5,7 +7,16 @@ use clap::Parser as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
-    wharf::telemetry::init();
-    wharf::cli::run(wharf::cli::Cli::parse())
+/// A failure is one line on stderr (the error and its causes, `: `-separated) and exit code 1:
+/// an operator reads what went wrong, never a backtrace.
+fn main() -> ExitCode {
+    let cli = wharf::cli::Cli::parse();
+    wharf::telemetry::init(cli.log_format());
+    match wharf::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("wharf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

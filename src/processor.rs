@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{SharedClock, Timestamp};
@@ -127,18 +128,23 @@ impl Processor {
             return Ok(0);
         }
         let count = claimed.len();
+        let started = Instant::now();
         let lookups = self.look_up(&claimed).await;
         let completions = self.attempt_all(claimed, lookups).await;
-        let received: Vec<(Timestamp, String)> = completions
+        let attempted: Vec<Attempted> = completions
             .iter()
-            .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
+            .map(|(delivery, completion)| Attempted::new(delivery, completion))
             .collect();
         let completions: Vec<Completion> = completions
             .into_iter()
             .map(|(_, completion)| completion)
             .collect();
         let results = self.storage.log.complete(completions).await?;
-        self.record(&received, &results);
+        let elapsed = started.elapsed();
+        for _ in &results {
+            self.metrics.attempt_duration.observe(elapsed);
+        }
+        self.record(&attempted, &results);
         self.progress.send_modify(|generation| *generation += 1);
         Ok(count)
     }
@@ -146,22 +152,27 @@ impl Processor {
     /// Makes the provider API calls that `verifying` deliveries need, all at once; `None` for
     /// the others. A call that fails is the attempt's error (retried with backoff).
     async fn look_up(&self, claimed: &[ClaimedDelivery]) -> Vec<Option<LookupOutcome>> {
-        let calls = claimed.iter().map(|delivery| async move {
-            let source = self.sources.get(&delivery.source)?;
-            if !delivery.verifying && !source.verified_by_lookup(delivery) {
-                return None;
-            }
-            let outcome = match source.lookup(delivery) {
-                Ok(lookup) => self
-                    .api
-                    .call(&lookup)
-                    .await
-                    .map_err(|error| error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            Some(outcome)
+        let calls = claimed.iter().map(|delivery| {
+            self.look_up_one(delivery)
+                .instrument(delivery_span(delivery, delivery.attempts + 1))
         });
         futures_util::future::join_all(calls).await
+    }
+
+    async fn look_up_one(&self, delivery: &ClaimedDelivery) -> Option<LookupOutcome> {
+        let source = self.sources.get(&delivery.source)?;
+        if !delivery.verifying && !source.verified_by_lookup(delivery) {
+            return None;
+        }
+        let outcome = match source.lookup(delivery) {
+            Ok(lookup) => self
+                .api
+                .call(&lookup)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        Some(outcome)
     }
 
     /// Normalizes a batch off the async threads: parsing is CPU work.
@@ -194,9 +205,12 @@ impl Processor {
         }
     }
 
-    fn record(&self, received: &[(Timestamp, String)], results: &[Completed]) {
+    /// Counts each outcome and logs the ones an operator must hear about: a retry scheduled
+    /// (WARN, with its time), a delivery parked as failed or rejected (WARN), a delivery gone
+    /// dead (ERROR), each inside the delivery's span.
+    fn record(&self, attempted: &[Attempted], results: &[Completed]) {
         let now = self.clock.now();
-        for ((received_at, source), result) in received.iter().zip(results) {
+        for (attempt, result) in attempted.iter().zip(results) {
             let outcome = match result {
                 Completed::Processed => ProcessOutcome::Processed,
                 Completed::Ignored => ProcessOutcome::Ignored,
@@ -207,14 +221,82 @@ impl Processor {
                 Completed::Stale => continue,
             };
             if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
-                let lag = (now.micros() - received_at.micros()).max(0) as u64;
+                let lag = (now.micros() - attempt.received_at.micros()).max(0) as u64;
                 self.metrics
                     .processing_lag
                     .observe(Duration::from_micros(lag));
             }
-            if let Some(source) = self.metrics.source(source) {
+            if let Some(source) = self.metrics.source(&attempt.source) {
                 source.processed(outcome);
             }
+            attempt.log(result, self.settings.max_attempts);
+        }
+    }
+}
+
+/// The span every line about one delivery's attempt is logged in.
+fn delivery_span(delivery: &ClaimedDelivery, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        delivery.id = %delivery.id,
+        source = %delivery.source,
+        event.r#type = %delivery.event_type,
+        attempt,
+    )
+}
+
+/// What the log needs of one attempt once its completion has landed.
+struct Attempted {
+    span: tracing::Span,
+    source: String,
+    received_at: Timestamp,
+    /// Why it failed, when it did before reaching the journal (a ledger apply that fails is
+    /// the journal's to say).
+    error: Option<String>,
+}
+
+impl Attempted {
+    fn new(delivery: &ClaimedDelivery, completion: &Completion) -> Self {
+        let error = match &completion.outcome {
+            CompletionOutcome::Fail { error, .. } | CompletionOutcome::Reject(error) => {
+                Some(error.clone())
+            }
+            CompletionOutcome::Apply(_) | CompletionOutcome::Ignore(_) => None,
+        };
+        Self {
+            span: delivery_span(delivery, delivery.attempts + 1),
+            source: delivery.source.clone(),
+            received_at: delivery.received_at,
+            error,
+        }
+    }
+
+    fn log(&self, result: &Completed, max_attempts: u32) {
+        let _entered = self.span.enter();
+        let error = self
+            .error
+            .as_deref()
+            .unwrap_or("the ledger change could not be applied");
+        match result {
+            Completed::Failed(RetryPlan::RetryAt(at)) => tracing::warn!(
+                next_attempt_at = %at.to_rfc3339(),
+                error,
+                "delivery failed; retry scheduled"
+            ),
+            Completed::Failed(RetryPlan::Dead) => tracing::error!(
+                error,
+                max_attempts,
+                "delivery is dead: every attempt failed; replay it once the cause is fixed"
+            ),
+            Completed::Failed(RetryPlan::Failed) => tracing::warn!(
+                error,
+                "delivery failed permanently (kept as failed; replay it after a fix)"
+            ),
+            Completed::Rejected => tracing::warn!(
+                error,
+                "delivery rejected: the provider's API disproved it"
+            ),
+            Completed::Processed | Completed::Ignored | Completed::Stale => {}
         }
     }
 }
@@ -230,6 +312,7 @@ fn attempt(
 ) -> Completion {
     let started = Instant::now();
     let attempt_number = delivery.attempts + 1;
+    let _entered = delivery_span(delivery, attempt_number).entered();
     let retry = retry_plan(settings, attempt_number, now);
     let normalized = match (sources.get(&delivery.source), lookup) {
         (None, _) => Err(CompletionOutcome::Fail {
@@ -258,14 +341,7 @@ fn attempt(
                 } else {
                     retry
                 };
-                tracing::warn!(
-                    source = %delivery.source,
-                    delivery.id = %delivery.id,
-                    event.r#type = %delivery.event_type,
-                    attempt = attempt_number,
-                    error = %error,
-                    "delivery could not be normalized"
-                );
+                tracing::debug!(error = %error, "delivery could not be normalized");
                 CompletionOutcome::Fail {
                     error: error.to_string(),
                     plan,

@@ -117,3 +117,72 @@ impl Registry {
         self.sources.values()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use axum::http::{HeaderMap, Method};
+
+    use crate::clock::Timestamp;
+    use crate::config::Config;
+    use crate::sources::IncomingRequest;
+    use crate::verify::VerifyError;
+
+    fn blank_post(path: &str) -> IncomingRequest {
+        IncomingRequest {
+            method: Method::POST,
+            path: path.to_owned(),
+            query: None,
+            headers: HeaderMap::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+            received_at: Timestamp::from_unix_seconds(1_700_000_000),
+            path_params: Vec::new(),
+        }
+    }
+
+    /// What the start-up summary says about a source is what its ingress does: "MISSING"
+    /// exactly when it answers `no_secret_configured`.
+    #[test]
+    fn secret_configured_agrees_with_authenticate_for_every_source() {
+        let text = "[sources.billing]\nkind = \"standard-webhooks\"\n\
+                    [sources.shop]\nkind = \"hmac\"\nsignature_header = \"X-Sig\"";
+        let none = Config::from_toml(text, &BTreeMap::new()).expect("config");
+        for source in none.sources.iter() {
+            assert!(!source.secret_configured(), "{}", source.name());
+            let refused = source.authenticate(&blank_post("/in/x"), Timestamp(0));
+            assert_eq!(
+                refused,
+                Err(VerifyError::NoSecretConfigured),
+                "{}",
+                source.name()
+            );
+        }
+        let env: BTreeMap<String, String> = [
+            ("CARTPANDA_WEBHOOK_SECRET", "a"),
+            ("REFRACT_WEBHOOK_TOKEN", "b"),
+            ("PANCAKE_API_KEY", "c"),
+            ("PANCAKE_POS_API_KEY", "d"),
+            ("STRIPE_WEBHOOK_SECRET", "whsec_e"),
+            ("PAYSTACK_SECRET_KEY", "f"),
+            ("PAYPAL_WEBHOOK_ID", "g"),
+            ("TRADINGVIEW_WEBHOOK_SECRET", "h"),
+            ("WHARF_SOURCE_BILLING_SECRET", "whsec_aGVsbG8="),
+            ("WHARF_SOURCE_SHOP_SECRET", "i"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let all = Config::from_toml(text, &env).expect("config");
+        for source in all.sources.iter() {
+            assert!(source.secret_configured(), "{}", source.name());
+            let answer = source.authenticate(&blank_post("/in/x"), Timestamp(0));
+            assert_ne!(
+                answer,
+                Err(VerifyError::NoSecretConfigured),
+                "{}",
+                source.name()
+            );
+        }
+    }
+}
