@@ -808,7 +808,9 @@ mod tests {
 
     #[test]
     fn a_sqlite_path_is_shown_absolute() {
-        let shown = DatabaseUrl::parse("sqlite://./wharf.db").expect("url").shown();
+        let shown = DatabaseUrl::parse("sqlite://./wharf.db")
+            .expect("url")
+            .shown();
         let path = shown.strip_prefix("sqlite://").expect("scheme");
         assert!(Path::new(path).is_absolute(), "{shown}");
         assert!(path.ends_with("wharf.db"), "{shown}");

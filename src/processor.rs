@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
@@ -292,10 +292,9 @@ impl Attempted {
                 error,
                 "delivery failed permanently (kept as failed; replay it after a fix)"
             ),
-            Completed::Rejected => tracing::warn!(
-                error,
-                "delivery rejected: the provider's API disproved it"
-            ),
+            Completed::Rejected => {
+                tracing::warn!(error, "delivery rejected: the provider's API disproved it")
+            }
             Completed::Processed | Completed::Ignored | Completed::Stale => {}
         }
     }

@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
+/// Without `RUST_LOG`: `info`, but refinery's line per migration step only when it fails
+/// (Wharf logs the migrations applied in one line).
+const DEFAULT_FILTER: &str = "info,refinery_core=warn";
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -24,7 +28,8 @@ pub enum LogFormat {
 
 /// Installs the process's subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -174,8 +179,20 @@ mod tests {
         let limiter = KeyedLogLimiter::new(Duration::from_secs(60), 2);
         assert_eq!(limiter.allow("a"), Some(0));
         assert_eq!(limiter.allow("a"), None);
-        assert_eq!(limiter.allow("b"), Some(0), "another key is not held back by a");
-        assert_eq!(limiter.allow("c"), Some(0), "the first overflow key gets a line");
-        assert_eq!(limiter.allow("d"), None, "later overflow keys share c's limiter");
+        assert_eq!(
+            limiter.allow("b"),
+            Some(0),
+            "another key is not held back by a"
+        );
+        assert_eq!(
+            limiter.allow("c"),
+            Some(0),
+            "the first overflow key gets a line"
+        );
+        assert_eq!(
+            limiter.allow("d"),
+            None,
+            "later overflow keys share c's limiter"
+        );
     }
 }

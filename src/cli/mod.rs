@@ -209,12 +209,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let (config, _) = load_config(config.as_deref(), None, None)?;
             match (list, source, event) {
-                (false, Some(source), Some(event)) => runtime.block_on(trigger::send(
-                    &config,
-                    &source,
-                    &event,
-                    url.as_deref(),
-                )),
+                (false, Some(source), Some(event)) => {
+                    runtime.block_on(trigger::send(&config, &source, &event, url.as_deref()))
+                }
                 _ => {
                     trigger::list(&config);
                     Ok(())
@@ -251,7 +248,9 @@ fn load_config(
         loaded.listen = listen;
     }
     if let Some(database) = database {
-        loaded.database = DatabaseUrl::parse(database).context("--database")?;
+        // Not echoed: a mistyped URL may still hold a password.
+        loaded.database = DatabaseUrl::parse(database)
+            .map_err(|_| anyhow::anyhow!("--database must be sqlite://PATH or postgres://…"))?;
     }
     Ok((loaded, file))
 }

@@ -40,7 +40,11 @@ impl ConfigSummary {
             database: config.database.shown(),
             config_file: config_file
                 .map(|path| std::path::absolute(path).unwrap_or_else(|_| path.to_owned())),
-            sources: config.sources.iter().map(|s| describe(s.as_ref())).collect(),
+            sources: config
+                .sources
+                .iter()
+                .map(|s| describe(s.as_ref()))
+                .collect(),
             warnings: orphan_secrets(config, env),
         }
     }
@@ -68,11 +72,7 @@ impl ConfigSummary {
             } else {
                 "MISSING: refusing traffic"
             };
-            let _ = writeln!(
-                out,
-                "    {:width$}  {state} ({})",
-                source.name, source.kind
-            );
+            let _ = writeln!(out, "    {:width$}  {state} ({})", source.name, source.kind);
             let _ = writeln!(out, "    {:width$}  {}", "", source.routes.join(", "));
         }
         out.truncate(out.trim_end().len());
@@ -177,11 +177,8 @@ mod tests {
             ("WHARF_SOURCE_BILLING_SECRET", "whsec_aGVsbG8="),
             ("WHARF_SOURCE_BILING_SECRET", "whsec_aGVsbG8="),
         ]);
-        let config = Config::from_toml(
-            "[sources.billing]\nkind = \"standard-webhooks\"",
-            &env,
-        )
-        .expect("config");
+        let config = Config::from_toml("[sources.billing]\nkind = \"standard-webhooks\"", &env)
+            .expect("config");
         let summary = ConfigSummary::new(&config, None, &env);
         assert_eq!(summary.warnings.len(), 1, "{:?}", summary.warnings);
         assert!(summary.warnings[0].starts_with("WHARF_SOURCE_BILING_SECRET is set"));

@@ -9,14 +9,17 @@ use anyhow::Context as _;
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::Config;
-use crate::sources::{SampleRequest, Source};
+use crate::sources::{SampleError, SampleRequest, Source};
 
 /// Lists every source with the events it can sample.
 pub fn list(config: &Config) {
     for source in config.sources.iter() {
         let events = source.sample_events();
         let note = if events.is_empty() {
-            "(no samples)".to_owned()
+            match source.sample("", SystemClock.now()) {
+                Err(SampleError::Unsupported(reason)) => format!("(no samples: {reason})"),
+                _ => "(no samples)".to_owned(),
+            }
         } else {
             events.join(", ")
         };
@@ -47,7 +50,10 @@ pub async fn send(
     let base = url.map_or_else(|| local_base(config.listen), |url| url.to_owned());
     let target = format!("{}{}", base.trim_end_matches('/'), sample.path_and_query);
     let (status, body) = post(&target, sample).await?;
-    println!("{} {target} -> {status}", source_kind_event(source.as_ref(), event));
+    println!(
+        "{} {target} -> {status}",
+        source_kind_event(source.as_ref(), event)
+    );
     if !body.is_empty() {
         println!("{body}");
     }
@@ -77,7 +83,10 @@ fn local_base(listen: SocketAddr) -> String {
     format!("http://{host}:{}", listen.port())
 }
 
-async fn post(target: &str, sample: SampleRequest) -> anyhow::Result<(reqwest::StatusCode, String)> {
+async fn post(
+    target: &str,
+    sample: SampleRequest,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
     let client = reqwest::Client::builder()
         .build()
         .context("cannot build an HTTP client")?;

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::json::{self, first_text, text, Fields, NullAmount};
 use super::registry::{self, Provider};
 use super::{
-    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError,
-    Normalized, Route, SampleError, SampleRequest, SharedSource, Source, Verified,
+    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized,
+    Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::clock::Timestamp;
 use crate::config::{hmac_scheme, secrets_from_env, ConfigError, Environment};
@@ -229,7 +229,11 @@ impl Source for CartPanda {
             "sale.approved" => {
                 let mut payload = sample::fixture(SEED_SALE_APPROVED);
                 sample::set(&mut payload, "/id", sample::fresh_id("evt_").into());
-                sample::set(&mut payload, "/data/sale_id", sample::fresh_id("SALE_").into());
+                sample::set(
+                    &mut payload,
+                    "/data/sale_id",
+                    sample::fresh_id("SALE_").into(),
+                );
                 payload
             }
             "order.paid" => {
@@ -239,14 +243,14 @@ impl Source for CartPanda {
             }
             other => return Err(sample::unknown(&self.name, other)),
         };
-        let secret = self
-            .settings
-            .secrets
-            .first_exposed()
-            .ok_or_else(|| SampleError::NoSecret {
-                source_name: self.name.clone(),
-                setting: "CARTPANDA_WEBHOOK_SECRET (or secrets in the source's section)",
-            })?;
+        let secret =
+            self.settings
+                .secrets
+                .first_exposed()
+                .ok_or_else(|| SampleError::NoSecret {
+                    source_name: self.name.clone(),
+                    setting: "CARTPANDA_WEBHOOK_SECRET (or secrets in the source's section)",
+                })?;
         let path = self
             .routes
             .first()
@@ -258,7 +262,8 @@ impl Source for CartPanda {
 }
 
 /// Seed 000's payload, as its guide shows it.
-pub const SEED_SALE_APPROVED: &str = include_str!("../../tests/fixtures/cartpanda/sale_approved.json");
+pub const SEED_SALE_APPROVED: &str =
+    include_str!("../../tests/fixtures/cartpanda/sale_approved.json");
 /// What a real CartPanda store posts for a paid order.
 pub const STORE_ORDER_PAID: &str = include_str!("../../tests/fixtures/cartpanda/order_paid.json");
 

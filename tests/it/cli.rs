@@ -52,7 +52,10 @@ async fn config_check_lists_sources_urls_and_secrets_without_printing_them() {
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(stdout.contains(&format!("config    {config}")), "{stdout}");
     assert!(stdout.contains("  billing (secret present)"), "{stdout}");
-    assert!(stdout.contains("POST http://127.0.0.1:9400/in/billing"), "{stdout}");
+    assert!(
+        stdout.contains("POST http://127.0.0.1:9400/in/billing"),
+        "{stdout}"
+    );
     assert!(stdout.contains("  cartpanda (secret MISSING)"), "{stdout}");
     assert!(
         stdout.contains("POST http://127.0.0.1:9400/api/webhooks/stripe"),
@@ -96,7 +99,11 @@ async fn a_user_error_is_one_line_and_exit_code_1_never_a_backtrace() {
     .await;
     assert_one_line_error(&missing_file, "/nonexistent/wharf.toml");
 
-    let unknown_source = wharf(&["trigger", "nope", "x", "--url", "http://127.0.0.1:9"], &[]).await;
+    let unknown_source = wharf(
+        &["trigger", "nope", "x", "--url", "http://127.0.0.1:9"],
+        &[],
+    )
+    .await;
     assert_one_line_error(&unknown_source, "no source named \"nope\"");
 }
 

@@ -206,7 +206,12 @@ async fn flags_override_the_environment_and_a_relative_database_is_shown_absolut
         Some(dir.path()),
         "sqlite://./ignored.db",
         &[("WHARF_LISTEN", "127.0.0.1:1")],
-        &["--listen", "127.0.0.1:0", "--database", "sqlite://./flag.db"],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite://./flag.db",
+        ],
     )
     .await;
     let log = server.stop().await;
@@ -314,18 +319,24 @@ async fn json_logs_are_one_object_per_line_with_the_delivery_span() {
 
     let lines: Vec<serde_json::Value> = log
         .lines()
-        .map(|line| {
-            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}"))
-        })
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
         .collect();
     let summary = lines
         .iter()
-        .find(|line| line["message"].as_str().is_some_and(|m| m.contains("MISSING")))
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("MISSING"))
+        })
         .expect("the summary is one JSON line");
     assert_eq!(summary["level"], "INFO");
     let rejected = lines
         .iter()
-        .find(|line| line["message"].as_str().is_some_and(|m| m.starts_with("request rejected")))
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("request rejected"))
+        })
         .expect("rejection logged");
     assert_eq!(rejected["level"], "WARN");
     assert_eq!(rejected["source"], "cartpanda");

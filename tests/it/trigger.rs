@@ -80,25 +80,29 @@ async fn every_sample_of_every_source_is_accepted_and_processed(backend: Backend
     );
 
     for (source, event) in &samples {
-        let sent = wharf(
-            &["trigger", source, event, "--url", &server.base],
-            SECRETS,
-        )
-        .await;
+        let sent = wharf(&["trigger", source, event, "--url", &server.base], SECRETS).await;
         assert!(
             sent.status.success(),
             "wharf trigger {source} {event}: {}{}",
             text(&sent.stdout),
             text(&sent.stderr)
         );
-        assert!(text(&sent.stdout).contains("-> 2"), "{}", text(&sent.stdout));
+        assert!(
+            text(&sent.stdout).contains("-> 2"),
+            "{}",
+            text(&sent.stdout)
+        );
     }
 
     server.await_idle(&reqwest::Client::new()).await;
     let rows = database
         .rows("SELECT source, event_type, status, last_error FROM deliveries ORDER BY id")
         .await;
-    assert_eq!(rows.len(), samples.len(), "one delivery per trigger: {rows:?}");
+    assert_eq!(
+        rows.len(),
+        samples.len(),
+        "one delivery per trigger: {rows:?}"
+    );
     for row in &rows {
         assert_eq!(
             row[2].as_deref(),
@@ -111,7 +115,13 @@ async fn every_sample_of_every_source_is_accepted_and_processed(backend: Backend
 #[tokio::test]
 async fn paypal_cannot_be_signed_here_and_says_so_in_one_line() {
     let output = wharf(
-        &["trigger", "paypal", "PAYMENT.CAPTURE.COMPLETED", "--url", "http://127.0.0.1:9"],
+        &[
+            "trigger",
+            "paypal",
+            "PAYMENT.CAPTURE.COMPLETED",
+            "--url",
+            "http://127.0.0.1:9",
+        ],
         &[("PAYPAL_WEBHOOK_ID", "WH-1")],
     )
     .await;
@@ -125,7 +135,13 @@ async fn paypal_cannot_be_signed_here_and_says_so_in_one_line() {
 #[tokio::test]
 async fn a_sample_without_its_secret_names_the_setting() {
     let output = wharf(
-        &["trigger", "stripe", "invoice.paid", "--url", "http://127.0.0.1:9"],
+        &[
+            "trigger",
+            "stripe",
+            "invoice.paid",
+            "--url",
+            "http://127.0.0.1:9",
+        ],
         &[("STRIPE_WEBHOOK_SECRET", "")],
     )
     .await;

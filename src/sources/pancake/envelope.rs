@@ -582,7 +582,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn a_real_messaging_event_writes_the_conversation_and_the_message() {
         let event = parse(MESSAGING_SAMPLE);
@@ -617,8 +616,9 @@ mod tests {
         let original = parse(MESSAGING_SAMPLE);
         let retried = parse(&MESSAGING_SAMPLE.replace("\n", " "));
         assert_eq!(original.dedup_key, retried.dedup_key);
-        let edited =
-            parse(&MESSAGING_SAMPLE.replace(r#""message": "còn size M"#, r#""message": "còn size L"#));
+        let edited = parse(
+            &MESSAGING_SAMPLE.replace(r#""message": "còn size M"#, r#""message": "còn size L"#),
+        );
         assert_ne!(original.dedup_key, edited.dedup_key);
         assert_eq!(
             original.effect.changes()[1].id,
@@ -628,7 +628,8 @@ mod tests {
 
     #[test]
     fn a_messaging_event_is_keyed_by_its_data_even_with_a_conversation_version() {
-        let versioned = MESSAGING_SAMPLE.replace(r#""seen": false"#, r#""seen": false, "version": 8"#);
+        let versioned =
+            MESSAGING_SAMPLE.replace(r#""seen": false"#, r#""seen": false, "version": 8"#);
         let event = parse(&versioned);
         assert_eq!(event.guard, Some(Guard::Version(8)));
         let edited =

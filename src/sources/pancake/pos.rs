@@ -952,7 +952,6 @@ mod tests {
         assert_eq!(PosEventType::Unknown.name(), None);
     }
 
-
     #[test]
     fn a_bare_order_from_the_orders_route() {
         let event = parse(ORDER_SAMPLE, Some(PosKind::Orders));
@@ -1085,7 +1084,10 @@ mod tests {
             Some(PosKind::Orders),
         );
         assert_ne!(first.dedup_key, restatused.dedup_key);
-        let other_shop = parse(&ORDER_SAMPLE.replace("26290,", "26291,"), Some(PosKind::Orders));
+        let other_shop = parse(
+            &ORDER_SAMPLE.replace("26290,", "26291,"),
+            Some(PosKind::Orders),
+        );
         assert_ne!(first.dedup_key, other_shop.dedup_key);
     }
 

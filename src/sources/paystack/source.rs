@@ -20,9 +20,9 @@ use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::json::text;
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, Judgement,
-    NormalizeError, Normalized, Receipt, Reply, Route, SampleError, SampleRequest, Settlement,
-    SharedSource, Source, Verified,
+    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError,
+    Normalized, Receipt, Reply, Route, SampleError, SampleRequest, Settlement, SharedSource,
+    Source, Verified,
 };
 use crate::verify::{Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
 
@@ -399,15 +399,19 @@ impl Source for Paystack {
         }
         let mut payload = sample::fixture(CHARGE_SUCCESS);
         sample::set(&mut payload, "/data/id", sample::fresh_number().into());
-        sample::set(&mut payload, "/data/reference", sample::fresh_id("ref_").into());
-        let secret = self
-            .settings
-            .secrets
-            .first_exposed()
-            .ok_or_else(|| SampleError::NoSecret {
-                source_name: self.name.clone(),
-                setting: "PAYSTACK_SECRET_KEY",
-            })?;
+        sample::set(
+            &mut payload,
+            "/data/reference",
+            sample::fresh_id("ref_").into(),
+        );
+        let secret =
+            self.settings
+                .secrets
+                .first_exposed()
+                .ok_or_else(|| SampleError::NoSecret {
+                    source_name: self.name.clone(),
+                    setting: "PAYSTACK_SECRET_KEY",
+                })?;
         let path = self
             .routes
             .first()

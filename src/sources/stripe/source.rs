@@ -201,7 +201,8 @@ impl Source for Stripe {
     /// The fixture of `event` with a fresh event id and `created` = now, signed as Stripe signs
     /// (`Stripe-Signature: t=…,v1=…`) with the first endpoint secret.
     fn sample(&self, event: &str, now: Timestamp) -> Result<SampleRequest, SampleError> {
-        let text = super::fixtures::text(event).ok_or_else(|| sample::unknown(&self.name, event))?;
+        let text =
+            super::fixtures::text(event).ok_or_else(|| sample::unknown(&self.name, event))?;
         let mut payload = sample::fixture(text);
         sample::set(&mut payload, "/id", sample::fresh_id("evt_").into());
         sample::set(&mut payload, "/created", now.unix_seconds().into());

@@ -347,7 +347,6 @@ mod tests {
         Amount::parse(text).expect("amount")
     }
 
-
     #[test]
     fn the_seed_alert_parses_without_its_secret() {
         let alert = parse(SEED_ALERT.as_bytes()).expect("alert");
