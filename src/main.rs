@@ -7,10 +7,22 @@ use clap::Parser as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A failure is one line on stderr (the error and its causes, `: `-separated) and exit code 1:
-/// an operator reads what went wrong, never a backtrace.
+/// A failure is one line on stderr (the error and its causes, `: `-separated) and a non-zero
+/// exit: an operator reads what went wrong, never a backtrace or a page of usage.
 fn main() -> ExitCode {
-    let cli = wharf::cli::Cli::parse();
+    let cli = match wharf::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) if !error.use_stderr() => error.exit(), // --help, --version
+        Err(error) => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            eprintln!(
+                "wharf: {} (wharf --help shows the commands and their examples)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     wharf::telemetry::init(cli.log_format());
     match wharf::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

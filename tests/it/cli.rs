@@ -105,6 +105,16 @@ async fn a_user_error_is_one_line_and_exit_code_1_never_a_backtrace() {
     )
     .await;
     assert_one_line_error(&unknown_source, "no source named \"nope\"");
+
+    let unknown_flag = wharf(&["serve", "--lisen", "127.0.0.1:1"], &[]).await;
+    assert_eq!(
+        unknown_flag.status.code(),
+        Some(2),
+        "clap's usage error code"
+    );
+    let stderr = text(&unknown_flag.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--lisen"), "{stderr}");
 }
 
 #[tokio::test]

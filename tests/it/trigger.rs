@@ -41,7 +41,7 @@ fn text(bytes: &[u8]) -> String {
 /// `source event` pairs from `wharf trigger --list`.
 fn samples(list: &str) -> Vec<(String, String)> {
     list.lines()
-        .filter(|line| !line.contains("(no samples)"))
+        .filter(|line| !line.contains("(no samples"))
         .filter_map(|line| line.split_once(' '))
         .flat_map(|(source, events)| {
             events
