@@ -19,6 +19,7 @@ use crate::journal::{
 use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Judgement, Normalized, Registry};
+use crate::telemetry::LogLimiter;
 
 pub struct Processor {
     storage: Storage,
@@ -68,7 +69,11 @@ impl Processor {
             let pause = match self.run_pending().await {
                 Ok(_) => self.time_until_next_due().await,
                 Err(error) => {
-                    tracing::error!(%error, "processor cannot reach the journal; retrying");
+                    // Once per poll while the journal is away: at most one line a second.
+                    static LOG: LogLimiter = LogLimiter::new();
+                    if let Some(suppressed) = LOG.allow() {
+                        tracing::error!(%error, suppressed, "processor cannot reach the journal; retrying");
+                    }
                     self.settings.idle_poll
                 }
             };

@@ -112,7 +112,7 @@ Examples:
   wharf trigger --list
   wharf trigger cartpanda order.paid
   wharf trigger stripe payment_intent.succeeded --url https://wharf.example.com
-  wharf trigger refract checkout --config /etc/wharf/wharf.toml
+  wharf trigger refract order.verified --config /etc/wharf/wharf.toml
 
 The sample is signed with the secret the server reads (the same config file and environment),
 posted to the source's own route, and gets fresh ids, so each trigger is a new delivery.")]

@@ -228,13 +228,14 @@ impl Source for Refract {
     }
 
     fn sample_events(&self) -> Vec<&'static str> {
-        vec!["checkout"]
+        vec!["order.verified"]
     }
 
-    /// Seed 001's message, byte for byte but for a fresh order number, with the token in
+    /// Seed 001's message (a successful checkout, hence `order.verified`), byte for byte but for a
+    /// fresh order number, with the token in
     /// `X-Wharf-Token`.
     fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
-        if event != "checkout" {
+        if event != "order.verified" {
             return Err(sample::unknown(&self.name, event));
         }
         let token = self

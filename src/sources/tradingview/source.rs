@@ -454,13 +454,13 @@ impl Source for TradingView {
     }
 
     fn sample_events(&self) -> Vec<&'static str> {
-        vec!["alert"]
+        vec!["signal.buy"]
     }
 
-    /// Seed 004's alert, with the default user's secret where the seed has
+    /// Seed 004's alert (a buy, hence `signal.buy`), with the default user's secret where the seed has
     /// `your-secret-key`: TradingView cannot sign, the secret travels in the message.
     fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
-        if event != "alert" {
+        if event != "signal.buy" {
             return Err(sample::unknown(&self.name, event));
         }
         let secret = self
