@@ -10,6 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A failure is one line on stderr (the error and its causes, `: `-separated) and a non-zero
 /// exit: an operator reads what went wrong, never a backtrace or a page of usage.
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = match wharf::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(), // --help, --version
@@ -31,4 +32,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `wharf config check | head` closes stdout early; Rust ignores SIGPIPE, so `println!` would
+/// panic with a backtrace. Exit as a SIGPIPE'd program does instead (128 + 13), silently; any
+/// other panic is a bug and keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::config::Config;
-use crate::sources::{SampleError, SampleRequest, Source};
+use crate::sources::{SampleError, SampleRequest};
 
 /// Lists every source with the events it can sample.
 pub fn list(config: &Config) {
@@ -50,10 +50,7 @@ pub async fn send(
     let base = url.map_or_else(|| local_base(config.listen), |url| url.to_owned());
     let target = format!("{}{}", base.trim_end_matches('/'), sample.path_and_query);
     let (status, body) = post(&target, sample).await?;
-    println!(
-        "{} {target} -> {status}",
-        source_kind_event(source.as_ref(), event)
-    );
+    println!("{} {event}: {target} -> {status}", source.name());
     if !body.is_empty() {
         println!("{body}");
     }
@@ -62,10 +59,6 @@ pub async fn send(
         "the server answered {status}: the sample was not accepted"
     );
     Ok(())
-}
-
-fn source_kind_event(source: &dyn Source, event: &str) -> String {
-    format!("{} {event}", source.name())
 }
 
 /// Where a server with this `listen` is reached from this machine.
