@@ -380,3 +380,27 @@ async fn every_histogram_in_metrics_is_observed_after_a_delivery_is_processed(ba
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_forged_requests_is_logged_once_a_second_not_once_each() {
+    let database = TestDatabase::fresh(Backend::Sqlite).await;
+    let server = LoggedServer::start(database.url(), &[], &[]).await;
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        let response = client
+            .post(format!("{}/webhook/cartpanda", server.base))
+            .header("x-cartpanda-signature", "0".repeat(64))
+            .body("{}")
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status(), 401);
+    }
+    server.await_log("request rejected").await;
+    let log = server.stop().await;
+    let lines = lines_with(&log, &["request rejected", "signature_mismatch"]);
+    assert!(
+        !lines.is_empty() && lines.len() <= 10,
+        "100 rejections in a few seconds are a few lines:\n{log}"
+    );
+}
