@@ -50,6 +50,7 @@ pub struct Cli {
         long,
         global = true,
         value_enum,
+        ignore_case = true,
         env = "WHARF_LOG_FORMAT",
         default_value = "text"
     )]
