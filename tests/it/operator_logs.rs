@@ -51,9 +51,6 @@ impl LoggedServer {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
         if let Some(dir) = dir {
             command.current_dir(dir);
         }
