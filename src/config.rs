@@ -76,18 +76,58 @@ impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Self::Postgres(url) => {
-                let url = url.expose_secret();
-                let shown = match (url.find("://"), url.rfind('@')) {
-                    (Some(scheme), Some(at)) if at > scheme => {
-                        format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-                    }
-                    _ => url.to_owned(),
-                };
-                f.write_str(&shown)
-            }
+            Self::Postgres(url) => f.write_str(&without_password(url.expose_secret())),
         }
     }
+}
+
+impl DatabaseUrl {
+    /// What an operator may read: a SQLite file as an absolute `sqlite://` path, a PostgreSQL
+    /// URL without its password (in the user part or as a `password=` parameter).
+    pub fn shown(&self) -> String {
+        match self {
+            Self::Sqlite(path) => {
+                let absolute = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                format!("sqlite://{}", absolute.display())
+            }
+            Self::Postgres(url) => without_password(url.expose_secret()),
+        }
+    }
+}
+
+/// `postgres://user:pw@host/db?password=pw&sslmode=require` →
+/// `postgres://user@host/db?sslmode=require`.
+fn without_password(url: &str) -> String {
+    let (before_query, query) = match url.split_once('?') {
+        Some((before, query)) => (before, Some(query)),
+        None => (url, None),
+    };
+    let mut shown = match before_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            let authority = match authority.rsplit_once('@') {
+                Some((user_info, host)) => {
+                    let user = user_info.split(':').next().unwrap_or_default();
+                    format!("{user}@{host}")
+                }
+                None => authority.to_owned(),
+            };
+            format!("{scheme}://{authority}{path}")
+        }
+        None => before_query.to_owned(),
+    };
+    if let Some(query) = query {
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|pair| !pair.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        if !kept.is_empty() {
+            shown.push('?');
+            shown.push_str(&kept.join("&"));
+        }
+    }
+    shown
 }
 
 /// A token bucket's size and refill.
@@ -292,9 +332,15 @@ struct FileProcessor {
     idle_poll_ms: Option<u64>,
 }
 
+/// The file read when no `--config` is given, if it exists.
+pub const DEFAULT_FILE: &str = "wharf.toml";
+
 /// Reads environment variables; a trait so tests can pass a map instead of the process env.
 pub trait Environment {
     fn var(&self, name: &str) -> Option<String>;
+
+    /// The names of the variables set (non-empty), to find settings meant for nothing.
+    fn names(&self) -> Vec<String>;
 }
 
 /// The process environment.
@@ -304,23 +350,45 @@ impl Environment for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok().filter(|value| !value.is_empty())
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .filter(|(_, value)| !value.is_empty())
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect()
+    }
 }
 
 impl Environment for BTreeMap<String, String> {
     fn var(&self, name: &str) -> Option<String> {
         self.get(name).cloned().filter(|value| !value.is_empty())
     }
+
+    fn names(&self) -> Vec<String> {
+        self.iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
 }
 
 impl Config {
     /// Loads `path` if given (it must exist), else `./wharf.toml` if present, then applies `env`.
     pub fn load(path: Option<&Path>, env: &dyn Environment) -> Result<Self, ConfigError> {
-        let file = match path {
-            Some(path) => read_file(path)?,
-            None if Path::new("wharf.toml").exists() => read_file(Path::new("wharf.toml"))?,
+        let file = match Self::file_to_read(path) {
+            Some(path) => read_file(&path)?,
             None => FileConfig::default(),
         };
         resolve(file, env)
+    }
+
+    /// The file [`Config::load`] reads: `path` when given, else `./wharf.toml` when it exists;
+    /// `None` means the configuration comes from the environment alone.
+    pub fn file_to_read(path: Option<&Path>) -> Option<PathBuf> {
+        match path {
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_FILE)).filter(|path| path.exists()),
+        }
     }
 
     /// Parses TOML text (no file involved) and applies `env`; for tests and tools.
@@ -559,10 +627,7 @@ fn build_sources(
                 .try_into()
                 .map_err(|error| invalid(format!("{context}.secrets"), error))?,
         };
-        let env_name = format!(
-            "WHARF_SOURCE_{}_SECRET",
-            name.to_ascii_uppercase().replace('-', "_")
-        );
+        let env_name = source_secret_variable(&name);
         let secrets = SecretSet::new(secrets_from_env(env.var(&env_name)).unwrap_or(file_secrets));
         sources.insert(provider.configured(&name, section, secrets)?);
         if let Some(limit) = rate_limit {
@@ -599,6 +664,15 @@ fn take_rate_limit(
                 .map_err(|error| invalid(format!("{context}.rate_limit"), error))
         })
         .transpose()
+}
+
+/// The variable holding a declared source's secrets: `WHARF_SOURCE_<NAME>_SECRET`, the name
+/// upper-cased with `-` as `_`.
+pub fn source_secret_variable(name: &str) -> String {
+    format!(
+        "WHARF_SOURCE_{}_SECRET",
+        name.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 fn valid_source_name(name: &str) -> bool {
@@ -726,5 +800,19 @@ mod tests {
         let shown = format!("{url:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("db:5432/wharf"));
+        assert_eq!(url.shown(), "postgres://wharf@db:5432/wharf");
+        let in_query =
+            DatabaseUrl::parse("postgres://db/w?password=hunter2&sslmode=require").expect("url");
+        assert_eq!(in_query.shown(), "postgres://db/w?sslmode=require");
+    }
+
+    #[test]
+    fn a_sqlite_path_is_shown_absolute() {
+        let shown = DatabaseUrl::parse("sqlite://./wharf.db")
+            .expect("url")
+            .shown();
+        let path = shown.strip_prefix("sqlite://").expect("scheme");
+        assert!(Path::new(path).is_absolute(), "{shown}");
+        assert!(path.ends_with("wharf.db"), "{shown}");
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
@@ -20,6 +21,7 @@ use crate::ledger::{LedgerChange, RowChange};
 use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Judgement, Normalized, Registry};
+use crate::telemetry::LogLimiter;
 
 pub struct Processor {
     storage: Storage,
@@ -69,7 +71,11 @@ impl Processor {
             let pause = match self.run_pending().await {
                 Ok(_) => self.time_until_next_due().await,
                 Err(error) => {
-                    tracing::error!(%error, "processor cannot reach the journal; retrying");
+                    // Once per poll while the journal is away: at most one line a second.
+                    static LOG: LogLimiter = LogLimiter::new();
+                    if let Some(suppressed) = LOG.allow() {
+                        tracing::error!(%error, suppressed, "processor cannot reach the journal; retrying");
+                    }
                     self.settings.idle_poll
                 }
             };
@@ -129,11 +135,12 @@ impl Processor {
             return Ok(0);
         }
         let count = claimed.len();
+        let started = Instant::now();
         let lookups = self.look_up(&claimed).await;
         let completions = self.attempt_all(claimed, lookups).await;
-        let received: Vec<(Timestamp, String)> = completions
+        let attempted: Vec<Attempted> = completions
             .iter()
-            .map(|(delivery, _)| (delivery.received_at, delivery.source.clone()))
+            .map(|(delivery, completion)| Attempted::new(delivery, completion))
             .collect();
         let completions: Vec<Completion> = completions
             .into_iter()
@@ -142,7 +149,11 @@ impl Processor {
         let follow_ups = rows_of(&completions);
         let results = self.storage.log.complete(completions).await?;
         self.journal_follow_ups(follow_ups, &results).await;
-        self.record(&received, &results);
+        let elapsed = started.elapsed();
+        for _ in &results {
+            self.metrics.attempt_duration.observe(elapsed);
+        }
+        self.record(&attempted, &results);
         self.progress.send_modify(|generation| *generation += 1);
         Ok(count)
     }
@@ -150,22 +161,27 @@ impl Processor {
     /// Makes the provider API calls that `verifying` deliveries need, all at once; `None` for
     /// the others. A call that fails is the attempt's error (retried with backoff).
     async fn look_up(&self, claimed: &[ClaimedDelivery]) -> Vec<Option<LookupOutcome>> {
-        let calls = claimed.iter().map(|delivery| async move {
-            let source = self.sources.get(&delivery.source)?;
-            if !delivery.verifying && !source.verified_by_lookup(delivery) {
-                return None;
-            }
-            let outcome = match source.lookup(delivery, self.clock.now()) {
-                Ok(lookup) => self
-                    .api
-                    .call(&lookup)
-                    .await
-                    .map_err(|error| error.to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            Some(outcome)
+        let calls = claimed.iter().map(|delivery| {
+            self.look_up_one(delivery)
+                .instrument(delivery_span(delivery, delivery.attempts + 1))
         });
         futures_util::future::join_all(calls).await
+    }
+
+    async fn look_up_one(&self, delivery: &ClaimedDelivery) -> Option<LookupOutcome> {
+        let source = self.sources.get(&delivery.source)?;
+        if !delivery.verifying && !source.verified_by_lookup(delivery) {
+            return None;
+        }
+        let outcome = match source.lookup(delivery, self.clock.now()) {
+            Ok(lookup) => self
+                .api
+                .call(&lookup)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        Some(outcome)
     }
 
     /// Normalizes a batch off the async threads: parsing is CPU work.
@@ -225,10 +241,16 @@ impl Processor {
         }
     }
 
-    fn record(&self, received: &[(Timestamp, String)], results: &[Completed]) {
+    fn record(&self, attempted: &[Attempted], results: &[Completed]) {
         let now = self.clock.now();
-        for ((received_at, source), result) in received.iter().zip(results) {
-            record_outcome(&self.metrics, now, *received_at, source, result);
+        for (attempt, result) in attempted.iter().zip(results) {
+            record_outcome(
+                &self.metrics,
+                now,
+                attempt,
+                result,
+                self.settings.max_attempts,
+            );
         }
     }
 
@@ -244,13 +266,15 @@ impl Processor {
     }
 }
 
-/// Counts one landed completion in the metrics.
+/// Counts one landed completion and logs it if an operator must hear about it: a retry
+/// scheduled (WARN, with its time), a delivery parked as failed or rejected (WARN), a delivery
+/// gone dead (ERROR), each inside the delivery's span.
 fn record_outcome(
     metrics: &Metrics,
     now: Timestamp,
-    received_at: Timestamp,
-    source: &str,
+    attempt: &Attempted,
     result: &Completed,
+    max_attempts: u32,
 ) {
     let outcome = match result {
         Completed::Processed => ProcessOutcome::Processed,
@@ -262,16 +286,19 @@ fn record_outcome(
         Completed::Stale => return,
     };
     if matches!(outcome, ProcessOutcome::Processed | ProcessOutcome::Ignored) {
-        let lag = (now.micros() - received_at.micros()).max(0) as u64;
+        let lag = (now.micros() - attempt.received_at.micros()).max(0) as u64;
         metrics.processing_lag.observe(Duration::from_micros(lag));
     }
-    if let Some(source) = metrics.source(source) {
+    if let Some(source) = metrics.source(&attempt.source) {
         source.processed(outcome);
     }
+    attempt.log(result, max_attempts);
 }
 
 /// The processor's first attempt, made by the journal where it lands a delivery. Deliveries
-/// a provider's API must prove are left to the processor, which makes the lookups.
+/// a provider's API must prove are left to the processor, which makes the lookups, and so are
+/// those whose changes ask for a follow-up: the processor journals follow-ups after its own
+/// commit, and the journal's writer cannot append to the log it is projecting.
 struct OnArrival {
     sources: Registry,
     clock: SharedClock,
@@ -292,8 +319,6 @@ impl FirstAttempt for OnArrival {
             delivery,
             None,
         );
-        // Follow-ups are journaled by the processor after its own commit; the journal's
-        // writer cannot append to the log it is projecting.
         let asks_for_follow_up = rows_of(std::slice::from_ref(&completion))
             .iter()
             .flat_map(|(_, rows)| rows)
@@ -301,14 +326,17 @@ impl FirstAttempt for OnArrival {
         (!asks_for_follow_up).then_some(completion)
     }
 
-    fn completed(&self, delivery: &ClaimedDelivery, result: &Completed) {
-        let now = self.clock.now();
+    /// The attempt's duration is its normalization: it commits with the projection's batch.
+    fn completed(&self, delivery: &ClaimedDelivery, completion: &Completion, result: &Completed) {
+        let duration = Duration::from_micros(completion.duration_micros.max(0) as u64);
+        self.metrics.attempt_duration.observe(duration);
+        let attempted = Attempted::new(delivery, completion);
         record_outcome(
             &self.metrics,
-            now,
-            delivery.received_at,
-            &delivery.source,
+            self.clock.now(),
+            &attempted,
             result,
+            self.settings.max_attempts,
         );
     }
 }
@@ -336,6 +364,72 @@ fn rows_of(completions: &[Completion]) -> Vec<(String, Vec<RowOf>)> {
         .collect()
 }
 
+/// The span every line about one delivery's attempt is logged in.
+fn delivery_span(delivery: &ClaimedDelivery, attempt: u32) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        delivery.id = %delivery.id,
+        source = %delivery.source,
+        event.r#type = %delivery.event_type,
+        attempt,
+    )
+}
+
+/// What the log needs of one attempt once its completion has landed.
+struct Attempted {
+    span: tracing::Span,
+    source: String,
+    received_at: Timestamp,
+    /// Why it failed, when it did before reaching the journal (a ledger apply that fails is
+    /// the journal's to say).
+    error: Option<String>,
+}
+
+impl Attempted {
+    fn new(delivery: &ClaimedDelivery, completion: &Completion) -> Self {
+        let error = match &completion.outcome {
+            CompletionOutcome::Fail { error, .. } | CompletionOutcome::Reject(error) => {
+                Some(error.clone())
+            }
+            CompletionOutcome::Apply(_) | CompletionOutcome::Ignore(_) => None,
+        };
+        Self {
+            span: delivery_span(delivery, delivery.attempts + 1),
+            source: delivery.source.clone(),
+            received_at: delivery.received_at,
+            error,
+        }
+    }
+
+    fn log(&self, result: &Completed, max_attempts: u32) {
+        let _entered = self.span.enter();
+        let error = self
+            .error
+            .as_deref()
+            .unwrap_or("the ledger change could not be applied");
+        match result {
+            Completed::Failed(RetryPlan::RetryAt(at)) => tracing::warn!(
+                next_attempt_at = %at.to_rfc3339(),
+                error,
+                "delivery failed; retry scheduled"
+            ),
+            Completed::Failed(RetryPlan::Dead) => tracing::error!(
+                error,
+                max_attempts,
+                "delivery is dead: every attempt failed; replay it once the cause is fixed"
+            ),
+            Completed::Failed(RetryPlan::Failed) => tracing::warn!(
+                error,
+                "delivery failed permanently (kept as failed; replay it after a fix)"
+            ),
+            Completed::Rejected => {
+                tracing::warn!(error, "delivery rejected: the provider's API disproved it")
+            }
+            Completed::Processed | Completed::Ignored | Completed::Stale => {}
+        }
+    }
+}
+
 /// One attempt at one delivery: what the journal should record. A `verifying` delivery is
 /// judged from its lookup's answer; a lookup that failed is a failed attempt, retried.
 fn attempt(
@@ -347,6 +441,7 @@ fn attempt(
 ) -> Completion {
     let started = Instant::now();
     let attempt_number = delivery.attempts + 1;
+    let _entered = delivery_span(delivery, attempt_number).entered();
     let retry = retry_plan(settings, attempt_number, now);
     let normalized = match (sources.get(&delivery.source), lookup) {
         (None, _) => Err(CompletionOutcome::Fail {
@@ -375,14 +470,7 @@ fn attempt(
                 } else {
                     retry
                 };
-                tracing::warn!(
-                    source = %delivery.source,
-                    delivery.id = %delivery.id,
-                    event.r#type = %delivery.event_type,
-                    attempt = attempt_number,
-                    error = %error,
-                    "delivery could not be normalized"
-                );
+                tracing::debug!(error = %error, "delivery could not be normalized");
                 CompletionOutcome::Fail {
                     error: error.to_string(),
                     plan,

@@ -1,19 +1,53 @@
-//! Logs to stderr, filtered by `RUST_LOG` (default `info`). Stdout is kept for the ready line
-//! and command output. [`LogLimiter`] keeps a repeated error from flooding the log.
+//! Logs to stderr, filtered by `RUST_LOG` (default `info`): readable text, coloured only when
+//! stderr is a terminal (and `NO_COLOR` is unset), or one JSON object per line
+//! (`--log-format json`, `WHARF_LOG_FORMAT=json`). Stdout is kept for the ready line and command
+//! output. [`LogLimiter`] and [`KeyedLogLimiter`] keep a repeated line from flooding the log.
 
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+/// Without `RUST_LOG`: `info`, but refinery's line per migration step only when it fails
+/// (Wharf logs the migrations applied in one line).
+const DEFAULT_FILTER: &str = "info,refinery_core=warn";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, the event's fields (`message`, …) and
+    /// the delivery's span (`span`: `delivery.id`, `source`, …), for log shippers.
+    Json,
+}
+
+/// Installs the process's subscriber (once; later calls do nothing).
+pub fn init(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour_wanted()).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
+}
+
+/// Escape codes only for a person at a terminal: a file, a pipe or journald gets plain text.
+fn colour_wanted() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// Bounds how often one call site logs: the first occurrence is logged, then at most one line
@@ -86,6 +120,44 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// A [`LogLimiter`] per key (a source and a cause, say), for call sites whose repeated line
+/// depends on data: each key gets its first line and then one per interval. Keys beyond
+/// `max_keys` share one limiter, so a flood of distinct keys cannot grow memory either.
+#[derive(Debug)]
+pub struct KeyedLogLimiter {
+    interval: Duration,
+    max_keys: usize,
+    limiters: parking_lot::Mutex<HashMap<String, Arc<LogLimiter>>>,
+    overflow: LogLimiter,
+}
+
+impl KeyedLogLimiter {
+    pub fn new(interval: Duration, max_keys: usize) -> Self {
+        Self {
+            interval,
+            max_keys,
+            limiters: parking_lot::Mutex::new(HashMap::new()),
+            overflow: LogLimiter::with_interval(interval),
+        }
+    }
+
+    /// Like [`LogLimiter::allow`], counted per `key`.
+    pub fn allow(&self, key: &str) -> Option<u64> {
+        let limiter = {
+            let mut limiters = self.limiters.lock();
+            match limiters.get(key) {
+                Some(limiter) => limiter.clone(),
+                None if limiters.len() >= self.max_keys => return self.overflow.allow(),
+                None => limiters
+                    .entry(key.to_owned())
+                    .or_insert_with(|| Arc::new(LogLimiter::with_interval(self.interval)))
+                    .clone(),
+            }
+        };
+        limiter.allow()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +172,27 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert_eq!(limiter.allow(), Some(1000));
         assert_eq!(limiter.allow(), None);
+    }
+
+    #[test]
+    fn each_key_is_limited_on_its_own_and_extra_keys_share_one_limiter() {
+        let limiter = KeyedLogLimiter::new(Duration::from_secs(60), 2);
+        assert_eq!(limiter.allow("a"), Some(0));
+        assert_eq!(limiter.allow("a"), None);
+        assert_eq!(
+            limiter.allow("b"),
+            Some(0),
+            "another key is not held back by a"
+        );
+        assert_eq!(
+            limiter.allow("c"),
+            Some(0),
+            "the first overflow key gets a line"
+        );
+        assert_eq!(
+            limiter.allow("d"),
+            None,
+            "later overflow keys share c's limiter"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Receiving one delivery: limits, authentication, identification, durable append, answer.
 //! The 2xx is sent only after the journal says the delivery is durable.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -23,7 +23,7 @@ use crate::metrics::IngressOutcome;
 use crate::sources::{
     self, IdentifyError, Identity, IncomingRequest, Receipt, Reply, Settlement, Verified,
 };
-use crate::telemetry::LogLimiter;
+use crate::telemetry::KeyedLogLimiter;
 use crate::verify::VerifyError;
 
 /// A route a source declared (see [`crate::sources::Source::routes`]): the source is fixed
@@ -86,6 +86,7 @@ async fn receive_for(
     if let Some(limiter) = &route.limiter {
         if let Err(retry_after) = limiter.try_acquire() {
             route.metrics.ingress(IngressOutcome::RateLimited);
+            log_rejection(name, "rate_limited", &"too many requests for this source");
             return ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -101,6 +102,7 @@ async fn receive_for(
             if error.status == StatusCode::PAYLOAD_TOO_LARGE {
                 route.metrics.ingress(IngressOutcome::TooLarge);
             }
+            log_rejection(name, error.code, &error.message);
             return error.for_source(source);
         }
     };
@@ -151,8 +153,14 @@ async fn receive_for(
         }
         Err(error) => {
             route.metrics.ingress(IngressOutcome::Invalid);
-            tracing::info!(source = name, delivery.id = %appended.id(), code = error.code(), %error,
-                "genuine delivery could not be identified; stored as failed");
+            log_rejection(
+                name,
+                error.code(),
+                &format_args!(
+                    "genuine, but it cannot be identified ({error}); kept as failed delivery {}",
+                    appended.id()
+                ),
+            );
             ApiError::new(error.status(), error.code(), error.reply()).for_source(source)
         }
     }
@@ -230,17 +238,7 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
     let source = route.source.as_ref();
     let request = &rejected.request;
     route.metrics.ingress(IngressOutcome::SignatureFailed);
-    if rejected.error == VerifyError::NoSecretConfigured {
-        // Anyone can send these: at most one line a second.
-        static LOG: LogLimiter = LogLimiter::new();
-        if let Some(suppressed) = LOG.allow() {
-            tracing::warn!(
-                source = source.name(),
-                suppressed,
-                "request refused: no secret is configured for this source"
-            );
-        }
-    }
+    log_rejection(source.name(), rejected.error.code(), &rejected.error);
     route.rejections.push(Rejection {
         at: request.received_at.to_rfc3339(),
         code: rejected.error.code(),
@@ -262,6 +260,18 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
         ref error => (StatusCode::UNAUTHORIZED, error.to_string()),
     };
     ApiError::new(status, rejected.error.code(), message).for_source(source)
+}
+
+/// One WARN per rejected request, naming the source and the cause (never the request's
+/// secret, headers or body: `VerifyError`'s messages describe, they do not quote). Anyone can
+/// send these, so each (source, cause) logs at most one line a second, carrying how many were
+/// held back.
+fn log_rejection(source: &str, cause: &str, reason: &dyn std::fmt::Display) {
+    static LOG: OnceLock<KeyedLogLimiter> = OnceLock::new();
+    let limiter = LOG.get_or_init(|| KeyedLogLimiter::new(Duration::from_secs(1), 1024));
+    if let Some(suppressed) = limiter.allow(&format!("{source}\n{cause}")) {
+        tracing::warn!(source = %source, cause = %cause, suppressed, "request rejected: {reason}");
+    }
 }
 
 fn identify(

@@ -256,7 +256,7 @@ pub trait FirstAttempt: Send + Sync {
     fn attempt(&self, delivery: &ClaimedDelivery) -> Option<Completion>;
 
     /// Told after the transaction holding `attempt`'s completion committed.
-    fn completed(&self, delivery: &ClaimedDelivery, result: &Completed);
+    fn completed(&self, delivery: &ClaimedDelivery, completion: &Completion, result: &Completed);
 }
 
 /// A page of the delivery list.

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use super::json::{self, first_text, text, Fields, NullAmount};
 use super::registry::{self, Provider};
 use super::{
-    verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Route,
-    SharedSource, Source, Verified,
+    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized,
+    Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::clock::Timestamp;
 use crate::config::{hmac_scheme, secrets_from_env, ConfigError, Environment};
@@ -187,6 +187,10 @@ impl Source for CartPanda {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.settings.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         verify_body_hmac(
             request,
@@ -213,7 +217,55 @@ impl Source for CartPanda {
             None => Err(NormalizeError::MissingField("type")),
         }
     }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        vec!["sale.approved", "order.paid"]
+    }
+
+    /// Seed 000's `sale.approved` and a real store's `order.paid` (the fixtures the tests
+    /// read), with fresh ids, signed with the first secret in the configured scheme.
+    fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
+        let payload = match event {
+            "sale.approved" => {
+                let mut payload = sample::fixture(SEED_SALE_APPROVED);
+                sample::set(&mut payload, "/id", sample::fresh_id("evt_").into());
+                sample::set(
+                    &mut payload,
+                    "/data/sale_id",
+                    sample::fresh_id("SALE_").into(),
+                );
+                payload
+            }
+            "order.paid" => {
+                let mut payload = sample::fixture(STORE_ORDER_PAID);
+                sample::set(&mut payload, "/order/id", sample::fresh_number().into());
+                payload
+            }
+            other => return Err(sample::unknown(&self.name, other)),
+        };
+        let secret =
+            self.settings
+                .secrets
+                .first_exposed()
+                .ok_or_else(|| SampleError::NoSecret {
+                    source_name: self.name.clone(),
+                    setting: "CARTPANDA_WEBHOOK_SECRET (or secrets in the source's section)",
+                })?;
+        let path = self
+            .routes
+            .first()
+            .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+        let request = SampleRequest::json_post(path, &payload);
+        let signature = self.settings.scheme.sign(secret.as_bytes(), &request.body);
+        Ok(request.with_header(&self.settings.signature_header, signature))
+    }
 }
+
+/// Seed 000's payload, as its guide shows it.
+pub const SEED_SALE_APPROVED: &str =
+    include_str!("../../tests/fixtures/cartpanda/sale_approved.json");
+/// What a real CartPanda store posts for a paid order.
+pub const STORE_ORDER_PAID: &str = include_str!("../../tests/fixtures/cartpanda/order_paid.json");
 
 fn identify_sale(payload: &Value, event_type: &str) -> Result<Identity, IdentifyError> {
     let sale_id = text(payload, "/data/sale_id");
@@ -426,8 +478,8 @@ mod tests {
     use crate::ledger::{Money, MoneyError, TextError, MAX_ID_BYTES};
     use crate::sources::authenticate;
 
-    const SEED_PAYLOAD: &str = include_str!("../../tests/fixtures/cartpanda/sale_approved.json");
-    const STORE_PAYLOAD: &str = include_str!("../../tests/fixtures/cartpanda/order_paid.json");
+    const SEED_PAYLOAD: &str = SEED_SALE_APPROVED;
+    const STORE_PAYLOAD: &str = STORE_ORDER_PAID;
 
     fn source() -> CartPanda {
         CartPanda::new(

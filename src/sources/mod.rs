@@ -10,6 +10,7 @@ pub mod paypal;
 pub mod paystack;
 pub mod refract;
 pub mod registry;
+pub mod sample;
 pub mod standard_webhooks;
 pub mod stripe;
 pub mod tradingview;
@@ -22,6 +23,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 pub use self::registry::{provider, Provider, Registry, PROVIDERS};
+pub use self::sample::{SampleError, SampleRequest};
 use crate::clock::Timestamp;
 use crate::journal::{ClaimedDelivery, DeliveryId};
 use crate::ledger::{LedgerChange, MoneyError, SaleAmountError, TextError};
@@ -379,6 +381,11 @@ pub trait Source: Send + Sync + 'static {
     /// The provider scheme, e.g. `cartpanda` or `standard-webhooks`.
     fn kind(&self) -> &'static str;
 
+    /// Whether the secret (key, token, webhook id) that [`Source::authenticate`] needs is
+    /// configured; without it the source answers `no_secret_configured` to everything. Said
+    /// at start-up and by `wharf config check`, never the secret itself.
+    fn secret_configured(&self) -> bool;
+
     /// Checks the request the way the provider signs it. A source without a secret returns
     /// [`VerifyError::NoSecretConfigured`]: it refuses traffic, it never silently accepts.
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError>;
@@ -487,6 +494,19 @@ pub trait Source: Send + Sync + 'static {
                 "event_type": receipt.identity.event_type,
             }),
         )
+    }
+
+    /// The events [`Source::sample`] builds, in the provider's own names (`wharf trigger
+    /// --list`).
+    fn sample_events(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// A sample of `event` in the provider's real payload shape, signed with this source's
+    /// secret as the provider signs, with fresh ids: what `wharf trigger` posts.
+    fn sample(&self, event: &str, now: Timestamp) -> Result<SampleRequest, SampleError> {
+        let _ = now;
+        Err(sample::unknown(self.name(), event))
     }
 
     /// The body of an error answer, in the provider's own format where it has one.

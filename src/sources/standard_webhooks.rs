@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::registry::{self, Provider};
 use super::{
-    json, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, SharedSource,
-    Source, Verified,
+    json, sample, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized,
+    SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::clock::Timestamp;
 use crate::config::ConfigError;
@@ -76,6 +76,10 @@ impl Source for StandardWebhooks {
         KIND
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError> {
         if self.secrets.is_empty() {
             return Err(VerifyError::NoSecretConfigured);
@@ -110,6 +114,43 @@ impl Source for StandardWebhooks {
 
     fn normalize(&self, _delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
         Ok(Normalized::Changes(Vec::new()))
+    }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        vec!["contact.created"]
+    }
+
+    /// The specification's example event (`type`, `timestamp`, `data`), with a fresh
+    /// `webhook-id`, signed as the specification says with the first `whsec_` secret.
+    fn sample(&self, event: &str, now: Timestamp) -> Result<SampleRequest, SampleError> {
+        if event != "contact.created" {
+            return Err(sample::unknown(&self.name, event));
+        }
+        let secret = self
+            .secrets
+            .first_exposed()
+            .ok_or_else(|| SampleError::NoSecret {
+                source_name: self.name.clone(),
+                setting: "WHARF_SOURCE_<NAME>_SECRET",
+            })?;
+        let id = sample::fresh_id("msg_");
+        let payload = serde_json::json!({
+            "type": "contact.created",
+            "timestamp": now.to_rfc3339(),
+            "data": {
+                "id": sample::fresh_id("contact_"),
+                "type": "contact",
+                "email": "jane@example.com",
+                "name": "Jane Doe",
+            },
+        });
+        let request = SampleRequest::json_post(format!("/in/{}", self.name), &payload);
+        let signature = Scheme::sign(secret, &id, now.unix_seconds(), &request.body)
+            .map_err(|error| SampleError::Unsupported(format!("{}: {error}", self.name)))?;
+        Ok(request
+            .with_header("webhook-id", id)
+            .with_header("webhook-timestamp", now.unix_seconds().to_string())
+            .with_header("webhook-signature", signature))
     }
 }
 

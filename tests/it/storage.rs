@@ -178,7 +178,7 @@ impl FirstAttempt for SalesOnArrival {
         })
     }
 
-    fn completed(&self, delivery: &ClaimedDelivery, result: &Completed) {
+    fn completed(&self, delivery: &ClaimedDelivery, _: &Completion, result: &Completed) {
         self.landed
             .lock()
             .push((delivery.dedup_key.clone(), result.clone()));

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, Notify};
 
 use super::{pg_text, storage_error};
 use crate::journal::{body_fingerprint, Appended, DeliveryId, JournalError, NewDelivery};
+use crate::telemetry::LogLimiter;
 
 pub(super) struct AppendRequest {
     pub delivery: NewDelivery,
@@ -55,7 +56,11 @@ pub(super) async fn run(
                 }
             }
             Err(error) => {
-                tracing::error!(%error, batch = batch.len(), "PostgreSQL append failed");
+                // Every waiting request fails with it while PostgreSQL is away: once a second.
+                static LIMITER: LogLimiter = LogLimiter::new();
+                if let Some(suppressed) = LIMITER.allow() {
+                    tracing::error!(%error, batch = batch.len(), suppressed, "PostgreSQL append failed");
+                }
                 for request in batch {
                     let _ = request.reply.send(Err(error.clone()));
                 }

@@ -81,7 +81,8 @@ pub(super) fn project_batch(
                 let leased = first_attempt.as_ref().map(|_| claim);
                 if project_delivery(&tx, id, &delivery, leased)? {
                     if let Some((completion, claimed)) = first_attempt {
-                        attempted.push((claimed, complete(&tx, &completion)?));
+                        let result = complete(&tx, &completion)?;
+                        attempted.push((claimed, completion, result));
                     }
                 }
             }
@@ -95,8 +96,8 @@ pub(super) fn project_batch(
     .execute([last.to_string()])?;
     tx.commit()?;
     if let Some(first) = first {
-        for (claimed, result) in &attempted {
-            first.completed(claimed, result);
+        for (claimed, completion, result) in &attempted {
+            first.completed(claimed, completion, result);
         }
     }
     Ok(Some(last))

@@ -441,6 +441,34 @@ fn dedup_key(
     )
 }
 
+/// A `messaging` event as Pancake posts it: a customer's comment under a post.
+pub const MESSAGING_SAMPLE: &str = r#"{
+  "page_id": "1029384756",
+  "event_type": "messaging",
+  "timestamp": 1735124767,
+  "data": {
+    "conversation": {
+      "id": "1029384756_5566778899",
+      "type": "COMMENT",
+      "from": {"id": "5566778899", "name": "Minh"},
+      "snippet": "còn size M không shop?",
+      "tags": [],
+      "seen": false
+    },
+    "message": {
+      "id": "1029384756_5566778899_42",
+      "conversation_id": "1029384756_5566778899",
+      "page_id": "1029384756",
+      "message": "còn size M không shop?",
+      "type": "COMMENT",
+      "from": {"id": "5566778899", "name": "Minh", "page_customer_id": "c0ffee00-1111-2222-3333-444455556666"},
+      "inserted_at": "2024-12-25T11:06:07.000000",
+      "has_phone": false
+    },
+    "post": {"id": "1029384756_987", "message": "Áo thun mới về", "type": "photo"}
+  }
+}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -554,41 +582,13 @@ mod tests {
         }
     }
 
-    /// A `messaging` event as Pancake posts it: a customer's comment under a post.
-    const MESSAGING: &str = r#"{
-  "page_id": "1029384756",
-  "event_type": "messaging",
-  "timestamp": 1735124767,
-  "data": {
-    "conversation": {
-      "id": "1029384756_5566778899",
-      "type": "COMMENT",
-      "from": {"id": "5566778899", "name": "Minh"},
-      "snippet": "còn size M không shop?",
-      "tags": [],
-      "seen": false
-    },
-    "message": {
-      "id": "1029384756_5566778899_42",
-      "conversation_id": "1029384756_5566778899",
-      "page_id": "1029384756",
-      "message": "còn size M không shop?",
-      "type": "COMMENT",
-      "from": {"id": "5566778899", "name": "Minh", "page_customer_id": "c0ffee00-1111-2222-3333-444455556666"},
-      "inserted_at": "2024-12-25T11:06:07.000000",
-      "has_phone": false
-    },
-    "post": {"id": "1029384756_987", "message": "Áo thun mới về", "type": "photo"}
-  }
-}"#;
-
     #[test]
     fn a_real_messaging_event_writes_the_conversation_and_the_message() {
-        let event = parse(MESSAGING);
+        let event = parse(MESSAGING_SAMPLE);
         assert_eq!(event.shape, Shape::Native);
         assert_eq!(event.kind, PancakeEventType::Messaging);
         assert_eq!(event.page_id.as_deref(), Some("1029384756"));
-        let root: Value = serde_json::from_str(MESSAGING).expect("json");
+        let root: Value = serde_json::from_str(MESSAGING_SAMPLE).expect("json");
         let changes = event.effect.changes();
         assert_eq!(changes.len(), 2, "the post has no collection");
         assert_eq!(changes[0].collection, FB_CONVERSATION);
@@ -613,11 +613,12 @@ mod tests {
 
     #[test]
     fn an_edited_message_is_a_new_event_and_a_retry_is_not() {
-        let original = parse(MESSAGING);
-        let retried = parse(&MESSAGING.replace("\n", " "));
+        let original = parse(MESSAGING_SAMPLE);
+        let retried = parse(&MESSAGING_SAMPLE.replace("\n", " "));
         assert_eq!(original.dedup_key, retried.dedup_key);
-        let edited =
-            parse(&MESSAGING.replace(r#""message": "còn size M"#, r#""message": "còn size L"#));
+        let edited = parse(
+            &MESSAGING_SAMPLE.replace(r#""message": "còn size M"#, r#""message": "còn size L"#),
+        );
         assert_ne!(original.dedup_key, edited.dedup_key);
         assert_eq!(
             original.effect.changes()[1].id,
@@ -627,7 +628,8 @@ mod tests {
 
     #[test]
     fn a_messaging_event_is_keyed_by_its_data_even_with_a_conversation_version() {
-        let versioned = MESSAGING.replace(r#""seen": false"#, r#""seen": false, "version": 8"#);
+        let versioned =
+            MESSAGING_SAMPLE.replace(r#""seen": false"#, r#""seen": false, "version": 8"#);
         let event = parse(&versioned);
         assert_eq!(event.guard, Some(Guard::Version(8)));
         let edited =

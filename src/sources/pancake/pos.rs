@@ -729,6 +729,34 @@ fn dedup_key(
     )
 }
 
+/// An order as Pancake POS posts it to the orders route (trimmed).
+pub const ORDER_SAMPLE: &str = r#"{
+  "id": 1234,
+  "system_id": 262900001234,
+  "shop_id": 26290,
+  "status": 2,
+  "status_name": "shipped",
+  "inserted_at": "2024-11-14T03:00:00.000000",
+  "updated_at": "2024-11-15T07:44:17.123456",
+  "bill_full_name": "Nguyễn Văn A",
+  "bill_phone_number": "0901234567",
+  "items": [{"id": 1, "variation_id": "e190db2b", "quantity": 2, "retail_price": 140000}],
+  "total_price": 280000,
+  "total_discount": 10000,
+  "total_price_after_sub_discount": 270000,
+  "shipping_fee": 30000,
+  "cod": 300000,
+  "prepaid": 0,
+  "money_to_collect": 300000,
+  "transfer_money": null,
+  "partner": {"partner_id": 1, "extend_code": "GHN123"},
+  "status_history": [
+    {"status": 0, "updated_at": "2024-11-14T03:00:00"},
+    {"status": 1, "updated_at": "2024-11-14T05:12:00"},
+    {"status": 2, "updated_at": "2024-11-15T07:44:17"}
+  ]
+}"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,37 +952,9 @@ mod tests {
         assert_eq!(PosEventType::Unknown.name(), None);
     }
 
-    /// An order as Pancake POS posts it to the orders route (trimmed).
-    const ORDER: &str = r#"{
-  "id": 1234,
-  "system_id": 262900001234,
-  "shop_id": 26290,
-  "status": 2,
-  "status_name": "shipped",
-  "inserted_at": "2024-11-14T03:00:00.000000",
-  "updated_at": "2024-11-15T07:44:17.123456",
-  "bill_full_name": "Nguyễn Văn A",
-  "bill_phone_number": "0901234567",
-  "items": [{"id": 1, "variation_id": "e190db2b", "quantity": 2, "retail_price": 140000}],
-  "total_price": 280000,
-  "total_discount": 10000,
-  "total_price_after_sub_discount": 270000,
-  "shipping_fee": 30000,
-  "cod": 300000,
-  "prepaid": 0,
-  "money_to_collect": 300000,
-  "transfer_money": null,
-  "partner": {"partner_id": 1, "extend_code": "GHN123"},
-  "status_history": [
-    {"status": 0, "updated_at": "2024-11-14T03:00:00"},
-    {"status": 1, "updated_at": "2024-11-14T05:12:00"},
-    {"status": 2, "updated_at": "2024-11-15T07:44:17"}
-  ]
-}"#;
-
     #[test]
     fn a_bare_order_from_the_orders_route() {
-        let event = parse(ORDER, Some(PosKind::Orders));
+        let event = parse(ORDER_SAMPLE, Some(PosKind::Orders));
         assert_eq!(event.shape, Shape::Native);
         assert_eq!(event.kind, PosEventType::Entity(PosKind::Orders));
         assert_eq!(event.event_type, "orders");
@@ -968,7 +968,7 @@ mod tests {
         assert_eq!(change.id, "1234");
         assert_eq!(
             change.document,
-            serde_json::from_str::<Value>(ORDER).expect("json"),
+            serde_json::from_str::<Value>(ORDER_SAMPLE).expect("json"),
             "the order is stored as sent"
         );
         assert_eq!(
@@ -990,7 +990,7 @@ mod tests {
 
     #[test]
     fn order_amounts_are_kept_as_sent_integers_with_their_currency() {
-        let money = parse(ORDER, Some(PosKind::Orders))
+        let money = parse(ORDER_SAMPLE, Some(PosKind::Orders))
             .money
             .expect("an order has money");
         assert_eq!(money.currency.code(), "VND");
@@ -1018,7 +1018,7 @@ mod tests {
             "VND's minor unit is the đồng Pancake counts in"
         );
         let usd = parse(
-            &ORDER.replace(
+            &ORDER_SAMPLE.replace(
                 r#""shop_id": 26290,"#,
                 r#""shop_id": 26290, "currency": "usd","#,
             ),
@@ -1038,7 +1038,7 @@ mod tests {
     #[test]
     fn a_fractional_amount_is_refused_naming_the_field() {
         let error = refused(
-            &ORDER.replace(r#""cod": 300000"#, r#""cod": 300000.5"#),
+            &ORDER_SAMPLE.replace(r#""cod": 300000"#, r#""cod": 300000.5"#),
             Some(PosKind::Orders),
         );
         assert_eq!(error.field().as_deref(), Some("cod"));
@@ -1047,9 +1047,9 @@ mod tests {
 
     #[test]
     fn order_updates_apply_only_when_updated_at_is_newer() {
-        let older = parse(ORDER, Some(PosKind::Orders));
+        let older = parse(ORDER_SAMPLE, Some(PosKind::Orders));
         let newer = parse(
-            &ORDER
+            &ORDER_SAMPLE
                 .replace("2024-11-15T07:44:17.123456", "2024-11-16T01:00:00")
                 .replace(r#""status": 2,"#, r#""status": 3,"#),
             Some(PosKind::Orders),
@@ -1068,11 +1068,11 @@ mod tests {
 
     #[test]
     fn a_pos_delivery_is_the_same_event_when_shop_id_updated_at_and_status_match() {
-        let first = parse(ORDER, Some(PosKind::Orders));
-        let retry = parse(&ORDER.replace('\n', ""), Some(PosKind::Orders));
+        let first = parse(ORDER_SAMPLE, Some(PosKind::Orders));
+        let retry = parse(&ORDER_SAMPLE.replace('\n', ""), Some(PosKind::Orders));
         assert_eq!(first.dedup_key, retry.dedup_key);
         let note_changed = parse(
-            &ORDER.replace("Nguyễn Văn A", "Nguyễn Văn B"),
+            &ORDER_SAMPLE.replace("Nguyễn Văn A", "Nguyễn Văn B"),
             Some(PosKind::Orders),
         );
         assert_eq!(
@@ -1080,22 +1080,25 @@ mod tests {
             "the key is shop, id, updated_at and status, nothing else"
         );
         let restatused = parse(
-            &ORDER.replace(r#""status": 2,"#, r#""status": 4,"#),
+            &ORDER_SAMPLE.replace(r#""status": 2,"#, r#""status": 4,"#),
             Some(PosKind::Orders),
         );
         assert_ne!(first.dedup_key, restatused.dedup_key);
-        let other_shop = parse(&ORDER.replace("26290,", "26291,"), Some(PosKind::Orders));
+        let other_shop = parse(
+            &ORDER_SAMPLE.replace("26290,", "26291,"),
+            Some(PosKind::Orders),
+        );
         assert_ne!(first.dedup_key, other_shop.dedup_key);
     }
 
     #[test]
     fn an_order_as_the_api_answers_it_is_unwrapped() {
-        let wrapped = format!(r#"{{"success": true, "data": {ORDER}}}"#);
+        let wrapped = format!(r#"{{"success": true, "data": {ORDER_SAMPLE}}}"#);
         let event = parse(&wrapped, Some(PosKind::Orders));
         assert_eq!(event.effect.changes()[0].id, "1234");
         assert_eq!(
             event.dedup_key,
-            parse(ORDER, Some(PosKind::Orders)).dedup_key
+            parse(ORDER_SAMPLE, Some(PosKind::Orders)).dedup_key
         );
     }
 
@@ -1171,7 +1174,7 @@ mod tests {
 
     #[test]
     fn a_bare_body_needs_its_kind_an_id_and_for_orders_a_shop() {
-        let no_kind = refused(ORDER, None);
+        let no_kind = refused(ORDER_SAMPLE, None);
         assert!(matches!(no_kind, PancakeError::NoPosKind));
         assert_eq!(no_kind.field().as_deref(), Some("payload.eventType"));
         let no_id = refused(r#"{"name":"x"}"#, Some(PosKind::Customers));

@@ -24,8 +24,8 @@ use crate::ledger::{LedgerChange, Table};
 use crate::sources::json;
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply, Route,
-    SharedSource, Source, Verified,
+    sample, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply,
+    Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::verify::{verify_token, Algorithm, Encoding, HmacScheme, SecretSet, VerifyError};
 
@@ -214,6 +214,10 @@ impl Source for PancakeSource {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.settings.api_keys.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         let provided = match request.header(API_KEY_HEADER) {
             Some(key) if !key.trim().is_empty() => Some(key.to_owned()),
@@ -298,6 +302,63 @@ impl Source for PancakeSource {
             }
             _ => reply::error_body(code, message),
         }
+    }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        match self.product {
+            Product::Pancake => vec!["messaging"],
+            Product::Pos => vec!["orders"],
+        }
+    }
+
+    /// Pancake's `messaging` event or a Pancake POS order as posted to its orders route (the
+    /// payloads the parsers' tests read), with fresh ids and the API key in `X-API-Key`; also
+    /// signed when signing secrets are configured.
+    fn sample(&self, event: &str, now: Timestamp) -> Result<SampleRequest, SampleError> {
+        let (payload, path) = match (self.product, event) {
+            (Product::Pancake, "messaging") => {
+                let mut payload = sample::fixture(super::envelope::MESSAGING_SAMPLE);
+                let id = sample::fresh_id("1029384756_5566778899_");
+                sample::set(&mut payload, "/data/message/id", id.into());
+                sample::set(&mut payload, "/timestamp", now.unix_seconds().into());
+                let path = self
+                    .routes
+                    .first()
+                    .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+                (payload, path)
+            }
+            (Product::Pos, "orders") => {
+                let mut payload = sample::fixture(super::pos::ORDER_SAMPLE);
+                sample::set(&mut payload, "/id", sample::fresh_number().into());
+                let path = self
+                    .routes
+                    .iter()
+                    .find_map(|route| route.path.strip_suffix("/{kind}"))
+                    .map(|base| format!("{base}/orders"))
+                    .ok_or_else(|| {
+                        SampleError::Unsupported(format!(
+                            "{} has no /webhook/{{kind}} route to post a bare order to",
+                            self.name
+                        ))
+                    })?;
+                (payload, path)
+            }
+            (_, other) => return Err(sample::unknown(&self.name, other)),
+        };
+        let key = self
+            .settings
+            .api_keys
+            .first_exposed()
+            .ok_or_else(|| SampleError::NoSecret {
+                source_name: self.name.clone(),
+                setting: self.product.api_key_var(),
+            })?;
+        let mut request = SampleRequest::json_post(path, &payload).with_header(API_KEY_HEADER, key);
+        if let Some(secret) = self.settings.signing_secrets.first_exposed() {
+            let signature = self.settings.scheme.sign(secret.as_bytes(), &request.body);
+            request = request.with_header(&self.settings.signature_header, signature);
+        }
+        Ok(request)
     }
 }
 

@@ -24,7 +24,7 @@ use crate::lookup::{ClientCredentials, Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
     IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError, Normalized, Route,
-    SharedSource, Source, Verified,
+    SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::verify::{verify_paypal, PaypalCertificate, PaypalTransmission, SecretSet, VerifyError};
 
@@ -307,6 +307,10 @@ impl Source for Paypal {
 
     /// What can be checked without the certificate: a webhook id is configured, the signature
     /// headers are there, and the certificate would come from PayPal.
+    fn secret_configured(&self) -> bool {
+        !self.webhook_ids.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if self.webhook_ids.is_empty() {
             return Err(VerifyError::NoSecretConfigured);
@@ -451,6 +455,16 @@ impl Source for Paypal {
         let _ = delivery;
         Err(NormalizeError::Invalid(
             "a PayPal delivery is applied only once its signature is verified".to_owned(),
+        ))
+    }
+
+    /// None: PayPal signs with its own private key, which no one else holds.
+    fn sample(&self, _event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
+        Err(SampleError::Unsupported(
+            "PayPal signs with its own private key (SHA256withRSA, certificate on PayPal's \
+             hosts), so Wharf cannot sign a PayPal sample; use PayPal's Webhooks Simulator \
+             (developer.paypal.com) with this server's URL"
+                .to_owned(),
         ))
     }
 }

@@ -26,8 +26,9 @@ use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::json::{first_text, text};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    verify_body_hmac, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError,
-    Normalized, Receipt, Reply, Route, Settlement, SharedSource, Source, Verified,
+    sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError,
+    Normalized, Receipt, Reply, Route, SampleError, SampleRequest, Settlement, SharedSource,
+    Source, Verified,
 };
 use crate::verify::{
     verify_token, Algorithm, Encoding, HmacScheme, ProxiedAllowlist, SecretSet, VerifyError,
@@ -38,6 +39,8 @@ pub const WEBHOOK_ROUTE: &str = "/api/payments/paystack/webhook";
 pub const CALLBACK_ROUTE: &str = "/api/payments/paystack/callback";
 pub const EXPECTED_ROUTE: &str = "/api/payments/paystack/expected";
 const SIGNATURE_HEADER: &str = "x-paystack-signature";
+/// Paystack's `charge.success` as its documentation shows it.
+const CHARGE_SUCCESS: &str = include_str!("../../../tests/fixtures/paystack/charge.success.json");
 const DEFAULT_API_BASE: &str = "https://api.paystack.co";
 
 /// The addresses Paystack sends webhooks from (its "Webhooks" guide, "IP whitelisting").
@@ -240,6 +243,10 @@ impl Source for Paystack {
 
     /// Webhooks carry their signature; a callback carries nothing, but without a secret key
     /// it could not be verified either, so it is refused the same way.
+    fn secret_configured(&self) -> bool {
+        !self.settings.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if is_callback(request) {
             if self.settings.secrets.is_empty() {
@@ -522,6 +529,40 @@ impl Source for Paystack {
                 }),
             ),
         }
+    }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        vec!["charge.success"]
+    }
+
+    /// Paystack's documented `charge.success` with a fresh transaction id and reference,
+    /// signed as Paystack signs (hex HMAC-SHA512 of the body with the secret key).
+    fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
+        if event != "charge.success" {
+            return Err(sample::unknown(&self.name, event));
+        }
+        let mut payload = sample::fixture(CHARGE_SUCCESS);
+        sample::set(&mut payload, "/data/id", sample::fresh_number().into());
+        sample::set(
+            &mut payload,
+            "/data/reference",
+            sample::fresh_id("ref_").into(),
+        );
+        let secret =
+            self.settings
+                .secrets
+                .first_exposed()
+                .ok_or_else(|| SampleError::NoSecret {
+                    source_name: self.name.clone(),
+                    setting: "PAYSTACK_SECRET_KEY",
+                })?;
+        let path = self
+            .routes
+            .first()
+            .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+        let request = SampleRequest::json_post(path, &payload);
+        let signature = Self::scheme().sign(secret.as_bytes(), &request.body);
+        Ok(request.with_header(SIGNATURE_HEADER, signature))
     }
 }
 

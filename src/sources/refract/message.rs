@@ -1336,12 +1336,8 @@ fn redact_proxy_token(token: &str) -> String {
     }
 }
 
-#[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// Seed 001's "Supported Message Format", byte for byte.
-    pub(crate) const SEED_MESSAGE: &str = "Successful Checkout | Best Buy US
+/// Seed 001's "Supported Message Format", byte for byte.
+pub const SEED_MESSAGE: &str = "Successful Checkout | Best Buy US
 Product
 STARLINK - Mini Kit AC Dual Band Wi-Fi System - White
 Price
@@ -1358,6 +1354,11 @@ Email
 woozy_byes28@icloud.com
 Image
 ";
+
+#[cfg(test)]
+pub(super) mod tests {
+    pub(crate) use super::SEED_MESSAGE;
+    use super::*;
 
     /// Seed 001's "Optional Fields".
     const SEED_OPTIONAL_FIELDS: &str = "Quantity

@@ -18,8 +18,8 @@ use crate::journal::ClaimedDelivery;
 use crate::ledger::{LedgerChange, Table};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply, Route,
-    SharedSource, Source, Verified,
+    sample, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply,
+    Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::verify::{verify_token, SecretSet, VerifyError};
 
@@ -136,6 +136,10 @@ impl Source for Refract {
         &[TOKEN_HEADER]
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         let query_token = request.query_param("token");
         let provided = request
@@ -221,6 +225,42 @@ impl Source for Refract {
     /// FastAPI's `detail`, which seed 001's server answers with, beside a machine code.
     fn error_body(&self, code: &str, message: &str) -> Value {
         json!({ "detail": message, "code": code, "message": message })
+    }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        vec!["order.verified"]
+    }
+
+    /// Seed 001's message (a successful checkout, hence `order.verified`), byte for byte but for a
+    /// fresh order number, with the token in
+    /// `X-Wharf-Token`.
+    fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
+        if event != "order.verified" {
+            return Err(sample::unknown(&self.name, event));
+        }
+        let token = self
+            .tokens
+            .first_exposed()
+            .ok_or_else(|| SampleError::NoSecret {
+                source_name: self.name.clone(),
+                setting: "REFRACT_WEBHOOK_TOKEN",
+            })?;
+        let order = sample::fresh_id("#WHARF-");
+        let body = super::message::SEED_MESSAGE.replace("#BBY01-807102506907", &order);
+        let path = self
+            .routes
+            .iter()
+            .find(|route| !route.path.contains('{'))
+            .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+        Ok(SampleRequest {
+            method: axum::http::Method::POST,
+            path_and_query: path,
+            headers: vec![
+                ("content-type".to_owned(), "text/plain".to_owned()),
+                (TOKEN_HEADER.to_owned(), token.to_owned()),
+            ],
+            body: body.into(),
+        })
     }
 }
 

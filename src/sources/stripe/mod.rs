@@ -11,6 +11,7 @@
 
 pub mod billing;
 pub mod event;
+pub mod fixtures;
 pub mod lifecycle;
 pub mod payments;
 mod row;

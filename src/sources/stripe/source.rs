@@ -21,8 +21,8 @@ use crate::journal::ClaimedDelivery;
 use crate::ledger::{check_id, LedgerChange, RowChange, Table};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply, Route,
-    SharedSource, Source, Verified,
+    sample, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized, Receipt, Reply,
+    Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::verify::{SecretSet, StripeScheme, VerifyError, DEFAULT_TOLERANCE_SECS};
 
@@ -136,6 +136,10 @@ impl Source for Stripe {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError> {
         self.scheme
             .verify(
@@ -198,6 +202,34 @@ impl Source for Stripe {
             body["status"] = json!("success");
         }
         Reply::Json(StatusCode::OK, body)
+    }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        super::fixtures::EVENTS.to_vec()
+    }
+
+    /// The fixture of `event` with a fresh event id and `created` = now, signed as Stripe signs
+    /// (`Stripe-Signature: t=…,v1=…`) with the first endpoint secret.
+    fn sample(&self, event: &str, now: Timestamp) -> Result<SampleRequest, SampleError> {
+        let text =
+            super::fixtures::text(event).ok_or_else(|| sample::unknown(&self.name, event))?;
+        let mut payload = sample::fixture(text);
+        sample::set(&mut payload, "/id", sample::fresh_id("evt_").into());
+        sample::set(&mut payload, "/created", now.unix_seconds().into());
+        let secret = self
+            .secrets
+            .first_exposed()
+            .ok_or_else(|| SampleError::NoSecret {
+                source_name: self.name.clone(),
+                setting: "STRIPE_WEBHOOK_SECRET",
+            })?;
+        let path = self
+            .routes
+            .first()
+            .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+        let request = SampleRequest::json_post(path, &payload);
+        let signature = StripeScheme::sign(secret, now.unix_seconds(), &request.body);
+        Ok(request.with_header(SIGNATURE_HEADER, signature))
     }
 }
 

@@ -13,45 +13,7 @@ use crate::ledger::{Cell, Currency, LedgerChange, RowWrite, Table, WriteTimes};
 use crate::sources::Normalized;
 
 pub(super) fn fixture(name: &str) -> Value {
-    let text = match name {
-        "payment_intent.succeeded" => {
-            include_str!("../../../tests/fixtures/stripe/payment_intent.succeeded.json")
-        }
-        "payment_intent.payment_failed" => {
-            include_str!("../../../tests/fixtures/stripe/payment_intent.payment_failed.json")
-        }
-        "payment_intent.canceled" => {
-            include_str!("../../../tests/fixtures/stripe/payment_intent.canceled.json")
-        }
-        "payment_intent.requires_action" => {
-            include_str!("../../../tests/fixtures/stripe/payment_intent.requires_action.json")
-        }
-        "charge.succeeded" => include_str!("../../../tests/fixtures/stripe/charge.succeeded.json"),
-        "charge.failed" => include_str!("../../../tests/fixtures/stripe/charge.failed.json"),
-        "charge.refunded" => include_str!("../../../tests/fixtures/stripe/charge.refunded.json"),
-        "charge.dispute.created" => {
-            include_str!("../../../tests/fixtures/stripe/charge.dispute.created.json")
-        }
-        "charge.dispute.closed" => {
-            include_str!("../../../tests/fixtures/stripe/charge.dispute.closed.json")
-        }
-        "refund.created" => include_str!("../../../tests/fixtures/stripe/refund.created.json"),
-        "refund.updated" => include_str!("../../../tests/fixtures/stripe/refund.updated.json"),
-        "customer.subscription.created" => {
-            include_str!("../../../tests/fixtures/stripe/customer.subscription.created.json")
-        }
-        "customer.subscription.updated" => {
-            include_str!("../../../tests/fixtures/stripe/customer.subscription.updated.json")
-        }
-        "customer.subscription.deleted" => {
-            include_str!("../../../tests/fixtures/stripe/customer.subscription.deleted.json")
-        }
-        "invoice.paid" => include_str!("../../../tests/fixtures/stripe/invoice.paid.json"),
-        "invoice.payment_failed" => {
-            include_str!("../../../tests/fixtures/stripe/invoice.payment_failed.json")
-        }
-        other => panic!("no fixture {other}"),
-    };
+    let text = super::fixtures::text(name).unwrap_or_else(|| panic!("no fixture {name}"));
     serde_json::from_str(text).expect("fixture is JSON")
 }
 

@@ -331,6 +331,14 @@ fn collect_placeholders(value: &Value, found: &mut BTreeSet<String>) {
     }
 }
 
+/// Seed 004's alert message, as TradingView posts it (the secret is the operator's own).
+pub const SEED_ALERT: &str = r#"{
+    "symbol": "BTCUSDT",
+    "action": "buy",
+    "price": "37000",
+    "secret": "your-secret-key"
+  }"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,16 +347,9 @@ mod tests {
         Amount::parse(text).expect("amount")
     }
 
-    const SEED: &str = r#"{
-    "symbol": "BTCUSDT",
-    "action": "buy",
-    "price": "37000",
-    "secret": "your-secret-key"
-  }"#;
-
     #[test]
     fn the_seed_alert_parses_without_its_secret() {
-        let alert = parse(SEED.as_bytes()).expect("alert");
+        let alert = parse(SEED_ALERT.as_bytes()).expect("alert");
         assert_eq!(
             alert,
             Alert {
@@ -360,7 +361,7 @@ mod tests {
             }
         );
         assert_eq!(
-            secret_in(SEED.as_bytes()).as_deref(),
+            secret_in(SEED_ALERT.as_bytes()).as_deref(),
             Some("your-secret-key")
         );
     }

@@ -33,8 +33,8 @@ use crate::ledger::{LedgerChange, Table};
 use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
-    query_param, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError, Normalized,
-    Receipt, Reply, Route, SharedSource, Source, Verified,
+    query_param, sample, IdentifyError, Identity, IncomingRequest, Judgement, NormalizeError,
+    Normalized, Receipt, Reply, Route, SampleError, SampleRequest, SharedSource, Source, Verified,
 };
 use crate::verify::{
     verify_token, Algorithm, Encoding, HmacScheme, ProxiedAllowlist, SecretSet, VerifyError,
@@ -490,6 +490,10 @@ impl Source for TradingView {
         alert::redact_secrets(body).map(Bytes::from)
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.users.values().all(SecretSet::is_empty)
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if self.users.values().all(SecretSet::is_empty) {
             return Err(VerifyError::NoSecretConfigured);
@@ -660,6 +664,33 @@ impl Source for TradingView {
     fn error_body(&self, code: &str, message: &str) -> Value {
         json!({ "detail": message, "code": code, "message": message })
     }
+
+    fn sample_events(&self) -> Vec<&'static str> {
+        vec!["signal.buy"]
+    }
+
+    /// Seed 004's alert (a buy, hence `signal.buy`), with the default user's secret where the seed has
+    /// `your-secret-key`: TradingView cannot sign, the secret travels in the message.
+    fn sample(&self, event: &str, _now: Timestamp) -> Result<SampleRequest, SampleError> {
+        if event != "signal.buy" {
+            return Err(sample::unknown(&self.name, event));
+        }
+        let secret = self
+            .users
+            .get(DEFAULT_USER)
+            .and_then(SecretSet::first_exposed)
+            .ok_or_else(|| SampleError::NoSecret {
+                source_name: self.name.clone(),
+                setting: "TRADINGVIEW_WEBHOOK_SECRET",
+            })?;
+        let mut payload = sample::fixture(alert::SEED_ALERT);
+        sample::set(&mut payload, "/secret", secret.into());
+        let path = self
+            .routes
+            .first()
+            .map_or_else(|| format!("/in/{}", self.name), |route| route.path.clone());
+        Ok(SampleRequest::json_post(path, &payload))
+    }
 }
 
 #[cfg(test)]
@@ -677,6 +708,10 @@ mod tests {
                 .iter()
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| (*value).to_owned())
+        }
+
+        fn names(&self) -> Vec<String> {
+            self.0.iter().map(|(key, _)| (*key).to_owned()).collect()
         }
     }
 
