@@ -32,8 +32,8 @@ async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts(backend: B
         .json()
         .await
         .expect("json");
-    assert_eq!(list["deliveries"][0]["status"], "processed");
-    let id = list["deliveries"][0]["id"].as_i64().expect("id");
+    assert_eq!(list["items"][0]["status"], "processed");
+    let id = list["items"][0]["id"].as_i64().expect("id");
     let one: Value = app
         .admin_get(&format!("/api/deliveries/{id}"))
         .await

@@ -4,11 +4,13 @@
 
 mod abuse;
 mod admin;
+mod admin_api;
 mod bad_input;
 mod cartpanda;
 mod configured_sources;
 mod crash;
 mod duplicates;
+mod export_memory;
 mod journal_log;
 mod multi_instance;
 mod pancake;
