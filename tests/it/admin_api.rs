@@ -402,7 +402,9 @@ async fn sources_say_whether_a_secret_is_set_and_why_requests_were_refused(backe
         .expect("cartpanda");
     assert_eq!(cartpanda["secret_configured"], true);
     assert_eq!(cartpanda["counts"]["processed"], 1);
-    assert_eq!(cartpanda["last_rejections"][0]["code"], "invalid_signature");
+    assert!(cartpanda["last_rejections"][0]["code"]
+        .as_str()
+        .is_some_and(|code| code.contains("signature")));
     assert!(cartpanda["last_rejections"][0]["cause"].is_string());
     assert!(cartpanda["routes"]
         .as_array()

@@ -5,6 +5,7 @@
 mod abuse;
 mod admin;
 mod admin_api;
+mod admin_tokens;
 mod bad_input;
 mod cartpanda;
 mod configured_sources;
@@ -13,6 +14,7 @@ mod duplicates;
 mod export_memory;
 mod journal_log;
 mod multi_instance;
+mod openapi;
 mod pancake;
 mod paypal;
 mod paystack;

@@ -4,15 +4,13 @@
 //! they are compared in constant time against every known digest, so neither a token's
 //! content nor its length shows in the answer's timing.
 
-use std::time::{Duration, Instant};
-
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -26,9 +24,6 @@ use crate::journal::JournalError;
 /// A token's SHA-256 digest.
 pub type TokenDigest = [u8; 32];
 
-/// Least time between two reloads of the stored digests on an unknown token.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
 pub fn digest(token: &str) -> TokenDigest {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -37,7 +32,8 @@ pub fn digest(token: &str) -> TokenDigest {
 pub struct AdminTokens {
     configured: Vec<TokenDigest>,
     stored: RwLock<Vec<TokenDigest>>,
-    last_reload: Mutex<Option<Instant>>,
+    /// One reload of the stored digests at a time: concurrent misses wait for it.
+    reloading: tokio::sync::Mutex<()>,
 }
 
 impl AdminTokens {
@@ -50,7 +46,7 @@ impl AdminTokens {
                 .map(digest)
                 .collect(),
             stored: RwLock::new(Vec::new()),
-            last_reload: Mutex::new(None),
+            reloading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -66,7 +62,6 @@ impl AdminTokens {
             .filter_map(|token| hex::decode(&token.digest).ok())
             .filter_map(|bytes| TokenDigest::try_from(bytes).ok())
             .collect();
-        *self.last_reload.lock() = Some(Instant::now());
     }
 
     /// Compares with every known digest, without stopping at the first match.
@@ -80,19 +75,16 @@ impl AdminTokens {
     }
 
     /// Whether `presented` is an admin token. An unknown one makes the stored digests be read
-    /// again (at most once a second): a token minted since, by `wharf token create` or by
-    /// another instance, works without a restart.
+    /// again (one read at a time; the table holds a few rows): a token minted since, by
+    /// `wharf token create` or by another instance, works without a restart.
     pub async fn allows(&self, presented: &str, store: &dyn AdminTokenStore) -> bool {
         let presented = digest(presented);
         if self.knows(&presented) {
             return true;
         }
-        let due = self
-            .last_reload
-            .lock()
-            .is_none_or(|at| at.elapsed() >= RELOAD_EVERY);
-        if !due {
-            return false;
+        let _reloading = self.reloading.lock().await;
+        if self.knows(&presented) {
+            return true;
         }
         match store.admin_tokens().await {
             Ok(tokens) => self.set_stored(&tokens),
