@@ -39,7 +39,10 @@ async fn the_first_start_without_a_token_mints_one_and_stores_only_its_digest(ba
         stored[0][0].as_deref(),
         Some(hex::encode(Sha256::digest(token.as_bytes())).as_str())
     );
-    assert!(!format!("{stored:?}").contains(&token), "never the token itself");
+    assert!(
+        !format!("{stored:?}").contains(&token),
+        "never the token itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +60,11 @@ async fn a_restart_keeps_the_first_token_and_mints_no_other() {
         .database_dir(dir.path())
         .spawn()
         .await;
-    assert_eq!(again.first_admin_token(), None, "printed once, at the first start");
+    assert_eq!(
+        again.first_admin_token(),
+        None,
+        "printed once, at the first start"
+    );
     assert_eq!(status_with(&again, &token).await, 200);
     assert_eq!(again.count("SELECT COUNT(*) FROM admin_tokens").await, 1);
 }
@@ -102,7 +109,11 @@ async fn wharf_token_create_mints_a_token_a_running_server_accepts_on_postgres_o
             let app = TestApp::spawn_on(backend).await;
             let token = token_create(app.database()).await;
             assert!(token.starts_with("wharf_"), "{token}");
-            assert_eq!(status_with(&app, &token).await, 200, "accepted without a restart");
+            assert_eq!(
+                status_with(&app, &token).await,
+                200,
+                "accepted without a restart"
+            );
             let label = app.one("SELECT label FROM admin_tokens").await;
             assert_eq!(label, [Some("ci".to_owned())]);
         }
@@ -121,6 +132,8 @@ async fn wharf_token_create_mints_a_token_a_running_server_accepts_on_postgres_o
             let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
                 .args(["token", "create"])
                 .env("WHARF_DATABASE", database.url())
+                .env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE")
                 .env("RUST_LOG", "warn")
                 .output()
                 .await

@@ -18,9 +18,13 @@ use crate::http::error::ApiError;
 use crate::http::SharedState;
 use crate::journal::{DeliveryFilter, DeliveryStatus};
 
+/// Longest `timeout_ms` honoured: the router lets this route run for ten minutes.
+const MAX_IDLE_WAIT_MS: u64 = 590_000;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IdleQuery {
+    /// How long to wait, in milliseconds (default 30,000; at most 590,000).
     timeout_ms: Option<u64>,
 }
 
@@ -35,8 +39,8 @@ pub async fn await_idle(
     State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<IdleQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(query.timeout_ms.unwrap_or(30_000));
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(MAX_IDLE_WAIT_MS));
     let mut progress = state.processor.progress();
     loop {
         progress.borrow_and_update();
