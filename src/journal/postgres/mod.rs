@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use self::ledger::ApplyError;
 use self::writer::AppendRequest;
-use super::query::{LedgerQuery, RevenueDay, WindowStats};
+use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
@@ -588,6 +588,12 @@ impl ReadModel for PostgresStorage {
         query: LedgerQuery,
     ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
         query::ledger_rows(&self.client().await?, &query).await
+    }
+
+    async fn source_counts(&self, since: Timestamp) -> Result<Vec<SourceWindow>, JournalError> {
+        query::source_counts(&self.client().await?, since)
+            .await
+            .map(|counts| counts.into_values().collect())
     }
 
     async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {
