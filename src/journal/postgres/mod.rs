@@ -515,6 +515,9 @@ impl DeliveryLog for PostgresStorage {
     }
 }
 
+/// The advisory lock taken while storing an admin token (`"wharf-tk"` as an integer).
+const ADMIN_TOKENS_LOCK: i64 = 0x7768_6172_662d_746b;
+
 #[async_trait]
 impl AdminTokenStore for PostgresStorage {
     async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
@@ -542,8 +545,14 @@ impl AdminTokenStore for PostgresStorage {
         token: StoredToken,
         only_if_none: bool,
     ) -> Result<bool, JournalError> {
-        let client = self.client().await?;
-        let inserted = client
+        // Instances starting together on an empty table serialize here, so that only one
+        // of them mints the first token.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(storage_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_TOKENS_LOCK])
+            .await
+            .map_err(storage_error)?;
+        let inserted = tx
             .execute(
                 "INSERT INTO admin_tokens (digest, label, created_at) SELECT $1, $2, $3 \
                  WHERE NOT $4 OR NOT EXISTS (SELECT 1 FROM admin_tokens) \
@@ -557,6 +566,7 @@ impl AdminTokenStore for PostgresStorage {
             )
             .await
             .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
         Ok(inserted == 1)
     }
 }
