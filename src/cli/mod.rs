@@ -1,11 +1,16 @@
-//! The `wharf` command line: `serve`, `migrate`, `sign`, `trigger`, `config check`. (The
-//! benchmark is its own binary, `wharf-bench`, in the workspace's `bench/` member.) Each
-//! command's `--help` ends with examples; a failing command prints one line (`wharf: …`, the
-//! error and its causes) and exits 1, never a backtrace.
+//! The `wharf` command line: `serve`, `migrate`, `sign`, `trigger`, `config check`, and the
+//! admin API's `replay`, `export` and `token`. (The benchmark is its own binary, `wharf-bench`,
+//! in the workspace's `bench/` member.) Each command's `--help` ends with examples; a failing
+//! command prints one line (`wharf: …`, the error and its causes) and exits 1, never a
+//! backtrace.
 #![allow(clippy::print_stdout)]
 
+mod admin_client;
 mod config_check;
+mod export;
+mod replay;
 mod summary;
+mod token;
 mod trigger;
 
 pub use summary::{ConfigSummary, SourceSummary};
@@ -137,6 +142,13 @@ posted to the source's own route, and gets fresh ids, so each trigger is a new d
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Replay finished deliveries through a running server's admin API.
+    Replay(replay::ReplayArgs),
+    /// Export deliveries or a ledger table from a running server, as CSV or JSON Lines.
+    Export(export::ExportArgs),
+    /// Admin tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Print the HMAC signature of stdin, for curl tests: hex SHA-256 by default.
     #[command(after_help = "\
 Examples:
@@ -196,6 +208,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => runtime.block_on(copy_to_postgres(&from, &to)),
         Command::Migrate { config, .. } => runtime.block_on(migrate(config)),
+        Command::Replay(args) => runtime.block_on(replay::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
+        Command::Token(command) => runtime.block_on(token::run(command)),
         Command::Sign {
             secret,
             algorithm,
@@ -265,6 +280,9 @@ async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     log_summary(&ConfigSummary::new(&config, file.as_deref(), &ProcessEnv));
     tracing::debug!(?config, "configuration");
     let server = RunningServer::start(config, Arc::new(SystemClock)).await?;
+    if let Some(first) = &server.first_admin_token {
+        token::announce_first_token(first);
+    }
     println!("{READY_PREFIX}{}", server.addr);
     let token = server.shutdown_token();
     tokio::spawn(async move {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod error;
 pub mod ingress;
+pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
 pub mod rejections;
@@ -20,7 +21,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
 use axum::Router;
-use secrecy::SecretString;
 
 use self::error::ApiError;
 use self::rate_limit::TokenBucket;
@@ -47,7 +47,8 @@ pub struct AppState {
     pub clock: SharedClock,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub admin_token: Option<SecretString>,
+    /// The admin API's tokens (digests only); check one with [`admin::auth::AdminTokens::allows`].
+    pub admin_tokens: admin::auth::AdminTokens,
     pub processor: Arc<Processor>,
 }
 
@@ -84,7 +85,14 @@ impl AppState {
             clock,
             limits: config.limits.clone(),
             metrics,
-            admin_token: config.admin_token.clone(),
+            admin_tokens: admin::auth::AdminTokens::new(
+                &config
+                    .admin_token
+                    .iter()
+                    .chain(&config.admin_tokens)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
             processor,
         }
     }
@@ -102,6 +110,9 @@ pub fn router(state: SharedState) -> Router {
         // Seed 003's health route, the same answer.
         .route("/api/webhooks/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json_route))
+        .route("/docs", get(openapi::docs_route))
+        .route("/docs/{file}", get(openapi::docs_asset))
         .merge(admin::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

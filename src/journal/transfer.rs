@@ -37,11 +37,11 @@ use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
-/// `V12__execution_and_expected_payments.sql`, whose new `trading_orders` and `payments`
-/// columns the copy carries through `TRADING_ORDERS` and Stripe's `PAYMENTS`). A database at
-/// another version is refused: an older one lacks columns, a newer one may hold data this
-/// copy would drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 12;
+/// `V11__execution_and_expected_payments.sql`, whose new `trading_orders` and `payments`
+/// columns the copy carries through `TRADING_ORDERS` and Stripe's `PAYMENTS`; `admin_tokens`
+/// since `V10__admin_tokens.sql`). A database at another version is refused: an older one
+/// lacks columns, a newer one may hold data this copy would drop.
+pub const SQLITE_SCHEMA_VERSION: i64 = 11;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;
@@ -289,7 +289,7 @@ async fn connect(
     Ok((client, driver))
 }
 
-/// Copies every provider's own ledger tables (see [`crate::sources::Provider::ledger_tables`])
+/// Copies every provider's own ledger tables and the admin token digests (see [`crate::sources::Provider::ledger_tables`])
 /// through the backends' ledger stores: rows PostgreSQL already has (same key) are skipped;
 /// database-assigned ids are assigned anew, and triggers fill in what refers to them.
 async fn copy_ledger_tables(
@@ -298,9 +298,11 @@ async fn copy_ledger_tables(
     progress: &dyn TransferProgress,
     report: &mut TransferReport,
 ) -> Result<(), TransferError> {
+    // Admin token digests travel too: a token that worked keeps working after the move.
     let tables = crate::sources::PROVIDERS
         .iter()
-        .flat_map(|provider| provider.ledger_tables().iter().copied());
+        .flat_map(|provider| provider.ledger_tables().iter().copied())
+        .chain(std::iter::once(&crate::journal::tokens::ADMIN_TOKENS));
     for table in tables {
         let name = table.name;
         let total = source

@@ -3,6 +3,7 @@
 //! to values. All I/O happens in the journal and the processor.
 
 pub mod cartpanda;
+pub mod catalog;
 pub mod generic_hmac;
 pub mod json;
 pub mod pancake;

@@ -4,14 +4,19 @@
 
 mod abuse;
 mod admin;
+mod admin_api;
+mod admin_tokens;
 mod bad_input;
 mod cartpanda;
 mod cli;
+mod cli_admin;
 mod configured_sources;
 mod crash;
 mod duplicates;
+mod export_memory;
 mod journal_log;
 mod multi_instance;
+mod openapi;
 mod operator_logs;
 mod pancake;
 mod paypal;

@@ -492,3 +492,25 @@ async fn the_providers_ledger_tables_move_too() {
         .await;
     assert_eq!(sqlite_times, postgres_times);
 }
+
+/// A token that worked before the move keeps working: its digest (all that is stored) moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_digests_move_too() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let app = TestApp::builder()
+        .backend(Backend::Sqlite)
+        .database_dir(dir.path())
+        .without_env("WHARF_ADMIN_TOKEN")
+        .spawn()
+        .await;
+    assert!(app.first_admin_token().is_some());
+    app.shutdown().await;
+
+    let sqlite = TestDatabase::sqlite_in(dir.path());
+    let postgres = TestDatabase::fresh(Backend::Postgres).await;
+    let output = migrate(&dir.path().join("wharf.db"), postgres.url()).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(summary(&text(&output.stdout), "admin_tokens"), (1, 0));
+    let sql = "SELECT digest, label FROM admin_tokens";
+    assert_eq!(sqlite.rows(sql).await, postgres.rows(sql).await);
+}

@@ -6,6 +6,7 @@
 //! (pool timeouts) so ingest answers 503, and the pool reconnects by itself once it is back.
 
 pub(crate) mod ledger;
+mod query;
 mod read;
 pub mod tls;
 mod writer;
@@ -25,6 +26,8 @@ use tokio::task::JoinHandle;
 
 use self::ledger::ApplyError;
 use self::writer::AppendRequest;
+use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
+use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
     Completion, CompletionOutcome, DeliveryFilter, DeliveryId, DeliveryLog, DeliveryStatus,
@@ -143,7 +146,8 @@ impl PostgresStorage {
             Storage {
                 backend: Backend::Postgres,
                 log: storage.clone(),
-                read: storage,
+                read: storage.clone(),
+                tokens: storage,
             },
             applied,
         ))
@@ -522,6 +526,62 @@ impl DeliveryLog for PostgresStorage {
     }
 }
 
+/// The advisory lock taken while storing an admin token (`"wharf-tk"` as an integer).
+const ADMIN_TOKENS_LOCK: i64 = 0x7768_6172_662d_746b;
+
+#[async_trait]
+impl AdminTokenStore for PostgresStorage {
+    async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT digest, label, created_at FROM admin_tokens ORDER BY created_at",
+                &[],
+            )
+            .await
+            .map_err(storage_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredToken {
+                digest: row.get(0),
+                label: row.get(1),
+                created_at: timestamp(row.get(2)),
+            })
+            .collect())
+    }
+
+    async fn add_admin_token(
+        &self,
+        token: StoredToken,
+        only_if_none: bool,
+    ) -> Result<bool, JournalError> {
+        // Instances starting together on an empty table serialize here, so that only one
+        // of them mints the first token.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(storage_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_TOKENS_LOCK])
+            .await
+            .map_err(storage_error)?;
+        let inserted = tx
+            .execute(
+                "INSERT INTO admin_tokens (digest, label, created_at) SELECT $1, $2, $3 \
+                 WHERE NOT $4 OR NOT EXISTS (SELECT 1 FROM admin_tokens) \
+                 ON CONFLICT (digest) DO NOTHING",
+                &[
+                    &token.digest,
+                    &token.label,
+                    &datetime(token.created_at),
+                    &only_if_none,
+                ],
+            )
+            .await
+            .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
+        Ok(inserted == 1)
+    }
+}
+
 #[async_trait]
 impl ReadModel for PostgresStorage {
     async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
@@ -542,5 +602,26 @@ impl ReadModel for PostgresStorage {
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
         read::attempts(&self.client().await?, id).await
+    }
+
+    async fn ledger_rows(
+        &self,
+        query: LedgerQuery,
+    ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
+        query::ledger_rows(&self.client().await?, &query).await
+    }
+
+    async fn source_counts(&self, since: Timestamp) -> Result<Vec<SourceWindow>, JournalError> {
+        query::source_counts(&self.client().await?, since)
+            .await
+            .map(|counts| counts.into_values().collect())
+    }
+
+    async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {
+        query::window_stats(&self.client().await?, since).await
+    }
+
+    async fn revenue(&self, since: Timestamp) -> Result<Vec<RevenueDay>, JournalError> {
+        query::revenue(&self.client().await?, since).await
     }
 }

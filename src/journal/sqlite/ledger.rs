@@ -170,7 +170,7 @@ fn update(
     Ok(())
 }
 
-fn to_value(cell: &Cell) -> Value {
+pub(super) fn to_value(cell: &Cell) -> Value {
     match cell {
         Cell::Null => Value::Null,
         Cell::Text(text) | Cell::Decimal(text) | Cell::Json(text) => Value::Text(text.clone()),
@@ -185,7 +185,11 @@ fn read_row(table: &Table, row: &Row<'_>) -> rusqlite::Result<Vec<Cell>> {
 }
 
 /// The table's columns, starting at column `first` of the result row.
-fn read_row_from(table: &Table, row: &Row<'_>, first: usize) -> rusqlite::Result<Vec<Cell>> {
+pub(super) fn read_row_from(
+    table: &Table,
+    row: &Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Vec<Cell>> {
     table
         .columns
         .iter()

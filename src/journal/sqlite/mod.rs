@@ -9,6 +9,7 @@
 pub(crate) mod ledger;
 mod log_writer;
 mod projection;
+mod query;
 mod read;
 pub mod schema;
 mod writer;
@@ -28,7 +29,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
 use self::writer::{Command, Writer};
+use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::segment_log::{LogReader, SegmentLog};
+use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
     DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, FirstAttempt, JournalError, NewDelivery,
@@ -212,7 +215,8 @@ impl SqliteJournal {
         let storage = Storage {
             backend: Backend::Sqlite,
             log: journal.clone(),
-            read: journal,
+            read: journal.clone(),
+            tokens: journal,
         };
         Ok((storage, applied))
     }
@@ -551,6 +555,26 @@ impl DeliveryLog for SqliteJournal {
 }
 
 #[async_trait]
+impl AdminTokenStore for SqliteJournal {
+    async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
+        self.read(query::admin_tokens).await
+    }
+
+    async fn add_admin_token(
+        &self,
+        token: StoredToken,
+        only_if_none: bool,
+    ) -> Result<bool, JournalError> {
+        self.send(|reply| Command::AddAdminToken {
+            token,
+            only_if_none,
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl ReadModel for SqliteJournal {
     /// Counts what SQLite holds plus what the log synced beyond the same snapshot.
     async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
@@ -583,6 +607,33 @@ impl ReadModel for SqliteJournal {
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
         self.await_visible().await;
         self.read(move |conn| read::attempts(conn, id)).await
+    }
+
+    async fn ledger_rows(
+        &self,
+        query: LedgerQuery,
+    ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::ledger_rows(conn, &query))
+            .await
+    }
+
+    async fn source_counts(&self, since: Timestamp) -> Result<Vec<SourceWindow>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::source_counts(conn, since))
+            .await
+            .map(|counts| counts.into_values().collect())
+    }
+
+    async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::window_stats(conn, since))
+            .await
+    }
+
+    async fn revenue(&self, since: Timestamp) -> Result<Vec<RevenueDay>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::revenue(conn, since)).await
     }
 
     async fn await_visible(&self) {
