@@ -9,6 +9,7 @@
 //! 5. [`metrics`] and the admin API show what happened.
 
 pub mod background;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -2,6 +2,8 @@
 //! `wharf-bench`, in the workspace's `bench/` member.)
 #![allow(clippy::print_stdout)]
 
+pub mod tail;
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +57,8 @@ enum Command {
         #[arg(long, default_value = "hex")]
         encoding: String,
     },
+    /// Follow a server's live stream: deliveries and ledger changes as they happen.
+    Tail(tail::TailArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -75,6 +79,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             algorithm,
             encoding,
         } => sign(&secret, &algorithm, &encoding),
+        Command::Tail(args) => runtime.block_on(tail::run(args)),
     }
 }
 

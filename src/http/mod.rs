@@ -9,6 +9,7 @@ pub mod ops;
 pub mod rate_limit;
 pub mod rejections;
 pub mod serve;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use secrecy::SecretString;
 use self::error::ApiError;
 use self::rate_limit::TokenBucket;
 use self::rejections::RejectionLog;
+use crate::bus::Bus;
 use crate::clock::SharedClock;
 use crate::config::{Config, Limits};
 use crate::journal::Storage;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub admin_token: Option<SecretString>,
     pub processor: Arc<Processor>,
+    /// The live change feed, for `/api/stream`, `/api/ws` and seed 001's broadcast.
+    pub bus: Arc<Bus>,
 }
 
 impl AppState {
@@ -78,6 +82,7 @@ impl AppState {
                 (name, route)
             })
             .collect();
+        let bus = Bus::start(storage.feed.clone(), config.limits.stream_buffer);
         Self {
             storage,
             routes,
@@ -86,6 +91,7 @@ impl AppState {
             metrics,
             admin_token: config.admin_token.clone(),
             processor,
+            bus,
         }
     }
 }
@@ -103,6 +109,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/api/webhooks/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .merge(admin::router(state.clone()))
+        .merge(stream::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, deadline))

@@ -37,9 +37,10 @@ use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
-/// `V8__stripe.sql`). A database at another version is refused: an older one lacks columns, a
-/// newer one may hold data this copy would drop.
-pub const SQLITE_SCHEMA_VERSION: i64 = 8;
+/// `V9__change_feed.sql`). A database at another version is refused: an older one lacks
+/// columns, a newer one may hold data this copy would drop. The change feed is not copied: it
+/// is a short-lived stream, and PostgreSQL numbers its own.
+pub const SQLITE_SCHEMA_VERSION: i64 = 9;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;

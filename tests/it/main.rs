@@ -18,6 +18,7 @@ mod processing;
 mod refract;
 mod storage;
 mod storage_failure;
+mod stream;
 mod stripe;
 mod support;
 mod tradingview;

@@ -6,6 +6,7 @@
 //! A checkpoint thread, a pool of read-only connections for the read model, and an exclusive
 //! lock on `<database>.lock` (one SQLite database serves one server) complete it.
 
+mod feed;
 pub(crate) mod ledger;
 mod log_writer;
 mod projection;
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
 use self::writer::{Command, Writer};
+use super::feed::{Change, ChangeFeed, FeedBounds, FeedRetention};
 use super::segment_log::{LogReader, SegmentLog};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
@@ -67,6 +69,8 @@ pub struct SqliteOptions {
     pub max_segments: usize,
     /// Recent keys answered as duplicates from memory.
     pub dedup_window: usize,
+    /// How much of the change feed is kept.
+    pub feed_retention: FeedRetention,
 }
 
 impl SqliteOptions {
@@ -80,6 +84,7 @@ impl SqliteOptions {
             segment_bytes: 64 << 20,
             max_segments: 16,
             dedup_window: 1 << 18,
+            feed_retention: FeedRetention::default(),
         }
     }
 }
@@ -93,6 +98,7 @@ pub struct SqliteJournal {
     commands: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     appended: Arc<Notify>,
+    feed_written: Arc<Notify>,
     progress: Arc<LogProgress>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     checkpointer: Arc<AtomicBool>,
@@ -148,6 +154,7 @@ impl SqliteJournal {
             .ino();
 
         let appended = Arc::new(Notify::new());
+        let feed_written = Arc::new(Notify::new());
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let segments = log.readable();
         let sqlite_writer = Writer {
@@ -159,6 +166,8 @@ impl SqliteJournal {
             progress: progress.clone(),
             appended: appended.clone(),
             fsync: options.durability == Durability::Fsync,
+            feed_written: feed_written.clone(),
+            feed_retention: options.feed_retention,
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("wharf-sqlite-writer".into())
@@ -194,6 +203,7 @@ impl SqliteJournal {
             commands,
             readers: Arc::new(ReaderPool::new(options.path)),
             appended,
+            feed_written,
             progress,
             threads: Mutex::new(threads),
             checkpointer,
@@ -207,7 +217,8 @@ impl SqliteJournal {
         let storage = Storage {
             backend: Backend::Sqlite,
             log: journal.clone(),
-            read: journal,
+            read: journal.clone(),
+            feed: journal,
         };
         Ok((storage, applied))
     }
@@ -577,5 +588,21 @@ impl ReadModel for SqliteJournal {
         let mut applied = self.progress.applied_watch.subscribe();
         let caught_up = applied.wait_for(|applied| *applied >= target);
         let _ = tokio::time::timeout(VISIBILITY_WAIT, caught_up).await;
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for SqliteJournal {
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, JournalError> {
+        self.read(move |conn| feed::changes_after(conn, after, limit))
+            .await
+    }
+
+    async fn bounds(&self) -> Result<FeedBounds, JournalError> {
+        self.read(feed::bounds).await
+    }
+
+    fn written(&self) -> Arc<Notify> {
+        self.feed_written.clone()
     }
 }

@@ -3,6 +3,7 @@
 //! applied is recorded in the same transaction, so recovery replays exactly what is missing.
 //! `UNIQUE (source, dedup_key)` is the final guard against a duplicate the in-memory window
 //! no longer remembered: it changes nothing, and a different body is kept as a conflict.
+//! Each new delivery's `delivery.received` change is written in the same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
@@ -104,7 +105,7 @@ fn project_delivery(conn: &Connection, id: i64, delivery: &NewDelivery) -> rusql
             "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![id, delivery.headers_json, &delivery.body[..]])?;
-        return Ok(());
+        return super::feed::record_received(conn, id, delivery);
     }
     // Already here: a replay of this very record, or the same key stored long ago.
     let existing: Option<(i64, Option<i64>)> = conn
