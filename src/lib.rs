@@ -13,6 +13,7 @@ pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod journal;
 pub mod ledger;

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod error;
 pub mod ingress;
 pub mod ops;
+pub mod orders_ws;
 pub mod rate_limit;
 pub mod rejections;
 pub mod serve;
@@ -29,6 +30,7 @@ use self::rejections::RejectionLog;
 use crate::bus::Bus;
 use crate::clock::SharedClock;
 use crate::config::{Config, Limits};
+use crate::health::SourceHealth;
 use crate::journal::Storage;
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::processor::Processor;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub processor: Arc<Processor>,
     /// The live change feed, for `/api/stream`, `/api/ws` and seed 001's broadcast.
     pub bus: Arc<Bus>,
+    /// Per-source flags (silent, rejection or dead spikes) for `/health` and `/metrics`.
+    pub health: Arc<SourceHealth>,
 }
 
 impl AppState {
@@ -83,6 +87,12 @@ impl AppState {
             })
             .collect();
         let bus = Bus::start(storage.feed.clone(), config.limits.stream_buffer);
+        let health = SourceHealth::new(
+            config.sources.iter().map(|s| s.name().to_owned()),
+            metrics.clone(),
+            clock.clone(),
+        );
+        health.start(&bus, storage.read.clone());
         Self {
             storage,
             routes,
@@ -92,6 +102,7 @@ impl AppState {
             admin_token: config.admin_token.clone(),
             processor,
             bus,
+            health,
         }
     }
 }
@@ -110,6 +121,15 @@ pub fn router(state: SharedState) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(admin::router(state.clone()))
         .merge(stream::router(state.clone()))
+        .merge(orders_ws::router(state.clone()))
+        .merge(
+            Router::new()
+                .route("/api/health/sources", get(ops::source_health))
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    stream::require_token,
+                )),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, deadline))

@@ -81,7 +81,7 @@ impl StreamQuery {
 
     /// Where to resume: `?since=` first, then the `Last-Event-ID` an `EventSource` sends when
     /// it reconnects.
-    fn since(&self, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    pub(crate) fn since(&self, headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
         let header = headers
             .get("last-event-id")
             .and_then(|value| value.to_str().ok());
@@ -248,7 +248,11 @@ fn unauthorized() -> Response {
     .into_response()
 }
 
-async fn require_token(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn require_token(
+    State(state): State<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let Some(token) = &state.admin_token else {
         return admin_disabled().into_response();
     };

@@ -16,6 +16,7 @@ mod paypal;
 mod paystack;
 mod processing;
 mod refract;
+mod source_health;
 mod storage;
 mod storage_failure;
 mod stream;

@@ -402,3 +402,67 @@ async fn on_postgres_a_client_of_one_instance_sees_what_another_instance_stored(
     let rows = ledger.take(3).await;
     assert!(rows.iter().all(|event| data(event)["table"] == "sales"));
 }
+
+async fn seed_001s_socket_broadcasts_new_and_updated_orders_in_its_own_shape(backend: Backend) {
+    let app = TestApp::builder()
+        .backend(backend)
+        .env("REFRACT_WEBHOOK_TOKEN", "rfr-t0ken")
+        .spawn()
+        .await;
+    let ticket: serde_json::Value = app
+        .admin_post("/api/stream/ticket")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let url = format!(
+        "{}/api/v2/ws/orders?ticket={}",
+        app.base.replacen("http", "ws", 1),
+        ticket["ticket"].as_str().unwrap()
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("a ticket opens the socket");
+    let post_refract = |message: &'static str| {
+        app.client
+            .post(format!(
+                "{}/api/v2/webhooks/orders?token=rfr-t0ken",
+                app.base
+            ))
+            .header("content-type", "text/plain")
+            .body(message)
+            .send()
+    };
+    let created = "Successful Checkout | Store\nProduct\nTest Product\nPrice\n$99.99\n\
+                   Order Number\nTEST-001\nEmail\ntest@example.com\n";
+    assert_eq!(post_refract(created).await.unwrap().status(), 200);
+    app.run_pending().await;
+    // A sale is not an order: no frame for it.
+    post_sales(&app, "S", 0..1).await;
+    app.run_pending().await;
+    let update = "Successful Checkout | Store\nOrder Number\nTEST-001\nStatus\nshipped\n";
+    assert_eq!(post_refract(update).await.unwrap().status(), 200);
+    app.run_pending().await;
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("a frame within 20 s")
+            .expect("socket open")
+            .expect("frame readable");
+        if let Message::Text(text) = message {
+            frames.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
+    }
+    assert_eq!(frames[0]["type"], "order_created");
+    assert_eq!(frames[0]["order"]["order_number"], "TEST-001");
+    assert_eq!(frames[0]["order"]["price"], "99.99");
+    assert_eq!(frames[0]["order"]["email"], "test@example.com");
+    assert_eq!(frames[1]["type"], "order_updated");
+    assert_eq!(frames[1]["order"]["status"], "shipped");
+    assert_eq!(frames[1]["order"]["product"], "Test Product");
+    assert!(frames[1]["seq"].as_u64() > frames[0]["seq"].as_u64());
+    app.shutdown().await;
+}
+
+on_both_backends!(seed_001s_socket_broadcasts_new_and_updated_orders_in_its_own_shape);
