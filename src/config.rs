@@ -216,6 +216,8 @@ pub struct Config {
     /// The embedded journal's delivery log.
     pub journal: JournalSettings,
     pub admin_token: Option<SecretString>,
+    /// More admin tokens (`admin_tokens = [...]` in the file), accepted beside `admin_token`.
+    pub admin_tokens: Vec<SecretString>,
     pub limits: Limits,
     pub processor: ProcessorSettings,
     pub sources: Registry,
@@ -233,6 +235,7 @@ impl fmt::Debug for Config {
                 "admin_token",
                 &self.admin_token.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("admin_tokens", &self.admin_tokens.len())
             .field("limits", &self.limits)
             .field("processor", &self.processor)
             .field(
@@ -259,6 +262,8 @@ struct FileConfig {
     #[serde(default)]
     journal: FileJournal,
     admin_token: Option<String>,
+    #[serde(default)]
+    admin_tokens: Vec<String>,
     #[serde(default)]
     limits: FileLimits,
     #[serde(default)]
@@ -499,6 +504,11 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
             .var("WHARF_ADMIN_TOKEN")
             .or(file.admin_token)
             .map(SecretString::from),
+        admin_tokens: file
+            .admin_tokens
+            .into_iter()
+            .map(SecretString::from)
+            .collect(),
         limits,
         processor,
         sources,

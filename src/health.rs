@@ -280,8 +280,8 @@ impl SourceHealth {
                 let filter = DeliveryFilter {
                     source: Some(source.clone()),
                     status,
-                    before_id: None,
                     limit: SEED_DELIVERIES,
+                    ..DeliveryFilter::default()
                 };
                 let Ok(deliveries) = read.deliveries(filter).await else {
                     continue;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use secrecy::SecretString;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -12,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
 use crate::config::{Config, DatabaseUrl};
+use crate::http::admin::auth::{mint_and_store, MintError};
 use crate::http::serve::{self, ServeSettings};
 use crate::http::{self, AppState, SharedState};
 use crate::journal::postgres::{PostgresOptions, PostgresStorage};
@@ -33,6 +35,8 @@ pub enum ServerError {
     },
     #[error("cannot set up the client for providers' APIs: {0}")]
     ProviderApi(#[from] LookupError),
+    #[error("cannot set up the admin token: {0}")]
+    AdminToken(#[from] MintError),
 }
 
 /// Opens (and migrates) the storage the config names; also returns the migrations applied.
@@ -59,6 +63,21 @@ pub async fn open_storage(
     }
 }
 
+/// Loads the stored admin token digests; when no token is configured and none is stored,
+/// mints the first one (only its digest is stored) and returns it to be shown once.
+async fn admin_tokens_at_start(state: &SharedState) -> Result<Option<SecretString>, ServerError> {
+    let store = state.storage.tokens.as_ref();
+    let stored = store.admin_tokens().await?;
+    state.admin_tokens.set_stored(&stored);
+    if state.admin_tokens.any_configured() || !stored.is_empty() {
+        return Ok(None);
+    }
+    let minted = mint_and_store(store, "first start", state.clock.now(), true).await?;
+    // Another instance may have minted the first one meanwhile: take what is stored now.
+    state.admin_tokens.set_stored(&store.admin_tokens().await?);
+    Ok(minted)
+}
+
 /// Who drives the processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessorMode {
@@ -72,6 +91,9 @@ pub enum ProcessorMode {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: SharedState,
+    /// The admin token minted at this start (none was configured and the database held
+    /// none): shown once, its digest is all that is stored.
+    pub first_admin_token: Option<SecretString>,
     shutdown: CancellationToken,
     http: JoinHandle<()>,
     processor: JoinHandle<()>,
@@ -108,6 +130,7 @@ impl RunningServer {
             metrics,
             processor.clone(),
         ));
+        let first_admin_token = admin_tokens_at_start(&state).await?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -138,6 +161,7 @@ impl RunningServer {
         Ok(Self {
             addr,
             state,
+            first_admin_token,
             shutdown,
             http,
             processor,

@@ -1,8 +1,12 @@
-//! The `wharf` command line: `serve`, `migrate`, `sign`. (The benchmark is its own binary,
+//! The `wharf` command line: `serve`, `migrate`, `sign`, `replay`, `export`, `token`. (The benchmark is its own binary,
 //! `wharf-bench`, in the workspace's `bench/` member.)
 #![allow(clippy::print_stdout)]
 
+mod admin_client;
+mod export;
+mod replay;
 pub mod tail;
+mod token;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -48,6 +52,13 @@ enum Command {
         #[arg(long, value_name = "URL", requires = "from")]
         to: Option<String>,
     },
+    /// Replay finished deliveries through a running server's admin API.
+    Replay(replay::ReplayArgs),
+    /// Export deliveries or a ledger table from a running server, as CSV or JSON Lines.
+    Export(export::ExportArgs),
+    /// Admin tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Print the HMAC signature of stdin, for curl tests: hex SHA-256 by default.
     Sign {
         #[arg(long, env = "CARTPANDA_WEBHOOK_SECRET", hide_env_values = true)]
@@ -74,6 +85,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => runtime.block_on(copy_to_postgres(&from, &to)),
         Command::Migrate { config, .. } => runtime.block_on(migrate(config)),
+        Command::Replay(args) => runtime.block_on(replay::run(args)),
+        Command::Export(args) => runtime.block_on(export::run(args)),
+        Command::Token(command) => runtime.block_on(token::run(command)),
         Command::Sign {
             secret,
             algorithm,
@@ -87,6 +101,9 @@ async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref(), &ProcessEnv)?;
     tracing::info!(?config, "starting");
     let server = RunningServer::start(config, Arc::new(SystemClock)).await?;
+    if let Some(first) = &server.first_admin_token {
+        token::announce_first_token(first);
+    }
     println!("{READY_PREFIX}{}", server.addr);
     let token = server.shutdown_token();
     tokio::spawn(async move {

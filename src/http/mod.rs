@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod error;
 pub mod ingress;
+pub mod openapi;
 pub mod ops;
 pub mod orders_ws;
 pub mod rate_limit;
@@ -22,7 +23,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, MethodFilter, MethodRouter};
 use axum::Router;
-use secrecy::SecretString;
 
 use self::error::ApiError;
 use self::rate_limit::TokenBucket;
@@ -51,10 +51,13 @@ pub struct AppState {
     pub clock: SharedClock,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub admin_token: Option<SecretString>,
+    /// The admin API's tokens (digests only); check one with [`admin::auth::AdminTokens::allows`].
+    pub admin_tokens: admin::auth::AdminTokens,
     pub processor: Arc<Processor>,
     /// The live change feed, for `/api/stream`, `/api/ws` and seed 001's broadcast.
     pub bus: Arc<Bus>,
+    /// Signs the short-lived tickets browsers open streams with.
+    pub stream_tickets: stream::TicketKey,
     /// Per-source flags (silent, rejection or dead spikes) for `/health` and `/metrics`.
     pub health: Arc<SourceHealth>,
 }
@@ -99,9 +102,17 @@ impl AppState {
             clock,
             limits: config.limits.clone(),
             metrics,
-            admin_token: config.admin_token.clone(),
+            admin_tokens: admin::auth::AdminTokens::new(
+                &config
+                    .admin_token
+                    .iter()
+                    .chain(&config.admin_tokens)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
             processor,
             bus,
+            stream_tickets: stream::TicketKey::random(),
             health,
         }
     }
@@ -119,6 +130,9 @@ pub fn router(state: SharedState) -> Router {
         // Seed 003's health route, the same answer.
         .route("/api/webhooks/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::openapi_json_route))
+        .route("/docs", get(openapi::docs_route))
+        .route("/docs/{file}", get(openapi::docs_asset))
         .merge(admin::router(state.clone()))
         .merge(stream::router(state.clone()))
         .merge(orders_ws::router(state.clone()))
@@ -127,7 +141,7 @@ pub fn router(state: SharedState) -> Router {
                 .route("/api/health/sources", get(ops::source_health))
                 .route_layer(middleware::from_fn_with_state(
                     state.clone(),
-                    stream::require_token,
+                    admin::auth::require_token,
                 )),
         )
         .fallback(not_found)

@@ -100,7 +100,7 @@ pub fn redacted_query(query: &str, extra_secret_names: &[&str]) -> String {
         .join("&")
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Rejection {
     pub at: String,
     pub code: &'static str,
@@ -108,6 +108,7 @@ pub struct Rejection {
     pub method: String,
     pub path: String,
     pub query: Option<String>,
+    #[schema(value_type = Object)]
     pub headers: Map<String, Value>,
     pub body_bytes: usize,
 }

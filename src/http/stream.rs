@@ -4,8 +4,9 @@
 //! exactly what was missed ([`crate::bus::Bus::follow`]). Both are behind the admin token, in
 //! the `Authorization` header or, for browsers (whose `EventSource` and `WebSocket` cannot send
 //! headers), as a short-lived ticket from `POST /api/stream/ticket` in `?ticket=`. A ticket is
-//! an expiry signed with the admin token (HMAC-SHA256), so any instance sharing the token
-//! accepts it and nothing is stored.
+//! an expiry signed (HMAC-SHA256) with a key this process drew at start: nothing is stored, and
+//! a ticket opens streams on the instance that issued it (a browser asks the instance it
+//! streams from).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -49,7 +50,10 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         ));
     let tickets = Router::new()
         .route("/api/stream/ticket", post(issue_ticket))
-        .route_layer(middleware::from_fn_with_state(state, require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            super::admin::auth::require_token,
+        ));
     streams.merge(tickets)
 }
 
@@ -187,56 +191,65 @@ pub async fn pump_to_socket(
     let _ = socket.send(Message::Close(None)).await;
 }
 
-async fn issue_ticket(State(state): State<SharedState>) -> Result<Response, ApiError> {
-    let token = state.admin_token.as_ref().ok_or_else(admin_disabled)?;
+async fn issue_ticket(State(state): State<SharedState>) -> Response {
     let expires = state.clock.now().unix_seconds() + TICKET_SECONDS;
-    Ok(Json(json!({
-        "ticket": sign_ticket(token, expires),
+    Json(json!({
+        "ticket": state.stream_tickets.sign(expires),
         "expires_in": TICKET_SECONDS,
     }))
-    .into_response())
+    .into_response()
 }
 
-fn ticket_mac(token: &SecretString, expires: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.expose_secret().as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(b"wharf stream ticket ");
-    mac.update(expires.to_string().as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+/// The key stream tickets are signed with: random, drawn once per process.
+pub struct TicketKey(SecretString);
+
+impl TicketKey {
+    pub fn random() -> Self {
+        let mut key = [0u8; 32];
+        if getrandom::getrandom(&mut key).is_err() {
+            // Without the OS's randomness, tickets are still unguessable enough for 60 s.
+            key = std::array::from_fn(|_| fastrand::u8(..));
+        }
+        Self(SecretString::from(hex::encode(key)))
+    }
+
+    #[cfg(test)]
+    fn from_text(text: &str) -> Self {
+        Self(SecretString::from(text.to_owned()))
+    }
+
+    fn mac(&self, expires: i64) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(b"wharf stream ticket ");
+        mac.update(expires.to_string().as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// `EXPIRES.MAC`: the expiry (unix seconds) and its HMAC.
+    pub fn sign(&self, expires: i64) -> String {
+        format!("{expires}.{}", self.mac(expires))
+    }
+
+    /// True for a ticket this key signed that has not expired at `now`.
+    pub fn accepts(&self, ticket: &str, now: Timestamp) -> bool {
+        let Some((expires, mac)) = ticket.split_once('.') else {
+            return false;
+        };
+        let Ok(expires) = expires.parse::<i64>() else {
+            return false;
+        };
+        let genuine = constant_time_eq(mac.as_bytes(), self.mac(expires).as_bytes());
+        genuine && now.unix_seconds() <= expires && expires - now.unix_seconds() <= TICKET_SECONDS
+    }
 }
 
-/// `EXPIRES.MAC`: the expiry (unix seconds) and its HMAC under the admin token.
-pub fn sign_ticket(token: &SecretString, expires: i64) -> String {
-    format!("{expires}.{}", ticket_mac(token, expires))
-}
-
-/// True for a ticket this token signed that has not expired at `now`.
-pub fn ticket_is_valid(token: &SecretString, ticket: &str, now: Timestamp) -> bool {
-    let Some((expires, mac)) = ticket.split_once('.') else {
-        return false;
-    };
-    let Ok(expires) = expires.parse::<i64>() else {
-        return false;
-    };
-    let genuine = constant_time_eq(mac.as_bytes(), ticket_mac(token, expires).as_bytes());
-    genuine && now.unix_seconds() <= expires && expires - now.unix_seconds() <= TICKET_SECONDS
-}
-
-fn admin_disabled() -> ApiError {
-    ApiError::new(
-        StatusCode::FORBIDDEN,
-        "admin_disabled",
-        "the admin API is off: set WHARF_ADMIN_TOKEN",
-    )
-}
-
-fn bearer_matches(token: &SecretString, headers: &HeaderMap) -> bool {
-    let presented = headers
+fn bearer(headers: &HeaderMap) -> &str {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .unwrap_or("");
-    constant_time_eq(presented.as_bytes(), token.expose_secret().as_bytes())
+        .unwrap_or("")
 }
 
 fn unauthorized() -> Response {
@@ -248,38 +261,26 @@ fn unauthorized() -> Response {
     .into_response()
 }
 
-pub async fn require_token(
-    State(state): State<SharedState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(token) = &state.admin_token else {
-        return admin_disabled().into_response();
-    };
-    if bearer_matches(token, request.headers()) {
-        next.run(request).await
-    } else {
-        unauthorized()
-    }
-}
-
-/// The admin token in the header, or a valid ticket in the query.
+/// An admin token in the header, or a valid ticket in the query.
 pub async fn require_token_or_ticket(
     State(state): State<SharedState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(token) = &state.admin_token else {
-        return admin_disabled().into_response();
-    };
-    if bearer_matches(token, request.headers()) {
+    let presented = bearer(request.headers());
+    if !presented.is_empty()
+        && state
+            .admin_tokens
+            .allows(presented, state.storage.tokens.as_ref())
+            .await
+    {
         return next.run(request).await;
     }
     let ticket = Query::<StreamQuery>::try_from_uri(request.uri())
         .ok()
         .and_then(|query| query.0.ticket);
     match ticket {
-        Some(ticket) if ticket_is_valid(token, &ticket, state.clock.now()) => {
+        Some(ticket) if state.stream_tickets.accepts(&ticket, state.clock.now()) => {
             next.run(request).await
         }
         _ => unauthorized(),
@@ -291,17 +292,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_ticket_opens_streams_until_it_expires_and_only_under_its_token() {
-        let token = SecretString::from("admin-secret");
+    fn a_ticket_opens_streams_until_it_expires_and_only_under_its_key() {
+        let key = TicketKey::from_text("key");
         let now = Timestamp::from_unix_seconds(1_700_000_000);
-        let ticket = sign_ticket(&token, now.unix_seconds() + TICKET_SECONDS);
-        assert!(ticket_is_valid(&token, &ticket, now));
+        let ticket = key.sign(now.unix_seconds() + TICKET_SECONDS);
+        assert!(key.accepts(&ticket, now));
         let later = Timestamp::from_unix_seconds(now.unix_seconds() + TICKET_SECONDS + 1);
-        assert!(!ticket_is_valid(&token, &ticket, later));
-        assert!(!ticket_is_valid(&SecretString::from("other"), &ticket, now));
+        assert!(!key.accepts(&ticket, later));
+        assert!(!TicketKey::from_text("other").accepts(&ticket, now));
+        assert!(!TicketKey::random().accepts(&ticket, now));
         // A forged expiry far in the future fails both the MAC and the bound.
         let forged = ticket.replacen(&(now.unix_seconds() + 60).to_string(), "9999999999", 1);
-        assert!(!ticket_is_valid(&token, &forged, now));
-        assert!(!ticket_is_valid(&token, "garbage", now));
+        assert!(!key.accepts(&forged, now));
+        assert!(!key.accepts("garbage", now));
     }
 }

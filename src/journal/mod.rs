@@ -6,8 +6,10 @@
 
 pub mod feed;
 pub mod postgres;
+pub mod query;
 pub mod segment_log;
 pub mod sqlite;
+pub mod tokens;
 pub mod transfer;
 
 use std::error::Error as StdError;
@@ -30,7 +32,7 @@ pub enum Backend {
 }
 
 /// The journal's row id of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct DeliveryId(pub i64);
 
@@ -41,7 +43,7 @@ impl fmt::Display for DeliveryId {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryStatus {
     /// Waiting for its first attempt or a retry (`next_attempt_at`).
@@ -245,17 +247,26 @@ pub enum Completed {
     Stale,
 }
 
-/// A page of the delivery list.
+/// A page of the delivery list, newest first. Every field narrows the list; values are bound
+/// as parameters by the backends, never spliced into SQL.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub source: Option<String>,
     pub status: Option<DeliveryStatus>,
+    pub event_type: Option<String>,
+    /// Received at or after.
+    pub since: Option<Timestamp>,
+    /// Received before.
+    pub until: Option<Timestamp>,
+    /// Bytes that must occur in the raw body (case-sensitive).
+    pub body_contains: Option<String>,
+    /// The cursor: only deliveries with a smaller id (older ones).
     pub before_id: Option<i64>,
     pub limit: u32,
 }
 
 /// One delivery as an operator sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeliveryView {
     pub id: DeliveryId,
     pub source: String,
@@ -269,7 +280,9 @@ pub struct DeliveryView {
     pub next_attempt_at: Option<String>,
     pub processed_at: Option<String>,
     pub body_bytes: usize,
+    /// The request headers as received, secrets redacted (detail only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub headers: Option<serde_json::Value>,
     /// The body as text when it is UTF-8, else base64 in `body_base64`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -279,7 +292,7 @@ pub struct DeliveryView {
 }
 
 /// One processing attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttemptView {
     pub attempt: u32,
     pub started_at: String,
@@ -289,7 +302,7 @@ pub struct AttemptView {
 }
 
 /// Counts by status, for the backlog gauge and the admin API.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct StatusCounts {
     pub pending: u64,
     pub processed: u64,
@@ -301,7 +314,7 @@ pub struct StatusCounts {
 }
 
 /// Pending work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Backlog {
     /// Pending and due now.
     pub due: u64,
@@ -428,6 +441,19 @@ pub trait ReadModel: Send + Sync + 'static {
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError>;
 
+    /// A page of a ledger table (see [`query::LedgerQuery`]), rows in the table's columns
+    /// order, sorted by its key.
+    async fn ledger_rows(
+        &self,
+        query: query::LedgerQuery,
+    ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError>;
+
+    /// Deliveries received since `since`: counts, processing times, event types, per minute.
+    async fn window_stats(&self, since: Timestamp) -> Result<query::WindowStats, JournalError>;
+
+    /// Sales and payments created since `since`, summed per day, source and currency.
+    async fn revenue(&self, since: Timestamp) -> Result<Vec<query::RevenueDay>, JournalError>;
+
     /// Returns once every delivery acked before the call is visible to this read model (or
     /// after a few seconds, whatever comes first): a backend whose ack comes before its read
     /// tables are filled makes reads follow writes through this.
@@ -441,6 +467,7 @@ pub struct Storage {
     pub log: Arc<dyn DeliveryLog>,
     pub read: Arc<dyn ReadModel>,
     pub feed: Arc<dyn feed::ChangeFeed>,
+    pub tokens: Arc<dyn tokens::AdminTokenStore>,
 }
 
 impl fmt::Debug for Storage {

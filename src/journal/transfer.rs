@@ -37,10 +37,10 @@ use crate::clock::{SystemClock, Timestamp};
 use crate::ledger::{Currency, Money};
 
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
-/// `V9__change_feed.sql`). A database at another version is refused: an older one lacks
-/// columns, a newer one may hold data this copy would drop. The change feed is not copied: it
-/// is a short-lived stream, and PostgreSQL numbers its own.
-pub const SQLITE_SCHEMA_VERSION: i64 = 9;
+/// `V10__admin_tokens.sql`; `V9__change_feed.sql` before it). A database at another version is
+/// refused: an older one lacks columns, a newer one may hold data this copy would drop. The
+/// change feed is not copied: it is a short-lived stream, and PostgreSQL numbers its own.
+pub const SQLITE_SCHEMA_VERSION: i64 = 10;
 
 /// Most rows in one PostgreSQL transaction.
 const BATCH_ROWS: usize = 1_000;
@@ -288,7 +288,7 @@ async fn connect(
     Ok((client, driver))
 }
 
-/// Copies every provider's own ledger tables (see [`crate::sources::Provider::ledger_tables`])
+/// Copies every provider's own ledger tables and the admin token digests (see [`crate::sources::Provider::ledger_tables`])
 /// through the backends' ledger stores: rows PostgreSQL already has (same key) are skipped;
 /// database-assigned ids are assigned anew, and triggers fill in what refers to them.
 async fn copy_ledger_tables(
@@ -297,9 +297,11 @@ async fn copy_ledger_tables(
     progress: &dyn TransferProgress,
     report: &mut TransferReport,
 ) -> Result<(), TransferError> {
+    // Admin token digests travel too: a token that worked keeps working after the move.
     let tables = crate::sources::PROVIDERS
         .iter()
-        .flat_map(|provider| provider.ledger_tables().iter().copied());
+        .flat_map(|provider| provider.ledger_tables().iter().copied())
+        .chain(std::iter::once(&crate::journal::tokens::ADMIN_TOKENS));
     for table in tables {
         let name = table.name;
         let total = source

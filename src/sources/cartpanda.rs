@@ -187,6 +187,10 @@ impl Source for CartPanda {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.settings.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         verify_body_hmac(
             request,

@@ -3,6 +3,7 @@
 //! to values. All I/O happens in the journal and the processor.
 
 pub mod cartpanda;
+pub mod catalog;
 pub mod generic_hmac;
 pub mod json;
 pub mod pancake;
@@ -378,6 +379,11 @@ pub trait Source: Send + Sync + 'static {
 
     /// The provider scheme, e.g. `cartpanda` or `standard-webhooks`.
     fn kind(&self) -> &'static str;
+
+    /// Whether the secret (key, token, webhook id) that [`Source::authenticate`] needs is
+    /// configured; without it the source answers `no_secret_configured` to everything. Said
+    /// at start-up and by `wharf config check`, never the secret itself.
+    fn secret_configured(&self) -> bool;
 
     /// Checks the request the way the provider signs it. A source without a secret returns
     /// [`VerifyError::NoSecretConfigured`]: it refuses traffic, it never silently accepts.

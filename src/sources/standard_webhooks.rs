@@ -76,6 +76,10 @@ impl Source for StandardWebhooks {
         KIND
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError> {
         if self.secrets.is_empty() {
             return Err(VerifyError::NoSecretConfigured);

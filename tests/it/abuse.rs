@@ -106,7 +106,7 @@ async fn deliveries(app: &TestApp, query: &str) -> Vec<Value> {
     let response = app.admin_get(&format!("/api/deliveries?{query}")).await;
     assert_eq!(response.status(), 200);
     let answer: Value = response.json().await.expect("json");
-    answer["deliveries"].as_array().cloned().unwrap_or_default()
+    answer["items"].as_array().cloned().unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,8 +32,8 @@ async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts(backend: B
         .json()
         .await
         .expect("json");
-    assert_eq!(list["deliveries"][0]["status"], "processed");
-    let id = list["deliveries"][0]["id"].as_i64().expect("id");
+    assert_eq!(list["items"][0]["status"], "processed");
+    let id = list["items"][0]["id"].as_i64().expect("id");
     let one: Value = app
         .admin_get(&format!("/api/deliveries/{id}"))
         .await
@@ -52,18 +52,6 @@ async fn admin_api_needs_the_token_and_shows_deliveries_with_attempts(backend: B
         .await
         .expect("json");
     assert_eq!(stats["deliveries"]["processed"], 1);
-}
-
-#[tokio::test]
-async fn admin_api_is_off_without_a_token() {
-    let app = TestApp::builder()
-        .without_env("WHARF_ADMIN_TOKEN")
-        .spawn()
-        .await;
-    let response = app.get("/api/stats").await;
-    assert_eq!(response.status(), 403);
-    let answer: Value = response.json().await.expect("json");
-    assert_eq!(answer["error"]["code"], "admin_disabled");
 }
 
 async fn health_and_metrics_speak_their_formats(backend: Backend) {

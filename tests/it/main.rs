@@ -4,13 +4,17 @@
 
 mod abuse;
 mod admin;
+mod admin_api;
+mod admin_tokens;
 mod bad_input;
 mod cartpanda;
 mod configured_sources;
 mod crash;
 mod duplicates;
+mod export_memory;
 mod journal_log;
 mod multi_instance;
+mod openapi;
 mod pancake;
 mod paypal;
 mod paystack;

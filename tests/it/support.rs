@@ -440,6 +440,15 @@ impl TestApp {
         self.server.as_ref().expect("server running")
     }
 
+    /// The admin token the server minted at start (none was configured), if it did.
+    pub fn first_admin_token(&self) -> Option<String> {
+        use secrecy::ExposeSecret as _;
+        self.server()
+            .first_admin_token
+            .as_ref()
+            .map(|token| token.expose_secret().to_owned())
+    }
+
     pub fn state(&self) -> &wharf::http::SharedState {
         &self.server().state
     }

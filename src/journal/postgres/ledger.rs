@@ -67,7 +67,7 @@ pub(super) async fn apply(
 }
 
 /// `$n` with the cast that lets a text or integer parameter land in the column's type.
-fn placeholder(ty: ColumnType, n: usize) -> String {
+pub(super) fn placeholder(ty: ColumnType, n: usize) -> String {
     match ty {
         ColumnType::Text => format!("${n}::text"),
         ColumnType::Integer => format!("${n}::int8"),
@@ -79,7 +79,7 @@ fn placeholder(ty: ColumnType, n: usize) -> String {
 }
 
 /// A column read back in a form `tokio_postgres` decodes without extra features.
-fn selected(name: &str, ty: ColumnType) -> String {
+pub(super) fn selected(name: &str, ty: ColumnType) -> String {
     match ty {
         ColumnType::Decimal | ColumnType::Json | ColumnType::Uuid => format!("{name}::text"),
         ColumnType::Text | ColumnType::Integer | ColumnType::Timestamp => name.to_owned(),
@@ -205,7 +205,7 @@ async fn update(
 pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 
 /// Each cell as the Rust type its placeholder's cast expects; a null keeps that type too.
-fn bind(cells: &[Cell], types: &[ColumnType]) -> Vec<Param> {
+pub(super) fn bind(cells: &[Cell], types: &[ColumnType]) -> Vec<Param> {
     cells
         .iter()
         .zip(types)
@@ -233,7 +233,7 @@ pub(crate) fn refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
         .collect()
 }
 
-fn read_row(table: &'static Table, row: &Row) -> Result<Vec<Cell>, ApplyError> {
+pub(super) fn read_row(table: &'static Table, row: &Row) -> Result<Vec<Cell>, ApplyError> {
     table
         .columns
         .iter()

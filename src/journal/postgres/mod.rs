@@ -7,6 +7,7 @@
 
 mod feed;
 pub(crate) mod ledger;
+mod query;
 mod read;
 pub mod tls;
 mod writer;
@@ -30,6 +31,8 @@ use self::writer::AppendRequest;
 use super::feed::{
     self as feed_kind, Change, ChangeFeed, FeedBounds, FeedRetention, DELIVERY_REPLAYED,
 };
+use super::query::{LedgerQuery, RevenueDay, WindowStats};
+use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
     Completion, CompletionOutcome, DeliveryFilter, DeliveryId, DeliveryLog, DeliveryStatus,
@@ -169,7 +172,8 @@ impl PostgresStorage {
                 backend: Backend::Postgres,
                 log: storage.clone(),
                 read: storage.clone(),
-                feed: storage,
+                feed: storage.clone(),
+                tokens: storage,
             },
             applied,
         ))
@@ -583,6 +587,52 @@ impl DeliveryLog for PostgresStorage {
 }
 
 #[async_trait]
+impl AdminTokenStore for PostgresStorage {
+    async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT digest, label, created_at FROM admin_tokens ORDER BY created_at",
+                &[],
+            )
+            .await
+            .map_err(storage_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| StoredToken {
+                digest: row.get(0),
+                label: row.get(1),
+                created_at: timestamp(row.get(2)),
+            })
+            .collect())
+    }
+
+    async fn add_admin_token(
+        &self,
+        token: StoredToken,
+        only_if_none: bool,
+    ) -> Result<bool, JournalError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO admin_tokens (digest, label, created_at) SELECT $1, $2, $3 \
+                 WHERE NOT $4 OR NOT EXISTS (SELECT 1 FROM admin_tokens) \
+                 ON CONFLICT (digest) DO NOTHING",
+                &[
+                    &token.digest,
+                    &token.label,
+                    &datetime(token.created_at),
+                    &only_if_none,
+                ],
+            )
+            .await
+            .map_err(storage_error)?;
+        Ok(inserted == 1)
+    }
+}
+
+#[async_trait]
 impl ReadModel for PostgresStorage {
     async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
         read::status_counts(&self.client().await?).await
@@ -602,6 +652,21 @@ impl ReadModel for PostgresStorage {
 
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
         read::attempts(&self.client().await?, id).await
+    }
+
+    async fn ledger_rows(
+        &self,
+        query: LedgerQuery,
+    ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
+        query::ledger_rows(&self.client().await?, &query).await
+    }
+
+    async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {
+        query::window_stats(&self.client().await?, since).await
+    }
+
+    async fn revenue(&self, since: Timestamp) -> Result<Vec<RevenueDay>, JournalError> {
+        query::revenue(&self.client().await?, since).await
     }
 }
 

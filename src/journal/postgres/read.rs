@@ -143,8 +143,17 @@ pub(super) async fn deliveries(
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM deliveries d \
          WHERE ($1::text IS NULL OR d.source = $1) AND ($2::text IS NULL OR d.status = $2) \
-         AND ($3::int8 IS NULL OR d.id < $3) ORDER BY d.id DESC LIMIT $4"
+         AND ($3::int8 IS NULL OR d.id < $3) AND ($4::text IS NULL OR d.event_type = $4) \
+         AND ($5::timestamptz IS NULL OR d.received_at >= $5) \
+         AND ($6::timestamptz IS NULL OR d.received_at < $6) \
+         AND ($7::bytea IS NULL OR EXISTS (SELECT 1 FROM delivery_payloads p \
+              WHERE p.delivery_id = d.id AND position($7::bytea IN p.body) > 0)) \
+         ORDER BY d.id DESC LIMIT $8"
     );
+    let needle = filter
+        .body_contains
+        .as_ref()
+        .map(|text| text.as_bytes().to_vec());
     let rows = client
         .query(
             &sql,
@@ -152,6 +161,10 @@ pub(super) async fn deliveries(
                 &filter.source,
                 &filter.status.map(DeliveryStatus::as_str),
                 &filter.before_id,
+                &filter.event_type,
+                &filter.since.map(datetime),
+                &filter.until.map(datetime),
+                &needle,
                 &i64::from(filter.limit.clamp(1, 1000)),
             ],
         )

@@ -134,7 +134,7 @@ fn update(conn: &Connection, table: &Table, key: &[Cell], row: &[Cell]) -> rusql
     Ok(())
 }
 
-fn to_value(cell: &Cell) -> Value {
+pub(super) fn to_value(cell: &Cell) -> Value {
     match cell {
         Cell::Null => Value::Null,
         Cell::Text(text) | Cell::Decimal(text) | Cell::Json(text) => Value::Text(text.clone()),
@@ -149,7 +149,11 @@ fn read_row(table: &Table, row: &Row<'_>) -> rusqlite::Result<Vec<Cell>> {
 }
 
 /// The table's columns, starting at column `first` of the result row.
-fn read_row_from(table: &Table, row: &Row<'_>, first: usize) -> rusqlite::Result<Vec<Cell>> {
+pub(super) fn read_row_from(
+    table: &Table,
+    row: &Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Vec<Cell>> {
     table
         .columns
         .iter()

@@ -10,6 +10,7 @@ mod feed;
 pub(crate) mod ledger;
 mod log_writer;
 mod projection;
+mod query;
 mod read;
 pub mod schema;
 mod writer;
@@ -30,7 +31,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
 use self::writer::{Command, Writer};
 use super::feed::{Change, ChangeFeed, FeedBounds, FeedRetention};
+use super::query::{LedgerQuery, RevenueDay, WindowStats};
 use super::segment_log::{LogReader, SegmentLog};
+use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimedDelivery, Completed, Completion,
     DeliveryFilter, DeliveryId, DeliveryLog, DeliveryView, JournalError, NewDelivery, ReadModel,
@@ -218,7 +221,8 @@ impl SqliteJournal {
             backend: Backend::Sqlite,
             log: journal.clone(),
             read: journal.clone(),
-            feed: journal,
+            feed: journal.clone(),
+            tokens: journal,
         };
         Ok((storage, applied))
     }
@@ -549,6 +553,26 @@ impl DeliveryLog for SqliteJournal {
 }
 
 #[async_trait]
+impl AdminTokenStore for SqliteJournal {
+    async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
+        self.read(query::admin_tokens).await
+    }
+
+    async fn add_admin_token(
+        &self,
+        token: StoredToken,
+        only_if_none: bool,
+    ) -> Result<bool, JournalError> {
+        self.send(|reply| Command::AddAdminToken {
+            token,
+            only_if_none,
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl ReadModel for SqliteJournal {
     /// Counts what SQLite holds plus what the log synced beyond the same snapshot.
     async fn status_counts(&self) -> Result<StatusCounts, JournalError> {
@@ -581,6 +605,26 @@ impl ReadModel for SqliteJournal {
     async fn attempts(&self, id: DeliveryId) -> Result<Vec<AttemptView>, JournalError> {
         self.await_visible().await;
         self.read(move |conn| read::attempts(conn, id)).await
+    }
+
+    async fn ledger_rows(
+        &self,
+        query: LedgerQuery,
+    ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::ledger_rows(conn, &query))
+            .await
+    }
+
+    async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::window_stats(conn, since))
+            .await
+    }
+
+    async fn revenue(&self, since: Timestamp) -> Result<Vec<RevenueDay>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::revenue(conn, since)).await
     }
 
     async fn await_visible(&self) {

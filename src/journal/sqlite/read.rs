@@ -92,15 +92,28 @@ pub(super) fn deliveries(
 ) -> rusqlite::Result<Vec<DeliveryView>> {
     let sql = format!(
         "SELECT {VIEW_COLUMNS} FROM deliveries \
-         WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
-         ORDER BY id DESC LIMIT ?4"
+         WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR status = ?2) \
+         AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR event_type = ?4) \
+         AND (?5 IS NULL OR received_at >= ?5) AND (?6 IS NULL OR received_at < ?6) \
+         AND (?7 IS NULL OR EXISTS (SELECT 1 FROM delivery_payloads p \
+              WHERE p.delivery_id = deliveries.id AND instr(p.body, ?7) > 0)) \
+         ORDER BY id DESC LIMIT ?8"
     );
     let mut statement = conn.prepare_cached(&sql)?;
+    // A blob, so that `instr` compares bytes with the stored body (a blob too).
+    let needle = filter
+        .body_contains
+        .as_ref()
+        .map(|text| text.as_bytes().to_vec());
     let rows = statement.query_map(
         params![
             filter.source,
             filter.status.map(DeliveryStatus::as_str),
             filter.before_id,
+            filter.event_type,
+            filter.since.map(Timestamp::micros),
+            filter.until.map(Timestamp::micros),
+            needle,
             filter.limit.clamp(1, 1000),
         ],
         view_from_row,

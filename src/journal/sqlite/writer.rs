@@ -22,6 +22,7 @@ use super::read;
 use crate::clock::Timestamp;
 use crate::journal::feed::{self as feed_kind, FeedRetention};
 use crate::journal::segment_log::{LogReader, SegmentMap};
+use crate::journal::tokens::StoredToken;
 use crate::journal::{
     ClaimRequest, ClaimToken, ClaimedDelivery, Completed, Completion, CompletionOutcome,
     DeliveryId, DeliveryStatus, JournalError, ReplayRequest, RetryPlan, StorageFault, REPLAYABLE,
@@ -59,6 +60,12 @@ pub(super) enum Command {
         request: ReplayRequest,
         reply: oneshot::Sender<Result<u64, JournalError>>,
     },
+    /// Stores an admin token's digest (see [`crate::journal::tokens`]).
+    AddAdminToken {
+        token: StoredToken,
+        only_if_none: bool,
+        reply: oneshot::Sender<Result<bool, JournalError>>,
+    },
     /// New records were synced to the log.
     Wake,
     Shutdown {
@@ -71,6 +78,7 @@ enum Produced {
     Completed(Vec<Completed>),
     Claimed(Vec<ClaimedDelivery>),
     Replayed(u64),
+    TokenAdded(bool),
     Nothing,
 }
 
@@ -289,6 +297,9 @@ impl Writer {
                         (Command::Replay { reply, .. }, Produced::Replayed(count)) => {
                             let _ = reply.send(Ok(count));
                         }
+                        (Command::AddAdminToken { reply, .. }, Produced::TokenAdded(added)) => {
+                            let _ = reply.send(Ok(added));
+                        }
                         _ => {}
                     }
                 }
@@ -308,6 +319,9 @@ impl Writer {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Command::Replay { reply, .. } => {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        Command::AddAdminToken { reply, .. } => {
                             let _ = reply.send(Err(error.clone()));
                         }
                         Command::Wake | Command::Shutdown { .. } => {}
@@ -336,6 +350,11 @@ impl Writer {
                 }
                 Command::Claim { request, .. } => Produced::Claimed(claim(&tx, request)?),
                 Command::Replay { request, .. } => Produced::Replayed(replay(&tx, request)?),
+                Command::AddAdminToken {
+                    token,
+                    only_if_none,
+                    ..
+                } => Produced::TokenAdded(add_admin_token(&tx, token, *only_if_none)?),
                 Command::Wake | Command::Shutdown { .. } => Produced::Nothing,
             });
         }
@@ -712,4 +731,25 @@ impl WalHandle {
             None => Ok(()),
         }
     }
+}
+
+/// Inserts a token digest; with `only_if_none`, only into an empty table.
+fn add_admin_token(
+    conn: &Connection,
+    token: &StoredToken,
+    only_if_none: bool,
+) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO admin_tokens (digest, label, created_at) SELECT ?1, ?2, ?3 \
+             WHERE NOT ?4 OR NOT EXISTS (SELECT 1 FROM admin_tokens) \
+             ON CONFLICT (digest) DO NOTHING",
+        )?
+        .execute(rusqlite::params![
+            token.digest,
+            token.label,
+            token.created_at.to_rfc3339(),
+            only_if_none
+        ])?;
+    Ok(inserted == 1)
 }

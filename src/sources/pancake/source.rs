@@ -214,6 +214,10 @@ impl Source for PancakeSource {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.settings.api_keys.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         let provided = match request.header(API_KEY_HEADER) {
             Some(key) if !key.trim().is_empty() => Some(key.to_owned()),

@@ -219,6 +219,10 @@ impl Source for Paypal {
 
     /// What can be checked without the certificate: a webhook id is configured, the signature
     /// headers are there, and the certificate would come from PayPal.
+    fn secret_configured(&self) -> bool {
+        !self.webhook_ids.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if self.webhook_ids.is_empty() {
             return Err(VerifyError::NoSecretConfigured);

@@ -178,6 +178,10 @@ impl Source for Paystack {
 
     /// Webhooks carry their signature; a callback carries nothing, but without a secret key
     /// it could not be verified either, so it is refused the same way.
+    fn secret_configured(&self) -> bool {
+        !self.settings.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if is_callback(request) {
             if self.settings.secrets.is_empty() {

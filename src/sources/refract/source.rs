@@ -136,6 +136,10 @@ impl Source for Refract {
         &[TOKEN_HEADER]
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.tokens.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         let query_token = request.query_param("token");
         let provided = request

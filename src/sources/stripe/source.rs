@@ -135,6 +135,10 @@ impl Source for Stripe {
         self.routes.clone()
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.secrets.is_empty()
+    }
+
     fn authenticate(&self, request: &IncomingRequest, now: Timestamp) -> Result<(), VerifyError> {
         self.scheme
             .verify(

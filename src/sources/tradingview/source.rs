@@ -359,6 +359,10 @@ impl Source for TradingView {
         alert::redact_secrets(body).map(Bytes::from)
     }
 
+    fn secret_configured(&self) -> bool {
+        !self.users.values().all(SecretSet::is_empty)
+    }
+
     fn authenticate(&self, request: &IncomingRequest, _now: Timestamp) -> Result<(), VerifyError> {
         if self.users.values().all(SecretSet::is_empty) {
             return Err(VerifyError::NoSecretConfigured);

@@ -1,0 +1,133 @@
+//! An export of 100,000 ledger rows streams in constant memory: the real server's peak resident
+//! memory (`VmHWM` in `/proc/PID/status`) grows by far less than the size of the export.
+
+use tokio::process::Command;
+
+use crate::support::{on_both_backends, Backend, BinaryServer, TestDatabase, ADMIN_TOKEN};
+
+on_both_backends!(a_100k_row_export_streams_without_memory_growth);
+
+const ROWS: u64 = 100_000;
+/// The most the server's peak resident memory may grow during the export.
+const PEAK_GROWTH_BOUND: u64 = 32 << 20;
+
+/// Fills `sales` with `ROWS` rows of about 600 bytes each, straight into the database while no
+/// server runs (the test's fixture, not a path the product takes).
+async fn fill_sales(database: &TestDatabase) {
+    match database.sqlite_path() {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path).expect("open the database");
+            conn.execute_batch(&format!(
+                "INSERT INTO sales (id, source, cartpanda_id, customer_email, customer_name, \
+                 product_name, price, currency, status, price_minor, metadata, created_at, \
+                 updated_at, webhook_received_at) \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+                 SELECT printf('00000000-0000-7000-8000-%012d', i), 'cartpanda', \
+                 printf('SALE_%06d', i), 'buyer@example.com', 'John Doe', 'Product Name', \
+                 '99.90', 'BRL', 'approved', 9990, \
+                 '{{\"note\":\"' || hex(randomblob(250)) || '\"}}', \
+                 '2024-01-05T10:30:00.000000Z', '2024-01-05T10:30:00.000000Z', \
+                 '2024-01-05T10:30:00.000000Z' FROM n"
+            ))
+            .expect("fill sales");
+        }
+        None => {
+            database
+                .rows(&format!(
+                    "INSERT INTO sales (source, cartpanda_id, customer_email, customer_name, \
+                     product_name, price, currency, status, price_minor, metadata, created_at) \
+                     SELECT 'cartpanda', 'SALE_' || lpad(i::text, 6, '0'), 'buyer@example.com', \
+                     'John Doe', 'Product Name', 99.90, 'BRL', 'approved', 9990, \
+                     jsonb_build_object('note', repeat(md5(i::text), 16)), \
+                     '2024-01-05T10:30:00Z' FROM generate_series(1, {ROWS}) AS i"
+                ))
+                .await;
+        }
+    }
+}
+
+/// A field of `/proc/PID/status`, in bytes.
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|value| value.parse().ok())
+        .expect("a number of kB");
+    kib * 1024
+}
+
+/// Downloads an export chunk by chunk, keeping only counts.
+async fn download(client: &reqwest::Client, url: &str) -> (u64, u64) {
+    let mut response = client
+        .get(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("export starts");
+    assert_eq!(response.status(), 200);
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    while let Some(chunk) = response.chunk().await.expect("export continues") {
+        bytes += chunk.len() as u64;
+        lines += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+    (bytes, lines)
+}
+
+async fn a_100k_row_export_streams_without_memory_growth(backend: Backend) {
+    let database = TestDatabase::fresh(backend).await;
+    let migrated = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("migrate")
+        .env("WHARF_DATABASE", database.url())
+        .env("RUST_LOG", "warn")
+        .status()
+        .await
+        .expect("wharf migrate runs");
+    assert!(migrated.success());
+    fill_sales(&database).await;
+
+    let server = BinaryServer::start(database.url(), &[]).await;
+    let pid = server.child.id().expect("server pid");
+    let client = reqwest::Client::new();
+    // Warm up what any export uses once (connections, prepared statements, buffers).
+    let (_, warm) = download(
+        &client,
+        &format!(
+            "{}/api/ledger/sales?format=csv&limit=5&status=nothing",
+            server.base
+        ),
+    )
+    .await;
+    assert_eq!(warm, 1, "only the header");
+    let before = proc_status_bytes(pid, "VmHWM:");
+
+    let (bytes, lines) = download(
+        &client,
+        &format!("{}/api/ledger/sales?format=csv", server.base),
+    )
+    .await;
+    let after = proc_status_bytes(pid, "VmHWM:");
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "export of {ROWS} rows: {} MiB streamed; server peak RSS {} MiB before, {} MiB after \
+         (+{} KiB)",
+        bytes >> 20,
+        before >> 20,
+        after >> 20,
+        growth >> 10
+    );
+    assert_eq!(lines, ROWS + 1, "a header and every row");
+    assert!(
+        bytes > 2 * PEAK_GROWTH_BOUND,
+        "the export ({bytes} bytes) is large enough for the bound to mean something"
+    );
+    assert!(
+        growth < PEAK_GROWTH_BOUND,
+        "peak RSS grew by {growth} bytes while streaming {bytes} bytes"
+    );
+    server.kill_9().await;
+}
