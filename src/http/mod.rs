@@ -3,6 +3,7 @@
 //! [`serve`] is the accept loop that runs it, with the connection-level limits.
 
 pub mod admin;
+pub mod dashboard;
 pub mod error;
 pub mod ingress;
 pub mod openapi;
@@ -136,6 +137,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(admin::router(state.clone()))
         .merge(stream::router(state.clone()))
         .merge(orders_ws::router(state.clone()))
+        .merge(dashboard::router())
         .merge(
             Router::new()
                 .route("/api/health/sources", get(ops::source_health))

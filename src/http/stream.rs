@@ -112,7 +112,9 @@ async fn sse(
         let item = items.recv().await?;
         Some((Ok(sse_event(&item)), items))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    // A first comment sends the head at once, so the client knows it is connected.
+    let hello = futures_util::stream::once(async { Ok(Event::default().comment("connected")) });
+    Ok(Sse::new(futures_util::StreamExt::chain(hello, events)).keep_alive(KeepAlive::default()))
 }
 
 fn sse_event(item: &StreamItem) -> Event {

@@ -10,6 +10,7 @@ mod bad_input;
 mod cartpanda;
 mod configured_sources;
 mod crash;
+mod dashboard;
 mod duplicates;
 mod export_memory;
 mod journal_log;
