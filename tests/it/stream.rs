@@ -396,7 +396,9 @@ async fn on_postgres_a_client_of_one_instance_sees_what_another_instance_stored(
         .map(|event| data(event)["delivery_id"].to_string())
         .collect();
     assert_eq!(ids.len(), 3);
-    assert_consecutive(&events, seq(&events[0]));
+    // B's processor may number its own changes in between: increasing, not consecutive.
+    let seqs: Vec<u64> = events.iter().map(seq).collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
     // And the ledger rows B's processor wrote reach A's clients too.
     let mut ledger = SseClient::open(&a.base, "?since=0&kind=ledger", None).await;
     let rows = ledger.take(3).await;
