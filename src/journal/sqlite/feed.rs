@@ -138,3 +138,62 @@ pub(super) fn prune(
         .execute([through])?;
     Ok(deleted as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn feed_with(rows: &[(i64, &str)]) -> Connection {
+        let conn = Connection::open_in_memory().expect("in-memory SQLite");
+        conn.execute_batch(include_str!("../../../migrations/sqlite/V9__change_feed.sql"))
+            .expect("the feed's migration");
+        for (at, kind) in rows {
+            conn.execute(
+                "INSERT INTO change_feed (at, kind, source) VALUES (?1, ?2, 'cartpanda')",
+                params![at, kind],
+            )
+            .expect("insert");
+        }
+        conn
+    }
+
+    const SECOND: i64 = 1_000_000;
+
+    #[test]
+    fn pruning_keeps_the_newest_rows_and_the_head_never_goes_back() {
+        let conn = feed_with(&[(SECOND, "a"), (2 * SECOND, "b"), (3 * SECOND, "c"), (4 * SECOND, "d")]);
+        let retention = FeedRetention {
+            max_rows: 2,
+            max_age: Duration::from_secs(3600),
+        };
+        assert_eq!(prune(&conn, retention, Timestamp(5 * SECOND)).expect("prune"), 2);
+        assert_eq!(
+            bounds(&conn).expect("bounds"),
+            FeedBounds {
+                oldest: Some(3),
+                head: 4
+            }
+        );
+        let kept: Vec<String> = changes_after(&conn, 0, 10)
+            .expect("read")
+            .into_iter()
+            .map(|change| change.kind)
+            .collect();
+        assert_eq!(kept, ["c", "d"]);
+        // Older than max_age goes too, even under max_rows; the counter keeps its place.
+        let old = FeedRetention {
+            max_rows: 100,
+            max_age: Duration::from_secs(1),
+        };
+        assert_eq!(prune(&conn, old, Timestamp(100 * SECOND)).expect("prune"), 2);
+        assert_eq!(bounds(&conn).expect("bounds"), FeedBounds { oldest: None, head: 4 });
+        conn.execute(
+            "INSERT INTO change_feed (at, kind, source) VALUES (1, 'e', 'x')",
+            [],
+        )
+        .expect("insert");
+        assert_eq!(changes_after(&conn, 4, 10).expect("read")[0].seq, 5);
+    }
+}
