@@ -59,12 +59,27 @@ pub async fn receive(
                 .any(|declared| declared.method == method)
     });
     if !allowed {
-        return ApiError::new(
+        let mut response = ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             format!("{source} does not accept {method} requests"),
         )
         .into_response();
+        // RFC 9110: a 405 lists the methods the resource accepts.
+        if let Some(route) = state.routes.get(&source) {
+            let mut methods = vec![Method::POST.to_string()];
+            for declared in route.source.routes() {
+                if !methods.contains(&declared.method.to_string()) {
+                    methods.push(declared.method.to_string());
+                }
+            }
+            if let Ok(allow) = axum::http::HeaderValue::from_str(&methods.join(", ")) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::ALLOW, allow);
+            }
+        }
+        return response;
     }
     receive_for(&state, &source, method, uri, headers, Vec::new(), body).await
 }

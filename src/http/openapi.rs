@@ -48,7 +48,7 @@ use crate::sources::catalog::ledger_catalog;
         openapi_json,
         docs_page,
     ),
-    components(schemas(schema::ErrorBody)),
+    components(schemas(schema::ErrorBody, super::admin::export::ListFormat)),
     modifiers(&BearerToken),
     tags(
         (name = "deliveries", description = "Every delivery, its attempts, replay"),

@@ -448,6 +448,13 @@ pub trait ReadModel: Send + Sync + 'static {
         query: query::LedgerQuery,
     ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError>;
 
+    /// Deliveries received since `since`, counted by source and status (no percentiles: cheap
+    /// enough for every `GET /api/sources`).
+    async fn source_counts(
+        &self,
+        since: Timestamp,
+    ) -> Result<Vec<query::SourceWindow>, JournalError>;
+
     /// Deliveries received since `since`: counts, processing times, event types, per minute.
     async fn window_stats(&self, since: Timestamp) -> Result<query::WindowStats, JournalError>;
 

@@ -132,6 +132,8 @@ async fn wharf_token_create_mints_a_token_a_running_server_accepts_on_postgres_o
             let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
                 .args(["token", "create"])
                 .env("WHARF_DATABASE", database.url())
+                .env_remove("RUST_BACKTRACE")
+                .env_remove("RUST_LIB_BACKTRACE")
                 .env("RUST_LOG", "warn")
                 .output()
                 .await

@@ -8,6 +8,7 @@ mod admin_api;
 mod admin_tokens;
 mod bad_input;
 mod cartpanda;
+mod cli_admin;
 mod configured_sources;
 mod crash;
 mod dashboard;

@@ -17,7 +17,7 @@ use super::schema::ErrorBody;
 use super::schema::{
     DeliveryDetail, DeliveryInFull, DeliveryPage, ReplayedMatching, ReplayedOne, RequestLine,
 };
-use super::{delivery_id, status_filter, unavailable};
+use super::{delivery_id, limit_in, status_filter, unavailable};
 use crate::clock::Timestamp;
 use crate::http::error::ApiError;
 use crate::http::SharedState;
@@ -40,6 +40,8 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// The older name of `cursor`: a delivery id.
     pub before: Option<i64>,
+    /// Deliveries per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     #[serde(default)]
     pub format: ListFormat,
@@ -60,7 +62,7 @@ impl ListQuery {
             until: time_filter("until", self.until.as_deref())?,
             body_contains: self.q.clone().filter(|q| !q.is_empty()),
             before_id,
-            limit: self.limit.unwrap_or(50).clamp(1, 1000),
+            limit: limit_in(self.limit, 50, 1000)?,
         })
     }
 }
@@ -265,7 +267,10 @@ pub struct ReplayQuery {
     source: Option<String>,
     status: Option<String>,
     event_type: Option<String>,
+    /// At most this many, oldest first (default 1,000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<u32>,
+    /// Only count what would be replayed.
     #[serde(default)]
     dry_run: bool,
 }
@@ -286,7 +291,7 @@ pub async fn replay_matching(
         source: query.source,
         status,
         event_type: query.event_type,
-        limit: query.limit.unwrap_or(1_000).clamp(1, 100_000),
+        limit: limit_in(query.limit, 1_000, 100_000)?,
         now: state.clock.now(),
         dry_run: query.dry_run,
     };

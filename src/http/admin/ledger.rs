@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::export::{self, ListFormat, PageFuture, EXPORT_PAGE};
 use super::extract::{ApiPath, ApiQuery};
 use super::schema::{ErrorBody, LedgerCatalog, LedgerColumn, LedgerPage, LedgerRow, LedgerTable};
-use super::unavailable;
+use super::{limit_in, unavailable};
 use crate::clock::Timestamp;
 use crate::http::error::ApiError;
 use crate::http::SharedState;
@@ -72,7 +72,8 @@ pub struct LedgerListParams {
     q: Option<String>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
-    /// Rows per page (1–1000, default 50).
+    /// Rows per page (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     format: Option<ListFormat>,
 }
@@ -284,7 +285,7 @@ pub async fn rows(
         equals: params.equals,
         text: params.q,
         after,
-        limit: params.limit.unwrap_or(50),
+        limit: limit_in(params.limit, 50, 1000)?,
     };
     if params.format != ListFormat::Json {
         return Ok(export_rows(

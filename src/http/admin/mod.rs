@@ -50,6 +50,19 @@ fn unavailable(error: JournalError) -> ApiError {
     ApiError::journal_unavailable(&error)
 }
 
+/// A `limit=` within `1..=max` (`default` when absent), refused as JSON otherwise: the
+/// OpenAPI document states each range, and a request outside it is a client's mistake.
+fn limit_in(value: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match value {
+        None => Ok(default),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(limit) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit={limit}: from 1 to {max}"),
+        )),
+    }
+}
+
 /// A `status=` filter, refused as JSON when it names no delivery status.
 fn status_filter(word: Option<&str>) -> Result<Option<DeliveryStatus>, ApiError> {
     word.map(|word| {

@@ -13,14 +13,19 @@ use serde_json::json;
 use super::deliveries::ListQuery;
 use super::extract::ApiQuery;
 use super::schema::{ErrorBody, Idle, RefractLogs, WebhookEvents};
-use super::unavailable;
+use super::{limit_in, unavailable};
 use crate::http::error::ApiError;
 use crate::http::SharedState;
 use crate::journal::{DeliveryFilter, DeliveryStatus};
 
+/// Longest `timeout_ms` honoured: the router lets this route run for ten minutes.
+const MAX_IDLE_WAIT_MS: u64 = 590_000;
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct IdleQuery {
+    /// How long to wait, in milliseconds (default 30,000).
+    #[param(minimum = 0, maximum = 590000)]
     timeout_ms: Option<u64>,
 }
 
@@ -35,8 +40,8 @@ pub async fn await_idle(
     State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<IdleQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(query.timeout_ms.unwrap_or(30_000));
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(query.timeout_ms.unwrap_or(30_000).min(MAX_IDLE_WAIT_MS));
     let mut progress = state.processor.progress();
     loop {
         progress.borrow_and_update();
@@ -69,6 +74,8 @@ pub async fn await_idle(
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
+    /// Messages (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
 }
 
@@ -82,7 +89,7 @@ pub async fn refract_logs(
     State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let limit = limit_in(query.limit, 50, 200)?;
     let mut logs = Vec::new();
     let refract_sources = state
         .routes
@@ -162,10 +169,7 @@ pub async fn webhook_events(
     State(state): State<SharedState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let filter = DeliveryFilter {
-        limit: query.limit.unwrap_or(50).clamp(1, 500),
-        ..query.filter()?
-    };
+    let filter = query.filter()?;
     let deliveries = state
         .storage
         .read

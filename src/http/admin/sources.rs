@@ -25,7 +25,7 @@ pub async fn list(State(state): State<SharedState>) -> Result<Response, ApiError
     let counts = state
         .storage
         .read
-        .window_stats(Timestamp(0))
+        .source_counts(Timestamp(0))
         .await
         .map_err(unavailable)?;
     let sources = state
@@ -33,7 +33,6 @@ pub async fn list(State(state): State<SharedState>) -> Result<Response, ApiError
         .iter()
         .map(|(name, route)| {
             let counts = counts
-                .sources
                 .iter()
                 .find(|window| &window.source == name)
                 .cloned()

@@ -19,7 +19,8 @@ use crate::ledger::{Currency, Money};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct StatsQuery {
-    /// `90s`, `15m`, `1h`, `7d`, or seconds; default one hour.
+    /// `90s`, `15m`, `1h`, `7d`, or seconds; default one hour, at most a year.
+    #[param(pattern = r"^[0-9]{1,8}[smhd]?$")]
     window: Option<String>,
 }
 
@@ -128,7 +129,8 @@ fn source_stats(state: &SharedState, source: &SourceWindow, since: Timestamp) ->
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RevenueQuery {
-    /// Days back from today (UTC), 1–3660; default 30.
+    /// Days back from today (UTC), default 30.
+    #[param(minimum = 1, maximum = 3660)]
     days: Option<u32>,
 }
 

@@ -31,7 +31,7 @@ use self::writer::AppendRequest;
 use super::feed::{
     self as feed_kind, Change, ChangeFeed, FeedBounds, FeedRetention, DELIVERY_REPLAYED,
 };
-use super::query::{LedgerQuery, RevenueDay, WindowStats};
+use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
     Appended, AttemptView, Backend, Backlog, ClaimRequest, ClaimToken, ClaimedDelivery, Completed,
@@ -586,6 +586,9 @@ impl DeliveryLog for PostgresStorage {
     }
 }
 
+/// The advisory lock taken while storing an admin token (`"wharf-tk"` as an integer).
+const ADMIN_TOKENS_LOCK: i64 = 0x7768_6172_662d_746b;
+
 #[async_trait]
 impl AdminTokenStore for PostgresStorage {
     async fn admin_tokens(&self) -> Result<Vec<StoredToken>, JournalError> {
@@ -613,8 +616,14 @@ impl AdminTokenStore for PostgresStorage {
         token: StoredToken,
         only_if_none: bool,
     ) -> Result<bool, JournalError> {
-        let client = self.client().await?;
-        let inserted = client
+        // Instances starting together on an empty table serialize here, so that only one
+        // of them mints the first token.
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(storage_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMIN_TOKENS_LOCK])
+            .await
+            .map_err(storage_error)?;
+        let inserted = tx
             .execute(
                 "INSERT INTO admin_tokens (digest, label, created_at) SELECT $1, $2, $3 \
                  WHERE NOT $4 OR NOT EXISTS (SELECT 1 FROM admin_tokens) \
@@ -628,6 +637,7 @@ impl AdminTokenStore for PostgresStorage {
             )
             .await
             .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
         Ok(inserted == 1)
     }
 }
@@ -659,6 +669,12 @@ impl ReadModel for PostgresStorage {
         query: LedgerQuery,
     ) -> Result<Vec<Vec<crate::ledger::Cell>>, JournalError> {
         query::ledger_rows(&self.client().await?, &query).await
+    }
+
+    async fn source_counts(&self, since: Timestamp) -> Result<Vec<SourceWindow>, JournalError> {
+        query::source_counts(&self.client().await?, since)
+            .await
+            .map(|counts| counts.into_values().collect())
     }
 
     async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {

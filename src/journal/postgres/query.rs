@@ -100,26 +100,8 @@ pub(super) async fn window_stats(
     client: &impl GenericClient,
     since: Timestamp,
 ) -> Result<WindowStats, JournalError> {
+    let mut sources = source_counts(client, since).await?;
     let since = datetime(since);
-    let mut sources: BTreeMap<String, SourceWindow> = BTreeMap::new();
-    let counts = client
-        .query(
-            "SELECT source, status, COUNT(*) FROM deliveries WHERE received_at >= $1 \
-             GROUP BY source, status",
-            &[&since],
-        )
-        .await
-        .map_err(storage_error)?;
-    for row in counts {
-        let source: String = row.get(0);
-        let window = sources
-            .entry(source.clone())
-            .or_insert_with(|| SourceWindow {
-                source,
-                ..SourceWindow::default()
-            });
-        window.add(row.get(1), row.get::<_, i64>(2) as u64);
-    }
     let durations = client
         .query(
             "SELECT d.source, \
@@ -174,6 +156,33 @@ pub(super) async fn window_stats(
         event_types,
         per_minute,
     })
+}
+
+/// Deliveries received since `since`, by source and status.
+pub(super) async fn source_counts(
+    client: &impl GenericClient,
+    since: Timestamp,
+) -> Result<BTreeMap<String, SourceWindow>, JournalError> {
+    let mut sources: BTreeMap<String, SourceWindow> = BTreeMap::new();
+    let counts = client
+        .query(
+            "SELECT source, status, COUNT(*) FROM deliveries WHERE received_at >= $1 \
+             GROUP BY source, status",
+            &[&datetime(since)],
+        )
+        .await
+        .map_err(storage_error)?;
+    for row in counts {
+        let source: String = row.get(0);
+        let window = sources
+            .entry(source.clone())
+            .or_insert_with(|| SourceWindow {
+                source,
+                ..SourceWindow::default()
+            });
+        window.add(row.get(1), row.get::<_, i64>(2) as u64);
+    }
+    Ok(sources)
 }
 
 /// Approved sales and taken payments created since `since`, per UTC day, source and currency.

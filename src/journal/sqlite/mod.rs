@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
 use self::writer::{Command, Writer};
 use super::feed::{Change, ChangeFeed, FeedBounds, FeedRetention};
-use super::query::{LedgerQuery, RevenueDay, WindowStats};
+use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::segment_log::{LogReader, SegmentLog};
 use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
@@ -614,6 +614,13 @@ impl ReadModel for SqliteJournal {
         self.await_visible().await;
         self.read(move |conn| query::ledger_rows(conn, &query))
             .await
+    }
+
+    async fn source_counts(&self, since: Timestamp) -> Result<Vec<SourceWindow>, JournalError> {
+        self.await_visible().await;
+        self.read(move |conn| query::source_counts(conn, since))
+            .await
+            .map(|counts| counts.into_values().collect())
     }
 
     async fn window_stats(&self, since: Timestamp) -> Result<WindowStats, JournalError> {

@@ -87,7 +87,7 @@ pub(super) fn window_stats(conn: &Connection, since: Timestamp) -> rusqlite::Res
     })
 }
 
-fn source_counts(
+pub(super) fn source_counts(
     conn: &Connection,
     since: Timestamp,
 ) -> rusqlite::Result<BTreeMap<String, SourceWindow>> {
