@@ -147,8 +147,10 @@ mod tests {
 
     fn feed_with(rows: &[(i64, &str)]) -> Connection {
         let conn = Connection::open_in_memory().expect("in-memory SQLite");
-        conn.execute_batch(include_str!("../../../migrations/sqlite/V9__change_feed.sql"))
-            .expect("the feed's migration");
+        conn.execute_batch(include_str!(
+            "../../../migrations/sqlite/V9__change_feed.sql"
+        ))
+        .expect("the feed's migration");
         for (at, kind) in rows {
             conn.execute(
                 "INSERT INTO change_feed (at, kind, source) VALUES (?1, ?2, 'cartpanda')",
@@ -163,12 +165,20 @@ mod tests {
 
     #[test]
     fn pruning_keeps_the_newest_rows_and_the_head_never_goes_back() {
-        let conn = feed_with(&[(SECOND, "a"), (2 * SECOND, "b"), (3 * SECOND, "c"), (4 * SECOND, "d")]);
+        let conn = feed_with(&[
+            (SECOND, "a"),
+            (2 * SECOND, "b"),
+            (3 * SECOND, "c"),
+            (4 * SECOND, "d"),
+        ]);
         let retention = FeedRetention {
             max_rows: 2,
             max_age: Duration::from_secs(3600),
         };
-        assert_eq!(prune(&conn, retention, Timestamp(5 * SECOND)).expect("prune"), 2);
+        assert_eq!(
+            prune(&conn, retention, Timestamp(5 * SECOND)).expect("prune"),
+            2
+        );
         assert_eq!(
             bounds(&conn).expect("bounds"),
             FeedBounds {
@@ -187,8 +197,17 @@ mod tests {
             max_rows: 100,
             max_age: Duration::from_secs(1),
         };
-        assert_eq!(prune(&conn, old, Timestamp(100 * SECOND)).expect("prune"), 2);
-        assert_eq!(bounds(&conn).expect("bounds"), FeedBounds { oldest: None, head: 4 });
+        assert_eq!(
+            prune(&conn, old, Timestamp(100 * SECOND)).expect("prune"),
+            2
+        );
+        assert_eq!(
+            bounds(&conn).expect("bounds"),
+            FeedBounds {
+                oldest: None,
+                head: 4
+            }
+        );
         conn.execute(
             "INSERT INTO change_feed (at, kind, source) VALUES (1, 'e', 'x')",
             [],
