@@ -159,6 +159,9 @@ pub struct Limits {
     /// the process's limit for the journal, logs and the database pool. At the cap the
     /// longest-idle connection is closed to admit a new one.
     pub max_connections: usize,
+    /// Changes the live broadcast holds for stream subscribers that are momentarily behind; a
+    /// subscriber further behind is told it lagged and catches up from the database.
+    pub stream_buffer: usize,
 }
 
 /// File descriptors kept out of the connection cap: journal files, the PostgreSQL pool, the
@@ -180,6 +183,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(75),
             max_header_bytes: 64 * 1024,
             max_connections: 1024,
+            stream_buffer: 4096,
         }
     }
 }
@@ -323,6 +327,7 @@ struct FileLimits {
     idle_timeout_ms: Option<u64>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
+    stream_buffer: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -504,6 +509,10 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
         max_connections: parse_env(env, "WHARF_MAX_CONNECTIONS")?
             .or(file.limits.max_connections)
             .unwrap_or(defaults.max_connections)
+            .max(1),
+        stream_buffer: parse_env(env, "WHARF_STREAM_BUFFER")?
+            .or(file.limits.stream_buffer)
+            .unwrap_or(defaults.stream_buffer)
             .max(1),
     };
     let processor_defaults = ProcessorSettings::default();

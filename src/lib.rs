@@ -9,9 +9,11 @@
 //! 5. [`metrics`] and the admin API show what happened.
 
 pub mod background;
+pub mod bus;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod journal;
 pub mod ledger;

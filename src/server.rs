@@ -143,6 +143,13 @@ impl RunningServer {
             source,
         })?;
         let shutdown = CancellationToken::new();
+        // Live streams end with the server, so that the connections carrying them close.
+        let bus = state.bus.clone();
+        let stopping = shutdown.clone();
+        tokio::spawn(async move {
+            stopping.cancelled().await;
+            bus.stop();
+        });
         let processor = match mode {
             ProcessorMode::Background => {
                 state

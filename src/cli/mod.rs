@@ -10,6 +10,7 @@ mod config_check;
 mod export;
 mod replay;
 mod summary;
+pub mod tail;
 mod token;
 mod trigger;
 
@@ -162,6 +163,8 @@ Examples:
         #[arg(long, default_value = "hex")]
         encoding: String,
     },
+    /// Follow a server's live stream: deliveries and ledger changes as they happen.
+    Tail(tail::TailArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let (config, file) = load_config(config.as_deref(), listen, database.as_deref())?;
             config_check::report(&ConfigSummary::new(&config, file.as_deref(), &ProcessEnv))
         }
+        Command::Tail(args) => runtime.block_on(tail::run(args)),
     }
 }
 

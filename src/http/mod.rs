@@ -3,13 +3,16 @@
 //! [`serve`] is the accept loop that runs it, with the connection-level limits.
 
 pub mod admin;
+pub mod dashboard;
 pub mod error;
 pub mod ingress;
 pub mod openapi;
 pub mod ops;
+pub mod orders_ws;
 pub mod rate_limit;
 pub mod rejections;
 pub mod serve;
+pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +28,10 @@ use axum::Router;
 use self::error::ApiError;
 use self::rate_limit::TokenBucket;
 use self::rejections::RejectionLog;
+use crate::bus::Bus;
 use crate::clock::SharedClock;
 use crate::config::{Config, Limits};
+use crate::health::SourceHealth;
 use crate::journal::Storage;
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::processor::Processor;
@@ -50,6 +55,12 @@ pub struct AppState {
     /// The admin API's tokens (digests only); check one with [`admin::auth::AdminTokens::allows`].
     pub admin_tokens: admin::auth::AdminTokens,
     pub processor: Arc<Processor>,
+    /// The live change feed, for `/api/stream`, `/api/ws` and seed 001's broadcast.
+    pub bus: Arc<Bus>,
+    /// Signs the short-lived tickets browsers open streams with.
+    pub stream_tickets: stream::TicketKey,
+    /// Per-source flags (silent, rejection or dead spikes) for `/health` and `/metrics`.
+    pub health: Arc<SourceHealth>,
 }
 
 impl AppState {
@@ -79,6 +90,13 @@ impl AppState {
                 (name, route)
             })
             .collect();
+        let bus = Bus::start(storage.feed.clone(), config.limits.stream_buffer);
+        let health = SourceHealth::new(
+            config.sources.iter().map(|s| s.name().to_owned()),
+            metrics.clone(),
+            clock.clone(),
+        );
+        health.start(&bus, storage.read.clone());
         Self {
             storage,
             routes,
@@ -94,6 +112,9 @@ impl AppState {
                     .collect::<Vec<_>>(),
             ),
             processor,
+            bus,
+            stream_tickets: stream::TicketKey::random(),
+            health,
         }
     }
 }
@@ -114,6 +135,17 @@ pub fn router(state: SharedState) -> Router {
         .route("/docs", get(openapi::docs_route))
         .route("/docs/{file}", get(openapi::docs_asset))
         .merge(admin::router(state.clone()))
+        .merge(stream::router(state.clone()))
+        .merge(orders_ws::router(state.clone()))
+        .merge(dashboard::router())
+        .merge(
+            Router::new()
+                .route("/api/health/sources", get(ops::source_health))
+                .route_layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    admin::auth::require_token,
+                )),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(timeout, deadline))

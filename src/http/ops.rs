@@ -1,4 +1,5 @@
-//! `/health` (seed 000's format) and `/metrics` (Prometheus).
+//! `/health` (seed 000's format, plus the sources [`crate::health`] flags) and `/metrics`
+//! (Prometheus, plus `wharf_source_unhealthy`).
 
 use std::time::Duration;
 
@@ -15,7 +16,13 @@ pub async fn health(State(state): State<SharedState>) -> Response {
     let timestamp = state.clock.now().to_rfc3339();
     let probe = tokio::time::timeout(Duration::from_secs(2), state.storage.log.probe()).await;
     match probe {
-        Ok(Ok(())) => Json(json!({ "status": "healthy", "timestamp": timestamp })).into_response(),
+        Ok(Ok(())) => Json(json!({
+            "status": "healthy",
+            "timestamp": timestamp,
+            // Sources that look wrong: the server is fine, a provider may not be.
+            "sources_flagged": state.health.flags(),
+        }))
+        .into_response(),
         Ok(Err(error)) => unhealthy(&timestamp, &error.to_string()),
         Err(_) => unhealthy(&timestamp, "the journal did not answer within 2 s"),
     }
@@ -30,9 +37,21 @@ fn unhealthy(timestamp: &str, reason: &str) -> Response {
 }
 
 pub async fn metrics(State(state): State<SharedState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    text.push_str(&state.health.render_metrics());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// `GET /api/health/sources` (admin): every source with its flags, flagged or not.
+pub async fn source_health(State(state): State<SharedState>) -> Response {
+    let flags = state.health.flags();
+    let sources: Vec<_> = state
+        .routes
+        .keys()
+        .map(|source| {
+            let mine: Vec<_> = flags.iter().filter(|flag| &flag.source == source).collect();
+            json!({ "source": source, "healthy": mine.is_empty(), "flags": mine })
+        })
+        .collect();
+    Json(json!({ "sources": sources })).into_response()
 }

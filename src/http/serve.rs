@@ -261,7 +261,7 @@ async fn serve_connection(
         inner: service,
         conn: conn.clone(),
     };
-    let connection = builder.serve_connection(io, service);
+    let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let mut closing = false;
     loop {
@@ -302,11 +302,14 @@ struct ConnState {
     idle_since_ms: AtomicU64,
     evicted: AtomicBool,
     evict: Notify,
+    /// Switched protocols (WebSocket): busy until it closes.
+    upgraded: AtomicBool,
 }
 
 impl ConnState {
     fn in_flight(&self) -> bool {
-        self.started.load(Ordering::Acquire) != self.finished.load(Ordering::Acquire)
+        self.upgraded.load(Ordering::Acquire)
+            || self.started.load(Ordering::Acquire) != self.finished.load(Ordering::Acquire)
     }
 }
 
@@ -345,6 +348,7 @@ impl Registry {
             idle_since_ms: AtomicU64::new(millis_since(self.epoch)),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
+            upgraded: AtomicBool::new(false),
         });
         let mut live = self.live.lock();
         // Connections already told to close are on their way out; they do not count.
@@ -425,12 +429,40 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         self.conn.started.fetch_add(1, Ordering::AcqRel);
         let answered = Answered(self.conn.clone());
         let response = self.inner.call(request);
+        let conn = self.conn.clone();
         Box::pin(async move {
-            let response = response.await;
-            drop(answered);
-            response
+            let response = response.await?;
+            Ok(keep_open_while_streaming(response, answered, &conn))
         })
     }
+}
+
+/// A live stream is a request in flight until its body ends, not an idle connection: the idle
+/// timeout and eviction must leave it alone. An upgraded connection (WebSocket) stays in flight
+/// for good. Other responses are answered as soon as their head is ready (their bodies are
+/// written at once), and are passed through untouched.
+fn keep_open_while_streaming(
+    response: Response<Body>,
+    answered: Answered,
+    conn: &ConnState,
+) -> Response<Body> {
+    if response.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+        conn.upgraded.store(true, Ordering::Release);
+        return response;
+    }
+    let streaming = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        return response;
+    }
+    response.map(|body| {
+        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+            let _held_until_the_body_ends = &answered;
+            frame
+        }))
+    })
 }
 
 /// Marks a request answered (or abandoned) when dropped.
@@ -507,7 +539,7 @@ impl WatchedIo {
     fn observe(&mut self) {
         let started = self.conn.started.load(Ordering::Acquire);
         let finished = self.conn.finished.load(Ordering::Acquire);
-        if started != finished {
+        if started != finished || self.conn.upgraded.load(Ordering::Acquire) {
             self.phase = Phase::Busy;
         } else if self.phase == Phase::Busy || finished != self.finished_seen {
             self.finished_seen = finished;

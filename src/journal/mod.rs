@@ -4,6 +4,7 @@
 //! its backends are the only place that speaks SQL. Invariant: [`DeliveryLog::append`] returns
 //! only after the delivery is committed with the configured durability, so an ack means "stored".
 
+pub mod feed;
 pub mod postgres;
 pub mod query;
 pub mod segment_log;
@@ -492,6 +493,7 @@ pub struct Storage {
     pub backend: Backend,
     pub log: Arc<dyn DeliveryLog>,
     pub read: Arc<dyn ReadModel>,
+    pub feed: Arc<dyn feed::ChangeFeed>,
     pub tokens: Arc<dyn tokens::AdminTokenStore>,
 }
 

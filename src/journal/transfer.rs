@@ -39,8 +39,10 @@ use crate::ledger::{Currency, Money};
 /// The SQLite schema version this copy reads (the newest of `migrations/sqlite/`, now
 /// `V11__execution_and_expected_payments.sql`, whose new `trading_orders` and `payments`
 /// columns the copy carries through `TRADING_ORDERS` and Stripe's `PAYMENTS`; `admin_tokens`
-/// since `V10__admin_tokens.sql`). A database at another version is refused: an older one
-/// lacks columns, a newer one may hold data this copy would drop.
+/// since `V10__admin_tokens.sql`; `V9__change_feed.sql` before it). A database at another
+/// version is refused: an older one lacks columns, a newer one may hold data this copy would
+/// drop. The change feed is not copied: it is a short-lived stream, and PostgreSQL numbers its
+/// own.
 pub const SQLITE_SCHEMA_VERSION: i64 = 11;
 
 /// Most rows in one PostgreSQL transaction.

@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::clock::Timestamp;
+use crate::journal::feed::{LedgerWritten, LEDGER_CREATED, LEDGER_UPDATED};
 use crate::ledger::{Cell, ColumnType, LedgerChange, LedgerError, RowWrite, Table, WriteTimes};
 
 #[derive(Debug, Error)]
@@ -26,33 +27,38 @@ pub(super) enum ApplyError {
     },
 }
 
-/// Loads (and locks) the row the change touches, lets the ledger decide, writes the decision.
+/// Loads (and locks) the row the change touches, lets the ledger decide, writes the decision;
+/// returns the row written, for the change feed (`None` when nothing changed).
 pub(super) async fn apply(
     tx: &Transaction<'_>,
     change: &LedgerChange,
     source: &str,
     times: WriteTimes,
-) -> Result<(), ApplyError> {
+) -> Result<Option<LedgerWritten>, ApplyError> {
     let table = change.table();
     let key = change.key(source);
     // Twice at most: a lost insert race means the row now exists and is merged into.
     for _ in 0..2 {
         let current = load(tx, table, &key).await?;
         let decision = change.decide(source, current.as_deref(), times)?;
-        match decision.row {
+        let written = match decision.row {
             RowWrite::Insert(row) => {
                 if !insert(tx, table, &row).await? {
                     continue;
                 }
+                Some(LedgerWritten::new(LEDGER_CREATED, table, &key, &row))
             }
-            RowWrite::Update(row) => update(tx, table, &key, &row).await?,
-            RowWrite::Unchanged => {}
-        }
+            RowWrite::Update(row) => {
+                update(tx, table, &key, &row).await?;
+                Some(LedgerWritten::new(LEDGER_UPDATED, table, &key, &row))
+            }
+            RowWrite::Unchanged => None,
+        };
         // A history row already appended (a replay, another instance) is skipped.
         for appended in decision.appended {
             insert(tx, appended.table, &appended.row).await?;
         }
-        return Ok(());
+        return Ok(written);
     }
     Err(ApplyError::Unreadable {
         table: table.name,

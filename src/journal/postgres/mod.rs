@@ -5,6 +5,7 @@
 //! the ledger rows it touches locked. While PostgreSQL is unreachable every call fails fast
 //! (pool timeouts) so ingest answers 503, and the pool reconnects by itself once it is back.
 
+mod feed;
 pub(crate) mod ledger;
 mod query;
 mod read;
@@ -23,9 +24,13 @@ use parking_lot::Mutex;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use self::ledger::ApplyError;
 use self::writer::AppendRequest;
+use super::feed::{
+    self as feed_kind, Change, ChangeFeed, FeedBounds, FeedRetention, DELIVERY_REPLAYED,
+};
 use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::tokens::{AdminTokenStore, StoredToken};
 use super::{
@@ -59,6 +64,8 @@ pub struct PostgresOptions {
     pub connect_timeout: Duration,
     /// Completions run at once (each in its own transaction).
     pub completion_concurrency: usize,
+    /// How much of the change feed is kept.
+    pub feed_retention: FeedRetention,
 }
 
 impl PostgresOptions {
@@ -70,6 +77,7 @@ impl PostgresOptions {
             max_batch: 512,
             connect_timeout: Duration::from_secs(2),
             completion_concurrency: 16,
+            feed_retention: FeedRetention::default(),
         }
     }
 }
@@ -81,6 +89,11 @@ pub struct PostgresStorage {
     writers: Mutex<Vec<JoinHandle<()>>>,
     clock: SharedClock,
     completion_concurrency: usize,
+    /// Told of local commits that wrote feed rows and of other instances' notifications.
+    feed_written: Arc<Notify>,
+    feed_retention: FeedRetention,
+    /// Stops the `LISTEN` task at close.
+    listening: CancellationToken,
 }
 
 fn storage_error(error: impl std::error::Error + Send + Sync + 'static) -> JournalError {
@@ -106,6 +119,14 @@ impl PostgresStorage {
         }
         let tls = tls::connector(&tls_choice)?;
         let applied = migrate(&config, tls.clone()).await?;
+        let feed_written = Arc::new(Notify::new());
+        let listening = CancellationToken::new();
+        tokio::spawn(feed::listen(
+            config.clone(),
+            tls.clone(),
+            feed_written.clone(),
+            listening.clone(),
+        ));
         let manager = Manager::from_config(
             config,
             tls,
@@ -131,6 +152,7 @@ impl PostgresStorage {
                     receiver.clone(),
                     options.max_batch,
                     appended.clone(),
+                    feed_written.clone(),
                 ))
             })
             .collect();
@@ -141,12 +163,16 @@ impl PostgresStorage {
             writers: Mutex::new(writers),
             clock,
             completion_concurrency: options.completion_concurrency.max(1),
+            feed_written,
+            feed_retention: options.feed_retention,
+            listening,
         });
         Ok((
             Storage {
                 backend: Backend::Postgres,
                 log: storage.clone(),
                 read: storage.clone(),
+                feed: storage.clone(),
                 tokens: storage,
             },
             applied,
@@ -167,6 +193,7 @@ impl PostgresStorage {
                 }
                 match apply_all(&tx, completion, changes).await {
                     Ok(()) => {
+                        record_step(&tx, completion, DeliveryStatus::Processed, None).await?;
                         record_attempt(&tx, completion, "processed", None).await?;
                         tx.commit().await.map_err(storage_error)?;
                         Ok(Completed::Processed)
@@ -202,6 +229,7 @@ impl PostgresStorage {
                 if !mark(&tx, completion, DeliveryStatus::Ignored, Some(reason), None).await? {
                     return Ok(Completed::Stale);
                 }
+                record_step(&tx, completion, DeliveryStatus::Ignored, Some(reason)).await?;
                 record_attempt(&tx, completion, "ignored", Some(reason)).await?;
                 tx.commit().await.map_err(storage_error)?;
                 Ok(Completed::Ignored)
@@ -225,6 +253,7 @@ impl PostgresStorage {
                 {
                     return Ok(Completed::Stale);
                 }
+                record_step(&tx, completion, DeliveryStatus::Rejected, Some(reason)).await?;
                 record_attempt(&tx, completion, "rejected", Some(reason)).await?;
                 tx.commit().await.map_err(storage_error)?;
                 Ok(Completed::Rejected)
@@ -301,7 +330,16 @@ async fn apply_all(
         now: finished_at(completion),
     };
     for change in changes {
-        ledger::apply(tx, change, &completion.source, times).await?;
+        if let Some(written) = ledger::apply(tx, change, &completion.source, times).await? {
+            feed::record_ledger(
+                tx,
+                times.now,
+                &completion.source,
+                completion.delivery,
+                &written,
+            )
+            .await?;
+        }
     }
     Ok(())
 }
@@ -366,8 +404,31 @@ async fn record_failure(
     if !mark(tx, completion, status, Some(error), next).await? {
         return Ok(false);
     }
+    record_step(tx, completion, status, Some(error)).await?;
     record_attempt(tx, completion, outcome, Some(error)).await?;
     Ok(true)
+}
+
+/// The change feed's row for the status an attempt left the delivery in.
+async fn record_step(
+    tx: &Transaction<'_>,
+    completion: &Completion,
+    status: DeliveryStatus,
+    error: Option<&str>,
+) -> Result<(), JournalError> {
+    let data = feed_kind::delivery_data(
+        status,
+        completion.claimed_attempts + 1,
+        error.map(pg_text).as_deref(),
+    );
+    feed::record_step(
+        tx,
+        finished_at(completion),
+        feed_kind::attempt_kind(status),
+        completion.delivery,
+        &data,
+    )
+    .await
 }
 
 async fn record_attempt(
@@ -440,6 +501,7 @@ impl DeliveryLog for PostgresStorage {
                 results.push(outcome?);
             }
         }
+        self.feed_written.notify_one();
         Ok(results)
     }
 
@@ -486,13 +548,20 @@ impl DeliveryLog for PostgresStorage {
                 .map_err(storage_error)?;
             return Ok(row.try_get::<_, i64>(0).map_err(storage_error)? as u64);
         }
+        // The replayed deliveries' feed rows are written by the same statement.
         let replayed = client
             .execute(
                 &format!(
-                    "UPDATE deliveries SET \
+                    "WITH replayed AS ( \
+                     UPDATE deliveries SET \
                      status = CASE status WHEN 'rejected' THEN 'verifying' ELSE 'pending' END, \
                      next_attempt_at = $6, processed_at = NULL, lease_token = NULL, \
-                     lease_until = NULL WHERE id IN ({matching})"
+                     lease_until = NULL WHERE id IN ({matching}) \
+                     RETURNING id, source, event_type, status, attempts) \
+                     INSERT INTO change_feed (at, kind, source, delivery_id, event_type, data) \
+                     SELECT $6, '{DELIVERY_REPLAYED}', source, id, event_type, \
+                     json_build_object('status', status, 'attempts', attempts, 'error', NULL)::text \
+                     FROM replayed ORDER BY id"
                 ),
                 &[
                     &ids,
@@ -507,6 +576,7 @@ impl DeliveryLog for PostgresStorage {
             .map_err(storage_error)?;
         if replayed > 0 {
             self.appended.notify_waiters();
+            self.feed_written.notify_one();
         }
         Ok(replayed)
     }
@@ -516,6 +586,7 @@ impl DeliveryLog for PostgresStorage {
     }
 
     async fn close(&self) {
+        self.listening.cancel();
         // Dropping the sender lets each writer finish what is queued and stop.
         self.appends.lock().take();
         let writers: Vec<JoinHandle<()>> = std::mem::take(&mut *self.writers.lock());
@@ -623,5 +694,28 @@ impl ReadModel for PostgresStorage {
 
     async fn revenue(&self, since: Timestamp) -> Result<Vec<RevenueDay>, JournalError> {
         query::revenue(&self.client().await?, since).await
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for PostgresStorage {
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, JournalError> {
+        feed::changes_after(&self.client().await?, after, limit).await
+    }
+
+    async fn bounds(&self) -> Result<FeedBounds, JournalError> {
+        feed::bounds(&self.client().await?).await
+    }
+
+    fn written(&self) -> Arc<Notify> {
+        self.feed_written.clone()
+    }
+
+    async fn sequence(&self) -> Result<Option<u64>, JournalError> {
+        feed::sequence(&mut self.client().await?).await
+    }
+
+    async fn prune(&self, now: Timestamp) -> Result<u64, JournalError> {
+        feed::prune(&self.client().await?, self.feed_retention, now).await
     }
 }

@@ -1,7 +1,8 @@
 //! Group commit on PostgreSQL: a few writer tasks take every append waiting in the queue and
 //! store the batch with one statement (deliveries and payloads together), then answer each
 //! request after PostgreSQL's commit. Keys are sorted so that two batches (from two instances)
-//! that share keys lock them in the same order and never deadlock.
+//! that share keys lock them in the same order and never deadlock. Each stored delivery's
+//! `delivery.received` change is inserted by the same statement.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ pub(super) async fn run(
     queue: Arc<Mutex<mpsc::Receiver<AppendRequest>>>,
     max_batch: usize,
     appended: Arc<Notify>,
+    feed_written: Arc<Notify>,
 ) {
     loop {
         let batch = {
@@ -53,6 +55,7 @@ pub(super) async fn run(
                 }
                 if stored_any {
                     appended.notify_one();
+                    feed_written.notify_one();
                 }
             }
             Err(error) => {
@@ -89,6 +92,12 @@ WITH input AS (
     INSERT INTO delivery_payloads (delivery_id, headers, body)
     SELECT stored.id, input.headers::jsonb, input.body
     FROM stored JOIN input USING (source, dedup_key)
+), feed AS (
+    INSERT INTO change_feed (at, kind, source, delivery_id, event_type, data)
+    SELECT input.received_at, 'delivery.received', stored.source, stored.id, input.event_type,
+           json_build_object('status', input.status, 'attempts', 0,
+                             'error', input.last_error)::text
+    FROM stored JOIN input USING (source, dedup_key) ORDER BY stored.id
 )
 SELECT id, source, dedup_key FROM stored";
 

@@ -12,6 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use thiserror::Error;
 
 use crate::clock::Timestamp;
+use crate::journal::feed::{LedgerWritten, LEDGER_CREATED, LEDGER_UPDATED};
 use crate::ledger::{Cell, ColumnType, LedgerChange, LedgerError, RowWrite, Table, WriteTimes};
 
 #[derive(Debug, Error)]
@@ -22,26 +23,33 @@ pub(super) enum ApplyError {
     Ledger(#[from] LedgerError),
 }
 
-/// Loads the row the change touches, lets the ledger decide, and writes what it decided.
+/// Loads the row the change touches, lets the ledger decide, and writes what it decided;
+/// returns the row written, for the change feed (`None` when nothing changed).
 pub(super) fn apply(
     conn: &Connection,
     change: &LedgerChange,
     source: &str,
     times: WriteTimes,
-) -> Result<(), ApplyError> {
+) -> Result<Option<LedgerWritten>, ApplyError> {
     let table = change.table();
     let key = change.key(source);
     let current = load(conn, table, &key)?;
     let decision = change.decide(source, current.as_deref(), times)?;
-    match decision.row {
-        RowWrite::Insert(row) => insert(conn, table, &row, Conflict::Fail)?,
-        RowWrite::Update(row) => update(conn, table, &key, &row)?,
-        RowWrite::Unchanged => {}
-    }
+    let written = match decision.row {
+        RowWrite::Insert(row) => {
+            insert(conn, table, &row, Conflict::Fail)?;
+            Some(LedgerWritten::new(LEDGER_CREATED, table, &key, &row))
+        }
+        RowWrite::Update(row) => {
+            update(conn, table, &key, &row)?;
+            Some(LedgerWritten::new(LEDGER_UPDATED, table, &key, &row))
+        }
+        RowWrite::Unchanged => None,
+    };
     for appended in decision.appended {
         insert(conn, appended.table, &appended.row, Conflict::Skip)?;
     }
-    Ok(())
+    Ok(written)
 }
 
 /// What an insert does when its key exists: an error for the row a change decided (the single

@@ -6,6 +6,7 @@
 //! A checkpoint thread, a pool of read-only connections for the read model, and an exclusive
 //! lock on `<database>.lock` (one SQLite database serves one server) complete it.
 
+mod feed;
 pub(crate) mod ledger;
 mod log_writer;
 mod projection;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use self::log_writer::{DedupWindow, LogCommand, LogProgress, LogWriter};
 use self::writer::{Command, Writer};
+use super::feed::{Change, ChangeFeed, FeedBounds, FeedRetention};
 use super::query::{LedgerQuery, RevenueDay, SourceWindow, WindowStats};
 use super::segment_log::{LogReader, SegmentLog};
 use super::tokens::{AdminTokenStore, StoredToken};
@@ -70,6 +72,8 @@ pub struct SqliteOptions {
     pub max_segments: usize,
     /// Recent keys answered as duplicates from memory.
     pub dedup_window: usize,
+    /// How much of the change feed is kept.
+    pub feed_retention: FeedRetention,
 }
 
 impl SqliteOptions {
@@ -83,6 +87,7 @@ impl SqliteOptions {
             segment_bytes: 64 << 20,
             max_segments: 16,
             dedup_window: 1 << 18,
+            feed_retention: FeedRetention::default(),
         }
     }
 }
@@ -96,6 +101,7 @@ pub struct SqliteJournal {
     commands: mpsc::Sender<Command>,
     readers: Arc<ReaderPool>,
     appended: Arc<Notify>,
+    feed_written: Arc<Notify>,
     progress: Arc<LogProgress>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     checkpointer: Arc<AtomicBool>,
@@ -153,6 +159,7 @@ impl SqliteJournal {
             .ino();
 
         let appended = Arc::new(Notify::new());
+        let feed_written = Arc::new(Notify::new());
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
         let segments = log.readable();
         let first_attempt = Arc::new(OnceLock::new());
@@ -166,6 +173,8 @@ impl SqliteJournal {
             appended: appended.clone(),
             fsync: options.durability == Durability::Fsync,
             first_attempt: first_attempt.clone(),
+            feed_written: feed_written.clone(),
+            feed_retention: options.feed_retention,
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("wharf-sqlite-writer".into())
@@ -201,6 +210,7 @@ impl SqliteJournal {
             commands,
             readers: Arc::new(ReaderPool::new(options.path)),
             appended,
+            feed_written,
             progress,
             threads: Mutex::new(threads),
             checkpointer,
@@ -216,6 +226,7 @@ impl SqliteJournal {
             backend: Backend::Sqlite,
             log: journal.clone(),
             read: journal.clone(),
+            feed: journal.clone(),
             tokens: journal,
         };
         Ok((storage, applied))
@@ -641,5 +652,21 @@ impl ReadModel for SqliteJournal {
         let mut applied = self.progress.applied_watch.subscribe();
         let caught_up = applied.wait_for(|applied| *applied >= target);
         let _ = tokio::time::timeout(VISIBILITY_WAIT, caught_up).await;
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for SqliteJournal {
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, JournalError> {
+        self.read(move |conn| feed::changes_after(conn, after, limit))
+            .await
+    }
+
+    async fn bounds(&self) -> Result<FeedBounds, JournalError> {
+        self.read(feed::bounds).await
+    }
+
+    fn written(&self) -> Arc<Notify> {
+        self.feed_written.clone()
     }
 }

@@ -7,6 +7,8 @@
 //! With a [`FirstAttempt`] installed, a new delivery's first attempt is made here too: its
 //! ledger effects, status and attempt row join the same transaction, so one commit does what a
 //! projection, a claim and a completion did, and a crash rolls all of it back together.
+//!
+//! Each new delivery's `delivery.received` change is written in the same transaction.
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
@@ -158,6 +160,7 @@ fn project_delivery(
             "INSERT INTO delivery_payloads (delivery_id, headers, body) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![id.0, delivery.headers_json, &delivery.body[..]])?;
+        super::feed::record_received(conn, id.0, delivery)?;
         return Ok(true);
     }
     // Already here: a replay of this very record, or the same key stored long ago.

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, ErrorCode, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use super::feed;
 use super::ledger::{self, ApplyError};
 use super::log_writer::LogProgress;
 use super::projection;
 use super::read;
 use crate::clock::Timestamp;
+use crate::journal::feed::{self as feed_kind, FeedRetention};
 use crate::journal::segment_log::{LogReader, SegmentMap};
 use crate::journal::tokens::StoredToken;
 use crate::journal::{
@@ -42,6 +44,8 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 const PROJECT_AT_LEAST: u64 = 256;
 /// ...or this long after the oldest unprojected record, whichever comes first.
 const PROJECT_WITHIN: Duration = Duration::from_millis(20);
+/// How often change-feed rows beyond the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
 
 /// A request to the writer.
 pub(super) enum Command {
@@ -90,6 +94,9 @@ pub(super) struct Writer {
     pub fsync: bool,
     /// Set once the processor is ready to make first attempts as deliveries are projected.
     pub first_attempt: Arc<OnceLock<Arc<dyn FirstAttempt>>>,
+    /// Told after every commit that may have written change-feed rows.
+    pub feed_written: Arc<Notify>,
+    pub feed_retention: FeedRetention,
 }
 
 impl Writer {
@@ -100,6 +107,7 @@ impl Writer {
         let mut reader = self.reader();
         let mut wal = WalHandle::default();
         let mut last_durable = Instant::now();
+        let mut last_prune = Instant::now();
         let mut shutdown = None;
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut waiting_since: Option<Instant> = None;
@@ -160,6 +168,10 @@ impl Writer {
                 break;
             }
             self.keep_bounded(&mut wal, &mut last_durable, false);
+            if last_prune.elapsed() >= PRUNE_EVERY {
+                last_prune = Instant::now();
+                self.prune_feed();
+            }
             if behind && !projected && batch.is_empty() {
                 std::thread::sleep(RETRY_PAUSE);
             }
@@ -207,6 +219,7 @@ impl Writer {
                     .projection_failing
                     .store(false, Ordering::Release);
                 self.appended.notify_one();
+                self.feed_written.notify_one();
                 true
             }
             Ok(None) => false,
@@ -222,6 +235,14 @@ impl Writer {
                 *reader = self.reader();
                 false
             }
+        }
+    }
+
+    /// Drops change-feed rows beyond the retention, in a transaction of its own.
+    fn prune_feed(&mut self) {
+        let now = Timestamp(chrono::Utc::now().timestamp_micros());
+        if let Err(error) = feed::prune(&self.conn, self.feed_retention, now) {
+            tracing::debug!(%error, "pruning the change feed deferred");
         }
     }
 
@@ -268,6 +289,7 @@ impl Writer {
         }
         match self.write_transaction(batch) {
             Ok(produced) => {
+                self.feed_written.notify_one();
                 for (command, produced) in batch.drain(..).zip(produced) {
                     match (command, produced) {
                         (Command::Complete { reply, .. }, Produced::Completed(results)) => {
@@ -358,6 +380,7 @@ pub(super) fn complete(conn: &Connection, completion: &Completion) -> rusqlite::
             )? {
                 return Ok(Completed::Stale);
             }
+            record_step(conn, completion, DeliveryStatus::Ignored, Some(reason))?;
             record_attempt(conn, completion, "ignored", Some(reason))?;
             Ok(Completed::Ignored)
         }
@@ -377,6 +400,7 @@ pub(super) fn complete(conn: &Connection, completion: &Completion) -> rusqlite::
             )? {
                 return Ok(Completed::Stale);
             }
+            record_step(conn, completion, DeliveryStatus::Rejected, Some(reason))?;
             record_attempt(conn, completion, "rejected", Some(reason))?;
             Ok(Completed::Rejected)
         }
@@ -401,6 +425,7 @@ fn apply_changes(
     };
     match applied {
         Ok(()) => {
+            record_step(conn, completion, DeliveryStatus::Processed, None)?;
             record_attempt(conn, completion, "processed", None)?;
             Ok(Completed::Processed)
         }
@@ -427,7 +452,16 @@ fn apply_one(
         received_at: completion.received_at,
         now: finished_at(completion),
     };
-    ledger::apply(conn, change, &completion.source, times)
+    if let Some(written) = ledger::apply(conn, change, &completion.source, times)? {
+        feed::record_ledger(
+            conn,
+            times.now,
+            &completion.source,
+            completion.delivery,
+            &written,
+        )?;
+    }
+    Ok(())
 }
 
 /// Puts matching finished deliveries back in line (see `DeliveryLog::replay`).
@@ -459,17 +493,33 @@ fn replay(conn: &Connection, request: &ReplayRequest) -> rusqlite::Result<u64> {
         "UPDATE deliveries SET \
          status = CASE status WHEN 'rejected' THEN 'verifying' ELSE 'pending' END, \
          next_attempt_at = ?6, processed_at = NULL, lease_token = NULL, lease_until = NULL \
-         WHERE id IN ({matching})"
+         WHERE id IN ({matching}) RETURNING id, status, attempts"
     );
-    let changed = conn.prepare_cached(&sql)?.execute(params![
-        ids,
-        request.source,
-        request.status.map(DeliveryStatus::as_str),
-        request.event_type,
-        i64::from(request.limit),
-        request.now.micros(),
-    ])?;
-    Ok(changed as u64)
+    let replayed: Vec<(i64, String, u32)> = conn
+        .prepare_cached(&sql)?
+        .query_map(
+            params![
+                ids,
+                request.source,
+                request.status.map(DeliveryStatus::as_str),
+                request.event_type,
+                i64::from(request.limit),
+                request.now.micros(),
+            ],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    for (id, status, attempts) in &replayed {
+        let status = DeliveryStatus::parse(status).unwrap_or(DeliveryStatus::Pending);
+        feed::record_step(
+            conn,
+            request.now,
+            feed_kind::DELIVERY_REPLAYED,
+            DeliveryId(*id),
+            &feed_kind::delivery_data(status, *attempts, None),
+        )?;
+    }
+    Ok(replayed.len() as u64)
 }
 
 /// Leases the oldest due deliveries to one claimer: they are not due for anyone else until the
@@ -537,6 +587,7 @@ fn remark_failure(
         processed_at,
         completion.delivery.0,
     ])?;
+    record_step(conn, completion, status, Some(error))?;
     record_attempt(conn, completion, outcome, Some(error))
 }
 
@@ -585,6 +636,7 @@ fn record_failure(
     if !mark(conn, completion, status, Some(error), next)? {
         return Ok(false);
     }
+    record_step(conn, completion, status, Some(error))?;
     record_attempt(conn, completion, outcome, Some(error))?;
     Ok(true)
 }
@@ -620,6 +672,22 @@ fn mark(
             completion.claim.0,
         ])?;
     Ok(changed == 1)
+}
+
+/// The change feed's row for the status an attempt left the delivery in.
+fn record_step(
+    conn: &Connection,
+    completion: &Completion,
+    status: DeliveryStatus,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    feed::record_step(
+        conn,
+        finished_at(completion),
+        feed_kind::attempt_kind(status),
+        completion.delivery,
+        &feed_kind::delivery_data(status, completion.claimed_attempts + 1, error),
+    )
 }
 
 fn record_attempt(

@@ -1,0 +1,182 @@
+//! The change feed: one ordered stream of what happened to deliveries (received, processed,
+//! failed, dead, …) and to ledger rows (created, updated). Each backend writes a feed row in
+//! the same transaction as the effect it describes, so the feed never tells of an effect that
+//! was rolled back nor misses one that committed. Invariant: sequence numbers become visible
+//! in increasing order, so a reader that has seen `seq` N never later finds a change below N;
+//! `changes_after(N)` is therefore a gap-free resume point.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::{DeliveryStatus, JournalError};
+use crate::clock::Timestamp;
+use crate::ledger::{Cell, Table};
+
+/// The first part of every delivery kind (`delivery.received`, …).
+pub const DELIVERY: &str = "delivery";
+/// The first part of every ledger kind (`ledger.created`, `ledger.updated`).
+pub const LEDGER: &str = "ledger";
+pub const LEDGER_CREATED: &str = "ledger.created";
+pub const LEDGER_UPDATED: &str = "ledger.updated";
+pub const DELIVERY_RECEIVED: &str = "delivery.received";
+pub const DELIVERY_REPLAYED: &str = "delivery.replayed";
+
+/// The feed kind of a delivery that has just moved to `status` after an attempt.
+pub fn attempt_kind(status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending | DeliveryStatus::Verifying => "delivery.retrying",
+        DeliveryStatus::Processed => "delivery.processed",
+        DeliveryStatus::Failed => "delivery.failed",
+        DeliveryStatus::Dead => "delivery.dead",
+        DeliveryStatus::Ignored => "delivery.ignored",
+        DeliveryStatus::Rejected => "delivery.rejected",
+    }
+}
+
+/// What a delivery step says beyond its kind: its status, attempt count and error.
+pub fn delivery_data(status: DeliveryStatus, attempts: u32, error: Option<&str>) -> String {
+    serde_json::json!({ "status": status, "attempts": attempts, "error": error }).to_string()
+}
+
+/// A ledger row the ledger store just wrote, as the feed tells it.
+#[derive(Debug, Clone)]
+pub struct LedgerWritten {
+    pub kind: &'static str,
+    pub table: &'static str,
+    /// JSON array of the key's values.
+    pub key: String,
+    /// JSON object of the row, column by column.
+    pub row: String,
+}
+
+impl LedgerWritten {
+    pub fn new(kind: &'static str, table: &'static Table, key: &[Cell], row: &[Cell]) -> Self {
+        let key: Vec<Value> = key.iter().map(cell_json).collect();
+        let row: serde_json::Map<String, Value> = table
+            .columns
+            .iter()
+            .zip(row)
+            .map(|(column, cell)| (column.name.to_owned(), cell_json(cell)))
+            .collect();
+        Self {
+            kind,
+            table: table.name,
+            key: Value::from(key).to_string(),
+            row: Value::Object(row).to_string(),
+        }
+    }
+}
+
+/// A cell as JSON: decimals stay strings (exact), times RFC 3339, JSON cells nested.
+pub fn cell_json(cell: &Cell) -> Value {
+    match cell {
+        Cell::Null => Value::Null,
+        Cell::Text(text) | Cell::Decimal(text) => Value::String(text.clone()),
+        Cell::Integer(value) => Value::from(*value),
+        Cell::Json(text) => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
+        }
+        Cell::Timestamp(at) => Value::String(at.to_rfc3339()),
+        Cell::Uuid(id) => Value::String(id.hyphenated().to_string()),
+    }
+}
+
+/// One committed change, as streams send it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub seq: u64,
+    pub at: String,
+    pub kind: String,
+    pub source: String,
+    pub delivery_id: Option<i64>,
+    pub event_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Value>,
+    pub data: Value,
+}
+
+impl Change {
+    /// Builds a change from a feed row's columns (JSON text parsed; bad JSON kept as text).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_row(
+        seq: i64,
+        at: Timestamp,
+        kind: String,
+        source: String,
+        delivery_id: Option<i64>,
+        event_type: Option<String>,
+        table: Option<String>,
+        key: Option<String>,
+        data: Option<String>,
+    ) -> Self {
+        let parse = |text: String| serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Self {
+            seq: seq.max(0) as u64,
+            at: at.to_rfc3339(),
+            kind,
+            source,
+            delivery_id,
+            event_type,
+            table,
+            key: key.map(parse),
+            data: data.map(parse).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The range of sequence numbers the feed still holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FeedBounds {
+    /// The oldest change kept (older ones were pruned); `None` when the feed is empty.
+    pub oldest: Option<u64>,
+    /// The newest committed change (0 when none ever was).
+    pub head: u64,
+}
+
+/// How much of the feed is kept: it is a stream to resume from, not an archive (the journal
+/// and the ledger are the record).
+#[derive(Debug, Clone, Copy)]
+pub struct FeedRetention {
+    pub max_rows: u64,
+    pub max_age: Duration,
+}
+
+impl Default for FeedRetention {
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000_000,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The read side of the feed, per backend.
+#[async_trait]
+pub trait ChangeFeed: Send + Sync + 'static {
+    /// Committed changes with `seq > after`, in order, at most `limit`.
+    async fn changes_after(&self, after: u64, limit: usize) -> Result<Vec<Change>, JournalError>;
+
+    async fn bounds(&self) -> Result<FeedBounds, JournalError>;
+
+    /// Notified after this process committed feed rows.
+    fn written(&self) -> Arc<Notify>;
+
+    /// Numbers rows other transactions committed unnumbered (PostgreSQL; a no-op where rows
+    /// are numbered at insert). Returns the head after it, when it changed.
+    async fn sequence(&self) -> Result<Option<u64>, JournalError> {
+        Ok(None)
+    }
+
+    /// Drops changes beyond the retention (a backend whose writer prunes by itself does
+    /// nothing here). Returns how many went.
+    async fn prune(&self, _now: Timestamp) -> Result<u64, JournalError> {
+        Ok(0)
+    }
+}
