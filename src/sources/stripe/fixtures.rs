@@ -1,25 +1,8 @@
 //! Stripe events in Stripe's wire format (`tests/fixtures/stripe/`, as `stripe trigger`
 //! sends them): read by the tests and sent by `wharf trigger stripe …`.
 
-/// Every event there is a fixture of.
-pub const EVENTS: &[&str] = &[
-    "payment_intent.succeeded",
-    "payment_intent.payment_failed",
-    "payment_intent.canceled",
-    "payment_intent.requires_action",
-    "charge.succeeded",
-    "charge.failed",
-    "charge.refunded",
-    "charge.dispute.created",
-    "charge.dispute.closed",
-    "refund.created",
-    "refund.updated",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "invoice.paid",
-    "invoice.payment_failed",
-];
+/// Every event there is a fixture of: each one the ledger applies.
+pub const EVENTS: &[&str] = &super::event::LEDGER_EVENT_TYPES;
 
 /// The fixture of `event`, as JSON text.
 pub fn text(event: &str) -> Option<&'static str> {
