@@ -259,7 +259,7 @@ fn reject(route: &SourceRoute, rejected: sources::Rejected) -> Response {
         code: rejected.error.code(),
         message: rejected.error.to_string(),
         method: request.method.to_string(),
-        path: request.path.clone(),
+        path: redacted_path(request, source.secret_path_params()),
         query: request
             .query
             .as_deref()
@@ -307,6 +307,18 @@ fn identify(
     source.identify(verified)
 }
 
+/// The request's path with the values of its secret path segments (a token in the URL)
+/// replaced: what the journal and the rejection log keep.
+fn redacted_path(request: &IncomingRequest, secret_params: &[&str]) -> String {
+    let mut path = request.path.clone();
+    for (name, value) in &request.path_params {
+        if secret_params.contains(&name.as_str()) && !value.is_empty() {
+            path = path.replace(value.as_str(), REDACTED);
+        }
+    }
+    path
+}
+
 /// The journal row for a verified request; one that could not be identified is kept as
 /// `failed`, keyed by its body's hash so that the provider's retries stay one row.
 fn new_delivery(
@@ -316,12 +328,7 @@ fn new_delivery(
 ) -> NewDelivery {
     let request = verified.request();
     let source = route.source.as_ref();
-    let mut path = request.path.clone();
-    for (name, value) in &request.path_params {
-        if source.secret_path_params().contains(&name.as_str()) && !value.is_empty() {
-            path = path.replace(value.as_str(), REDACTED);
-        }
-    }
+    let path = redacted_path(request, source.secret_path_params());
     let query = request
         .query
         .as_deref()

@@ -403,6 +403,28 @@ async fn the_token_is_required_compared_whole_and_never_stored(backend: Backend)
         .clone()
         .expect("headers");
     assert!(!stored.contains(TOKEN), "{stored}");
+    // A token in the Discord route's path is redacted from the rejection log too: a wrong
+    // guess is often the real token with a typo.
+    let guessed = app
+        .client
+        .post(format!("{}/api/webhooks/refract/rfr-s3cret-typo", app.base))
+        .header("content-type", "application/json")
+        .body(r#"{"content":"x"}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(guessed.status(), 401);
+    let rejections = app
+        .admin_get("/api/sources/refract/rejections")
+        .await
+        .text()
+        .await
+        .expect("rejections");
+    assert!(
+        rejections.contains("/api/webhooks/refract/[redacted]"),
+        "{rejections}"
+    );
+    assert!(!rejections.contains("rfr-s3cret-typo"), "{rejections}");
     let unconfigured = TestApp::builder()
         .backend(backend)
         .without_env("REFRACT_WEBHOOK_TOKEN")
