@@ -553,23 +553,20 @@ impl RowChange for RefundChange {
     ) -> Result<Decision, LedgerError> {
         let report = &self.0;
         let at = report.event.at;
-        let mut row = RowEdit::open(&REFUNDS, current);
-        if row.is_new() {
-            row.set("source", Cell::text(source))?;
-            row.set("refund_id", Cell::text(&report.refund_id))?;
-            row.set("created_at", Cell::Timestamp(times.now))?;
-        }
-        let newer = row.newer_than_last(&report.event)?;
-        row.offer(
-            "gateway_transaction_id",
-            text_cell(&report.payment_key().map(str::to_owned)),
-            newer,
+        let (mut row, newer) = open_movement(
+            RowEdit::open(&REFUNDS, current),
+            ("refund_id", &report.refund_id),
+            source,
+            times,
+            Movement {
+                event: &report.event,
+                payment_key: report.payment_key(),
+                charge_id: &report.charge_id,
+                amount_minor: report.amount_minor,
+                currency: &report.currency,
+                reason: &report.reason,
+            },
         )?;
-        row.offer("charge_id", text_cell(&report.charge_id), newer)?;
-        row.offer("amount_minor", Cell::Integer(report.amount_minor), newer)?;
-        let currency = report.currency.as_ref().map(|c| c.code().to_owned());
-        row.offer("currency", text_cell(&currency), newer)?;
-        row.offer("reason", text_cell(&report.reason), newer)?;
         row.offer("failure_reason", text_cell(&report.failure_reason), newer)?;
         row.offer("requested_at", time_cell(report.created), newer)?;
         if let Some(metadata) = &report.metadata {
@@ -579,17 +576,76 @@ impl RowChange for RefundChange {
                 newer,
             )?;
         }
-        let held = held_position(&row, refund_position)?;
-        if supersedes(refund_position(&report.status, at), held) {
-            row.set("status", Cell::text(&report.status))?;
-            row.set("status_event_at", Cell::Timestamp(at))?;
-        }
-        let currency = row.text("currency")?.and_then(|c| Currency::parse(&c).ok());
-        let amount = row.integer("amount_minor")?;
-        row.set("amount", decimal(amount, currency.as_ref()))?;
-        row.advance_last(&report.event)?;
-        Ok(row.finish(times.now)?.into())
+        settle_status(&mut row, &report.status, at, refund_position)?;
+        finish_movement(row, &report.event, times)
     }
+}
+
+/// What a refund and a dispute share: the payment and charge they are against, and how much.
+struct Movement<'a> {
+    event: &'a EventRef,
+    payment_key: Option<&'a str>,
+    charge_id: &'a Option<String>,
+    amount_minor: i64,
+    currency: &'a Option<Currency>,
+    reason: &'a Option<String>,
+}
+
+/// Opens a refund's or a dispute's row (a new one gets its key, `(id column, id)`, and its
+/// creation time) and offers what both share; returns it with whether this report is newer
+/// than the last one applied.
+fn open_movement(
+    mut row: RowEdit,
+    (id_column, id): (&'static str, &str),
+    source: &str,
+    times: WriteTimes,
+    movement: Movement<'_>,
+) -> Result<(RowEdit, bool), LedgerError> {
+    if row.is_new() {
+        row.set("source", Cell::text(source))?;
+        row.set(id_column, Cell::text(id))?;
+        row.set("created_at", Cell::Timestamp(times.now))?;
+    }
+    let newer = row.newer_than_last(movement.event)?;
+    row.offer(
+        "gateway_transaction_id",
+        text_cell(&movement.payment_key.map(str::to_owned)),
+        newer,
+    )?;
+    row.offer("charge_id", text_cell(movement.charge_id), newer)?;
+    row.offer("amount_minor", Cell::Integer(movement.amount_minor), newer)?;
+    let currency = movement.currency.as_ref().map(|c| c.code().to_owned());
+    row.offer("currency", text_cell(&currency), newer)?;
+    row.offer("reason", text_cell(movement.reason), newer)?;
+    Ok((row, newer))
+}
+
+/// Takes `status`, reported at `at`, if it supersedes the one held.
+fn settle_status(
+    row: &mut RowEdit,
+    status: &str,
+    at: Timestamp,
+    position: fn(&str, Timestamp) -> Position,
+) -> Result<(), LedgerError> {
+    if supersedes(position(status, at), held_position(row, position)?) {
+        row.set("status", Cell::text(status))?;
+        row.set("status_event_at", Cell::Timestamp(at))?;
+    }
+    Ok(())
+}
+
+/// Derives the decimal `amount` from what the row holds, records `event` as the last applied
+/// and finishes the row.
+fn finish_movement(
+    mut row: RowEdit,
+    event: &EventRef,
+    times: WriteTimes,
+) -> Result<Decision, LedgerError> {
+    let currency = row.text("currency")?.and_then(|c| Currency::parse(&c).ok());
+    let amount = row.integer("amount_minor")?;
+    row.set("amount", decimal(amount, currency.as_ref()))?;
+    row.advance_last(event)?;
+    Ok(row.finish(times.now)?.into())
 }
 
 /// Where the stored `status` stands, reported at `status_event_at`.
@@ -626,37 +682,26 @@ impl RowChange for DisputeChange {
     ) -> Result<Decision, LedgerError> {
         let report = &self.0;
         let at = report.event.at;
-        let mut row = RowEdit::open(&DISPUTES, current);
-        if row.is_new() {
-            row.set("source", Cell::text(source))?;
-            row.set("dispute_id", Cell::text(&report.dispute_id))?;
-            row.set("created_at", Cell::Timestamp(times.now))?;
-        }
-        let newer = row.newer_than_last(&report.event)?;
-        row.offer(
-            "gateway_transaction_id",
-            text_cell(&report.payment_key().map(str::to_owned)),
-            newer,
+        let (mut row, newer) = open_movement(
+            RowEdit::open(&DISPUTES, current),
+            ("dispute_id", &report.dispute_id),
+            source,
+            times,
+            Movement {
+                event: &report.event,
+                payment_key: report.payment_key(),
+                charge_id: &report.charge_id,
+                amount_minor: report.amount_minor,
+                currency: &report.currency,
+                reason: &report.reason,
+            },
         )?;
-        row.offer("charge_id", text_cell(&report.charge_id), newer)?;
-        row.offer("amount_minor", Cell::Integer(report.amount_minor), newer)?;
-        let currency = report.currency.as_ref().map(|c| c.code().to_owned());
-        row.offer("currency", text_cell(&currency), newer)?;
-        row.offer("reason", text_cell(&report.reason), newer)?;
         row.offer("evidence_due_by", time_cell(report.evidence_due_by), newer)?;
         row.offer("opened_at", time_cell(report.created), newer)?;
-        let held = held_position(&row, dispute_position)?;
-        if supersedes(dispute_position(&report.status, at), held) {
-            row.set("status", Cell::text(&report.status))?;
-            row.set("status_event_at", Cell::Timestamp(at))?;
-        }
+        settle_status(&mut row, &report.status, at, dispute_position)?;
         if dispute_closed(&report.status) {
             row.earliest("closed_at", at)?;
         }
-        let currency = row.text("currency")?.and_then(|c| Currency::parse(&c).ok());
-        let amount = row.integer("amount_minor")?;
-        row.set("amount", decimal(amount, currency.as_ref()))?;
-        row.advance_last(&report.event)?;
-        Ok(row.finish(times.now)?.into())
+        finish_movement(row, &report.event, times)
     }
 }
