@@ -1,12 +1,17 @@
 //! What Wharf's SQLite journal occupies on disk: every file under the
 //! bench's database directory (the database, its `-wal` and `-shm`, and
 //! whatever else the journal keeps beside them, such as a log directory),
-//! not only the file named in `WHARF_DATABASE`.
+//! not only the file named in `WHARF_DATABASE`; and how long that disk takes
+//! to make a small write durable, the floor under every durable ack.
 
-use std::os::unix::fs::MetadataExt as _;
+use std::fs::OpenOptions;
+use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Context as _;
+
+use crate::report::Percentiles;
 
 /// Files listed by name in the report, largest first.
 const LARGEST_SHOWN: usize = 5;
@@ -41,6 +46,44 @@ pub(crate) fn usage(dir: &Path) -> anyhow::Result<DiskUsage> {
             .map(|(name, len, _)| (name, len))
             .collect(),
     })
+}
+
+/// Size of the probe file: written once in full, so later writes into it
+/// change no file metadata (as in the journal's preallocated segments).
+const SYNC_PROBE_BYTES: u64 = 4 << 20;
+/// One probe write: a group commit of a few deliveries.
+const SYNC_PROBE_WRITE: usize = 4096;
+
+/// Latency of `pwrite` of 4 KB + `fdatasync` into a preallocated file in
+/// `dir`, `samples` times: what one durable group commit costs on this disk
+/// right now, whatever Wharf does. A closed loop of N connections can never
+/// be acked faster than N per such sync, so this bounds the durable ratio.
+pub(crate) fn sync_latency(dir: &Path, samples: usize) -> anyhow::Result<Percentiles> {
+    let path = dir.join("fdatasync-probe.bin");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let zeroes = vec![0u8; 1 << 20];
+    for at in (0..SYNC_PROBE_BYTES).step_by(zeroes.len()) {
+        file.write_all_at(&zeroes, at)?;
+    }
+    file.sync_all()?;
+    let record = vec![b'x'; SYNC_PROBE_WRITE];
+    let mut micros = Vec::with_capacity(samples);
+    for n in 0..samples as u64 {
+        let at = (n * SYNC_PROBE_WRITE as u64) % SYNC_PROBE_BYTES;
+        let started = Instant::now();
+        file.write_all_at(&record, at)?;
+        file.sync_data()?;
+        micros.push(started.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    micros.sort_unstable();
+    Percentiles::from_sorted_micros(&micros).context("no sync samples")
 }
 
 /// Appends `(relative path, length, allocated bytes)` of every file under `dir`.
@@ -88,5 +131,14 @@ mod tests {
         assert_eq!(names, vec!["bench.db-wal", "bench.db", segment.as_str()]);
         assert!(usage.allocated_bytes > 0);
         assert!(crate::disk::usage(&dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn the_sync_probe_measures_every_sample_and_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let latency = super::sync_latency(dir.path(), 20).expect("probe");
+        assert_eq!(latency.count, 20);
+        assert!(latency.p50_ms > 0.0 && latency.p50_ms <= latency.max_ms);
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
     }
 }

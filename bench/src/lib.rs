@@ -159,6 +159,7 @@ pub async fn run(opts: &BenchOptions) -> anyhow::Result<BenchReport> {
         tenth_load_target_rps: wharf.tenth_rate,
         processing: wharf.processing,
         journal_disk: wharf.journal_disk,
+        disk_sync: wharf.disk_sync,
         memory: wharf.memory,
         wharf_stderr: wharf.stderr,
         postgres,
@@ -271,6 +272,7 @@ struct WharfResults {
     tenth_rate: f64,
     processing: ProcessingStats,
     journal_disk: Result<DiskUsage, String>,
+    disk_sync: Result<Percentiles, String>,
     memory: MemoryStats,
     stderr: Vec<String>,
 }
@@ -293,6 +295,8 @@ async fn measure_wharf(
         .prefix("wharf-bench-")
         .tempdir()
         .context("creating temporary directory for the bench database")?;
+    // Before Wharf starts, so that nothing else of the run is writing to the disk meanwhile.
+    let disk_sync = disk_sync_latency(dir.path()).await;
     let db_path = dir.path().join("bench.db");
     let database_url = format!("sqlite://{}", db_path.display());
     let command = wharf_command(&opts.wharf_bin, &database_url, secret, admin_token);
@@ -367,6 +371,7 @@ async fn measure_wharf(
         half: half.stats(Some(&half_drained)),
         tenth: tenth.stats(Some(&tenth_drained)),
         journal_disk,
+        disk_sync,
         memory: MemoryStats {
             start_mib,
             after_full_mib,
@@ -444,6 +449,19 @@ async fn journal_disk_usage(dir: &Path) -> Result<DiskUsage, String> {
         Ok(Ok(usage)) => Ok(usage),
         Ok(Err(error)) => Err(format!("{error:#}")),
         Err(join_error) => Err(format!("directory walk failed: {join_error}")),
+    }
+}
+
+/// Samples of the journal disk's own sync latency (see [`disk::sync_latency`]).
+const DISK_SYNC_SAMPLES: usize = 500;
+
+/// Measures the journal's disk off the async runtime.
+async fn disk_sync_latency(dir: &Path) -> Result<Percentiles, String> {
+    let dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || disk::sync_latency(&dir, DISK_SYNC_SAMPLES)).await {
+        Ok(Ok(latency)) => Ok(latency),
+        Ok(Err(error)) => Err(format!("{error:#}")),
+        Err(join_error) => Err(format!("sync probe failed: {join_error}")),
     }
 }
 

@@ -53,6 +53,9 @@ pub struct BenchReport {
     /// What the SQLite journal's directory holds once all phases drained, or
     /// why it could not be read.
     pub journal_disk: Result<DiskUsage, String>,
+    /// Latency of a 4 KB write + `fdatasync` on the journal's disk, measured just before
+    /// Wharf started: the floor under each durable group commit.
+    pub disk_sync: Result<Percentiles, String>,
     pub memory: MemoryStats,
     /// Last lines `wharf serve` wrote to stderr (run with `RUST_LOG=warn`),
     /// shown because warnings under load are worth seeing.
@@ -497,6 +500,13 @@ fn processed_lags(db: &Connection) -> anyhow::Result<Vec<(i64, u64)>> {
 
 impl BenchReport {
     /// Wharf's closed-loop req/s as a fraction of the floor's.
+    /// The most a closed loop of `connections` can be acked durably on this disk: every
+    /// connection waits for one sync per request, so at best each sync acks all of them.
+    pub fn durable_ceiling_rps(&self) -> Option<f64> {
+        let sync = self.disk_sync.as_ref().ok()?;
+        (sync.p50_ms > 0.0).then(|| self.connections as f64 * 1000.0 / sync.p50_ms)
+    }
+
     pub fn ratio(&self) -> f64 {
         if self.floor.rps > 0.0 {
             self.wharf.rps / self.floor.rps
@@ -1131,6 +1141,22 @@ impl fmt::Display for BenchReport {
         self.write_table(f)?;
         self.write_processing(f)?;
         self.write_journal_disk(f)?;
+        match (&self.disk_sync, self.durable_ceiling_rps()) {
+            (Ok(sync), Some(ceiling)) => writeln!(
+                f,
+                "journal disk, 4 KB write + fdatasync before Wharf started: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+                 durable ceiling for {} connections {:.0}/s (wharf reached {:.0}%, the floor {:.0}% of it)",
+                sync.p50_ms,
+                sync.p99_ms,
+                sync.max_ms,
+                self.connections,
+                ceiling,
+                self.wharf.rps / ceiling * 100.0,
+                self.floor.rps / ceiling * 100.0,
+            )?,
+            (Err(why), _) => writeln!(f, "journal disk sync latency: !! unmeasured: {why}")?,
+            _ => {}
+        }
         writeln!(
             f,
             "memory (VmRSS): start {}, after full load {}, after half load {}, after 1/10 load {}",
@@ -1233,6 +1259,12 @@ mod tests {
                     ..DatabaseStats::default()
                 }),
             },
+            disk_sync: Ok(Percentiles {
+                count: 500,
+                p50_ms: 2.0,
+                p99_ms: 4.0,
+                max_ms: 9.0,
+            }),
             journal_disk: Ok(DiskUsage {
                 total_bytes: 3 << 20,
                 allocated_bytes: 3 << 20,

@@ -53,6 +53,27 @@ impl<'a> Summary<'a> {
                 Target::AtLeast(RATIO_TARGET),
             ),
             Row::new(
+                "journal disk: 4 KB write + fdatasync p50",
+                Unit::Ms,
+                each(&|r| r.disk_sync.as_ref().ok().map(|sync| sync.p50_ms)),
+                Target::None,
+            ),
+            Row::new(
+                "durable ceiling (connections / sync p50) / floor",
+                Unit::Ratio,
+                each(&|r| {
+                    let ceiling = r.durable_ceiling_rps()?;
+                    (r.floor.rps > 0.0).then(|| ceiling / r.floor.rps)
+                }),
+                Target::None,
+            ),
+            Row::new(
+                "wharf / durable ceiling",
+                Unit::Ratio,
+                each(&|r| r.durable_ceiling_rps().map(|ceiling| r.wharf.rps / ceiling)),
+                Target::Tracked,
+            ),
+            Row::new(
                 "p50 ack latency at full load",
                 Unit::Ms,
                 each(&|r| p50(&r.wharf)),
