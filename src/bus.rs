@@ -271,14 +271,14 @@ mod tests {
     fn change(kind: &str, source: &str) -> Change {
         Change {
             seq: 1,
-            at: String::new(),
+            at: Timestamp(0),
             kind: kind.into(),
             source: source.into(),
             delivery_id: None,
             event_type: None,
             table: None,
             key: None,
-            data: serde_json::Value::Null,
+            data: serde_json::value::RawValue::NULL.to_owned(),
         }
     }
 

@@ -266,8 +266,7 @@ impl SourceHealth {
             health.seed(read.as_ref()).await;
             while let Some(item) = changes.recv().await {
                 if let StreamItem::Change(change) = item {
-                    let at = Timestamp::parse_rfc3339(&change.at).unwrap_or(health.clock.now());
-                    health.record(&change.source, &change.kind, at);
+                    health.record(&change.source, &change.kind, change.at);
                 }
             }
         });

@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Notify;
 
 use super::{DeliveryStatus, JournalError};
 use crate::clock::Timestamp;
-use crate::ledger::{Cell, Table};
+use crate::ledger::{Cell, RowJson, Table};
 
 /// The first part of every delivery kind (`delivery.received`, …).
 pub const DELIVERY: &str = "delivery";
@@ -40,7 +40,18 @@ pub fn attempt_kind(status: DeliveryStatus) -> &'static str {
 
 /// What a delivery step says beyond its kind: its status, attempt count and error.
 pub fn delivery_data(status: DeliveryStatus, attempts: u32, error: Option<&str>) -> String {
-    serde_json::json!({ "status": status, "attempts": attempts, "error": error }).to_string()
+    #[derive(Serialize)]
+    struct StepData<'a> {
+        status: DeliveryStatus,
+        attempts: u32,
+        error: Option<&'a str>,
+    }
+    serde_json::to_string(&StepData {
+        status,
+        attempts,
+        error,
+    })
+    .expect("a step's data serializes")
 }
 
 /// A ledger row the ledger store just wrote, as the feed tells it.
@@ -55,42 +66,26 @@ pub struct LedgerWritten {
 }
 
 impl LedgerWritten {
+    /// Writes the key and row as JSON text directly: every ledger write pays for this, so it
+    /// never builds a `Value` (a JSON cell, often a whole payload, is copied, not re-parsed).
     pub fn new(kind: &'static str, table: &'static Table, key: &[Cell], row: &[Cell]) -> Self {
-        let key: Vec<Value> = key.iter().map(cell_json).collect();
-        let row: serde_json::Map<String, Value> = table
-            .columns
-            .iter()
-            .zip(row)
-            .map(|(column, cell)| (column.name.to_owned(), cell_json(cell)))
-            .collect();
         Self {
             kind,
             table: table.name,
-            key: Value::from(key).to_string(),
-            row: Value::Object(row).to_string(),
+            key: serde_json::to_string(key).expect("a ledger key serializes"),
+            row: serde_json::to_string(&RowJson { table, row }).expect("a ledger row serializes"),
         }
     }
 }
 
-/// A cell as JSON: decimals stay strings (exact), times RFC 3339, JSON cells nested.
-pub fn cell_json(cell: &Cell) -> Value {
-    match cell {
-        Cell::Null => Value::Null,
-        Cell::Text(text) | Cell::Decimal(text) => Value::String(text.clone()),
-        Cell::Integer(value) => Value::from(*value),
-        Cell::Json(text) => {
-            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.clone()))
-        }
-        Cell::Timestamp(at) => Value::String(at.to_rfc3339()),
-        Cell::Uuid(id) => Value::String(id.hyphenated().to_string()),
-    }
-}
-
-/// One committed change, as streams send it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One committed change, as streams send it. `key` and `data` are carried as the JSON text
+/// the backend stored: the pump reads every change, most are never looked into, so parsing
+/// them would be work for nobody.
+#[derive(Debug, Clone, Serialize)]
 pub struct Change {
     pub seq: u64,
-    pub at: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: Timestamp,
     pub kind: String,
     pub source: String,
     pub delivery_id: Option<i64>,
@@ -98,12 +93,16 @@ pub struct Change {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<Value>,
-    pub data: Value,
+    pub key: Option<Box<RawValue>>,
+    pub data: Box<RawValue>,
+}
+
+fn rfc3339<S: serde::Serializer>(at: &Timestamp, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&at.to_rfc3339())
 }
 
 impl Change {
-    /// Builds a change from a feed row's columns (JSON text parsed; bad JSON kept as text).
+    /// Builds a change from a feed row's columns (text that is not JSON is kept as a string).
     #[allow(clippy::too_many_arguments)]
     pub fn from_row(
         seq: i64,
@@ -116,19 +115,24 @@ impl Change {
         key: Option<String>,
         data: Option<String>,
     ) -> Self {
-        let parse = |text: String| serde_json::from_str(&text).unwrap_or(Value::String(text));
         Self {
             seq: seq.max(0) as u64,
-            at: at.to_rfc3339(),
+            at,
             kind,
             source,
             delivery_id,
             event_type,
             table,
-            key: key.map(parse),
-            data: data.map(parse).unwrap_or(Value::Null),
+            key: key.map(raw_json),
+            data: data.map_or_else(|| RawValue::NULL.to_owned(), raw_json),
         }
     }
+}
+
+/// JSON text as a raw value; text that is not JSON becomes a JSON string of itself.
+fn raw_json(text: String) -> Box<RawValue> {
+    serde_json::from_str(&text)
+        .unwrap_or_else(|_| serde_json::value::to_raw_value(&text).expect("a string is JSON"))
 }
 
 /// The range of sequence numbers the feed still holds.

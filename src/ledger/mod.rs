@@ -15,7 +15,7 @@ pub use sale::{
     check_id, check_text, IncompleteSale, Sale, SaleMerge, SaleStatus, SaleUpsert, TextError,
     WriteTimes, MAX_ID_BYTES,
 };
-pub use table::{Appended, Cell, ColumnType, CorruptRow, Decision, RowWrite, Table};
+pub use table::{Appended, Cell, ColumnType, CorruptRow, Decision, RowJson, RowWrite, Table};
 
 /// One change a normalized delivery asks the ledger to make: one row of one table, decided
 /// against the row as stored. Each backend's ledger store applies it without knowing the

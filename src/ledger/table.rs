@@ -3,6 +3,8 @@
 //! description into its own SQL (types differ: `UUID`, `NUMERIC`, `JSONB`, `TIMESTAMPTZ` on
 //! PostgreSQL; text, numeric affinity and RFC 3339 text on SQLite). No SQL here.
 
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
 use thiserror::Error;
 
 use crate::clock::Timestamp;
@@ -87,6 +89,42 @@ impl Cell {
 
     pub fn opt_text(value: Option<&str>) -> Self {
         value.map_or(Self::Null, Self::text)
+    }
+}
+
+/// A cell as JSON: decimals stay strings (exact), times RFC 3339, JSON cells nested as they
+/// are, without being parsed into a tree (a JSON cell that is not valid JSON is a string).
+impl Serialize for Cell {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => serializer.serialize_unit(),
+            Self::Text(text) | Self::Decimal(text) => serializer.serialize_str(text),
+            Self::Integer(value) => serializer.serialize_i64(*value),
+            Self::Json(text) => match serde_json::from_str::<&RawValue>(text) {
+                Ok(raw) => raw.serialize(serializer),
+                Err(_) => serializer.serialize_str(text),
+            },
+            Self::Timestamp(at) => serializer.serialize_str(&at.to_rfc3339()),
+            Self::Uuid(id) => serializer.collect_str(&id.hyphenated()),
+        }
+    }
+}
+
+/// A row as a JSON object, column by column in the table's order.
+pub struct RowJson<'a> {
+    pub table: &'static Table,
+    pub row: &'a [Cell],
+}
+
+impl Serialize for RowJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.table
+                .columns
+                .iter()
+                .zip(self.row)
+                .map(|(column, cell)| (column.name, cell)),
+        )
     }
 }
 

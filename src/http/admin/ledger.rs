@@ -173,16 +173,9 @@ fn parse_cell(ty: ColumnType, text: &str) -> Result<Cell, &'static str> {
     }
 }
 
-/// A cell as JSON: decimals stay exact decimal strings, JSON columns are documents.
+/// A cell as a JSON value (see `Cell`'s `Serialize` for the mapping).
 pub fn cell_json(cell: &Cell) -> Value {
-    match cell {
-        Cell::Null => Value::Null,
-        Cell::Text(text) | Cell::Decimal(text) => Value::String(text.clone()),
-        Cell::Json(text) => serde_json::from_str(text).unwrap_or(Value::String(text.clone())),
-        Cell::Integer(value) => Value::from(*value),
-        Cell::Timestamp(at) => Value::String(at.to_rfc3339()),
-        Cell::Uuid(id) => Value::String(id.hyphenated().to_string()),
-    }
+    serde_json::to_value(cell).unwrap_or(Value::Null)
 }
 
 fn row_json(table: &Table, row: &[Cell]) -> Map<String, Value> {

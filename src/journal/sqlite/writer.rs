@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use crate::ledger::{LedgerChange, LedgerError, WriteTimes};
 use crate::telemetry::LogLimiter;
 
 /// How far SQLite's projection may run ahead of its last WAL sync before it syncs again (and
-/// lets the log reuse the segments it covers).
+/// lets the log reuse the segments it covers); also how often the WAL's size is checked.
 const DURABLE_EVERY: Duration = Duration::from_millis(500);
 /// Past this size, the WAL is checkpointed and truncated by the writer itself, so that it
 /// restarts however busy the readers are.
@@ -104,9 +105,14 @@ impl Writer {
     /// sender is gone.
     pub(super) fn run(mut self) {
         crate::background::yield_to_ingest();
+        let syncer = WalSyncer {
+            wal_path: self.wal_path.clone(),
+            progress: self.progress.clone(),
+            fsync: self.fsync,
+        }
+        .spawn();
         let mut reader = self.reader();
-        let mut wal = WalHandle::default();
-        let mut last_durable = Instant::now();
+        let mut last_bounded = Instant::now();
         let mut last_prune = Instant::now();
         let mut shutdown = None;
         let mut batch = Vec::with_capacity(self.max_batch);
@@ -167,7 +173,10 @@ impl Writer {
                 shutdown = Some(reply);
                 break;
             }
-            self.keep_bounded(&mut wal, &mut last_durable, false);
+            if last_bounded.elapsed() >= DURABLE_EVERY {
+                last_bounded = Instant::now();
+                self.bound_wal();
+            }
             if last_prune.elapsed() >= PRUNE_EVERY {
                 last_prune = Instant::now();
                 self.prune_feed();
@@ -178,7 +187,16 @@ impl Writer {
         }
         // Everything the log synced reaches SQLite before the process goes.
         while self.behind() && self.project(&mut reader, &mut limit) {}
-        self.keep_bounded(&mut wal, &mut last_durable, true);
+        if let Some((stop, handle)) = syncer {
+            drop(stop);
+            let _ = handle.join();
+        }
+        make_durable(
+            &self.progress,
+            &mut WalHandle::default(),
+            &self.wal_path,
+            self.fsync,
+        );
         if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(%error, "final journal checkpoint failed; the WAL is replayed at next open");
         }
@@ -246,28 +264,13 @@ impl Writer {
         }
     }
 
-    /// Lets the log reuse segments SQLite holds durably, and keeps the WAL from growing.
-    fn keep_bounded(&mut self, wal: &mut WalHandle, last_durable: &mut Instant, now: bool) {
-        let applied = self.progress.applied.load(Ordering::Acquire);
-        let durable = self.progress.durable.load(Ordering::Acquire);
-        if applied > durable && (now || last_durable.elapsed() >= DURABLE_EVERY) {
-            *last_durable = Instant::now();
-            let synced = if self.fsync {
-                wal.sync(&self.wal_path)
-            } else {
-                Ok(())
-            };
-            match synced {
-                Ok(()) => self.progress.durable.store(applied, Ordering::Release),
-                Err(error) => {
-                    tracing::warn!(%error, "syncing SQLite's WAL failed; log segments kept")
-                }
-            }
-            let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |meta| meta.len());
-            if wal_bytes > WAL_LIMIT_BYTES {
-                if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                    tracing::debug!(%error, "WAL checkpoint deferred");
-                }
+    /// Keeps the WAL from growing: past its limit, it is checkpointed and truncated here,
+    /// where no other write can interleave.
+    fn bound_wal(&mut self) {
+        let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |meta| meta.len());
+        if wal_bytes > WAL_LIMIT_BYTES {
+            if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+                tracing::debug!(%error, "WAL checkpoint deferred");
             }
         }
     }
@@ -728,6 +731,57 @@ pub(super) fn is_storage_failure(error: &rusqlite::Error) -> bool {
                 | ErrorCode::FileLockingProtocolFailed
         )
     )
+}
+
+/// Makes SQLite's projection durable off the writer thread, every [`DURABLE_EVERY`], so the
+/// log can reuse the segments it covers. An `fdatasync` of half a second of WAL can take tens
+/// of milliseconds on a busy disk; on the writer, every delivery behind it would wait that
+/// long for its first attempt. Syncing the WAL after reading `applied` covers every commit up
+/// to it, whatever the writer commits (or checkpoints: a checkpoint syncs the database file
+/// before it truncates the WAL) meanwhile.
+struct WalSyncer {
+    wal_path: PathBuf,
+    progress: Arc<LogProgress>,
+    fsync: bool,
+}
+
+impl WalSyncer {
+    /// Starts the thread; it stops once the returned sender is dropped. `None` if no thread
+    /// could be started: the writer then makes everything durable when it stops, and the log
+    /// keeps its segments until then (bounded by its segment count).
+    fn spawn(self) -> Option<(std_mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+        let (stop, stopped) = std_mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("wharf-wal-sync".into())
+            .spawn(move || self.run(&stopped));
+        match spawned {
+            Ok(handle) => Some((stop, handle)),
+            Err(error) => {
+                tracing::error!(%error, "starting the WAL sync thread failed");
+                None
+            }
+        }
+    }
+
+    fn run(self, stopped: &std_mpsc::Receiver<()>) {
+        let mut wal = WalHandle::default();
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DURABLE_EVERY) {
+            make_durable(&self.progress, &mut wal, &self.wal_path, self.fsync);
+        }
+    }
+}
+
+/// Syncs the WAL if SQLite applied more than is durable, then records the new durable mark.
+fn make_durable(progress: &LogProgress, wal: &mut WalHandle, wal_path: &Path, fsync: bool) {
+    let applied = progress.applied.load(Ordering::Acquire);
+    if applied <= progress.durable.load(Ordering::Acquire) {
+        return;
+    }
+    let synced = if fsync { wal.sync(wal_path) } else { Ok(()) };
+    match synced {
+        Ok(()) => progress.durable.store(applied, Ordering::Release),
+        Err(error) => tracing::warn!(%error, "syncing SQLite's WAL failed; log segments kept"),
+    }
 }
 
 /// An open handle on the WAL file, reopened if the file is ever replaced.
