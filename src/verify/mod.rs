@@ -222,6 +222,13 @@ pub enum VerifyError {
     /// The address a trusted proxy reported is not one the provider sends from.
     #[error("source address {0} is not allowed")]
     AddressNotAllowed(String),
+    /// A signing certificate was expired or not yet valid at the moment that counts (RFC 3339).
+    #[error("certificate is valid from {not_before} until {not_after}, not at {at}")]
+    CertificateNotValid {
+        at: String,
+        not_before: String,
+        not_after: String,
+    },
 }
 
 impl VerifyError {
@@ -239,6 +246,7 @@ impl VerifyError {
             VerifyError::MissingToken(_) => "missing_token",
             VerifyError::WrongToken => "wrong_token",
             VerifyError::AddressNotAllowed(_) => "address_not_allowed",
+            VerifyError::CertificateNotValid { .. } => "certificate_not_valid",
         }
     }
 }
@@ -479,6 +487,11 @@ mod tests {
             VerifyError::BadKey("x".into()),
             VerifyError::MissingToken("x"),
             VerifyError::WrongToken,
+            VerifyError::CertificateNotValid {
+                at: "x".into(),
+                not_before: "x".into(),
+                not_after: "x".into(),
+            },
         ];
         let codes: Vec<&str> = all.iter().map(VerifyError::code).collect();
         assert_eq!(
@@ -494,6 +507,7 @@ mod tests {
                 "bad_key",
                 "missing_token",
                 "wrong_token",
+                "certificate_not_valid",
             ]
         );
     }

@@ -1,9 +1,11 @@
 //! Offline verification of PayPal's `SHA256withRSA` webhook signatures, so a
 //! gateway need not call PayPal's verify-webhook-signature API per event.
 //!
-//! Fetching the certificate from `paypal-cert-url`, checking that URL's host,
-//! pinning, and the certificate's validity dates are the caller's job.
+//! Fetching the certificate from `paypal-cert-url` and checking that URL's host are the
+//! caller's job, and so is choosing the moment at which the certificate must be valid
+//! ([`PaypalCertificate::check_valid_at`]).
 
+use chrono::SecondsFormat;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::signature::Verifier;
@@ -11,9 +13,11 @@ use rsa::RsaPublicKey;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use x509_cert::der::{Decode, Encode};
+use x509_cert::time::Time;
 use x509_cert::Certificate;
 
 use super::{decode_base64, require_signature, VerifyError};
+use crate::clock::Timestamp;
 
 /// The only `paypal-auth-algo` PayPal uses for webhooks.
 const SUPPORTED_AUTH_ALGO: &str = "SHA256withRSA";
@@ -21,14 +25,19 @@ const SUPPORTED_AUTH_ALGO: &str = "SHA256withRSA";
 const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
 const PEM_END: &str = "-----END CERTIFICATE-----";
 
-/// The RSA public key of a PayPal signing certificate, parsed once and reused.
+/// The RSA public key of a PayPal signing certificate and its validity period, parsed once
+/// and reused.
 ///
-/// Validity dates are deliberately not checked: callers pin certificates by
-/// fingerprint, and PayPal's published test vector uses a cert that expired in 2017.
+/// Verifying a signature does not look at the dates: PayPal's published vector was signed
+/// with a certificate that expired in 2017, and only the caller knows the moment that counts
+/// (when the delivery arrived, not when it is verified), so it asks
+/// [`PaypalCertificate::check_valid_at`].
 #[derive(Clone)]
 pub struct PaypalCertificate {
     key: VerifyingKey<Sha256>,
     fingerprint: [u8; 32],
+    not_before: Timestamp,
+    not_after: Timestamp,
 }
 
 impl PaypalCertificate {
@@ -45,9 +54,27 @@ impl PaypalCertificate {
             .map_err(|e| bad_key(format!("certificate public key cannot be re-encoded: {e}")))?;
         let public_key = RsaPublicKey::from_public_key_der(&spki)
             .map_err(|e| bad_key(format!("certificate public key is not RSA: {e}")))?;
+        let validity = &cert.tbs_certificate.validity;
         Ok(Self {
             key: VerifyingKey::new(public_key),
             fingerprint: Sha256::digest(&der).into(),
+            not_before: unix_time(&validity.not_before)?,
+            not_after: unix_time(&validity.not_after)?,
+        })
+    }
+
+    /// Whether the certificate was valid at `at`: RFC 5280's validity period includes both
+    /// `notBefore` and `notAfter`.
+    pub fn check_valid_at(&self, at: Timestamp) -> Result<(), VerifyError> {
+        let (not_before, not_after) = (self.not_before, self.not_after);
+        if (not_before.unix_seconds()..=not_after.unix_seconds()).contains(&at.unix_seconds()) {
+            return Ok(());
+        }
+        let seconds = |t: Timestamp| t.to_datetime().to_rfc3339_opts(SecondsFormat::Secs, true);
+        Err(VerifyError::CertificateNotValid {
+            at: seconds(at),
+            not_before: seconds(not_before),
+            not_after: seconds(not_after),
         })
     }
 
@@ -80,6 +107,13 @@ fn first_certificate_der(pem: &str) -> Result<Vec<u8>, VerifyError> {
     let (_label, der) = x509_cert::der::pem::decode_vec(block.as_bytes())
         .map_err(|e| bad_key(format!("certificate PEM cannot be decoded: {e}")))?;
     Ok(der)
+}
+
+/// An X.509 time as a [`Timestamp`] (whole seconds, as X.509 keeps them).
+fn unix_time(time: &Time) -> Result<Timestamp, VerifyError> {
+    let seconds = i64::try_from(time.to_unix_duration().as_secs())
+        .map_err(|_| bad_key(format!("certificate validity date {time} is out of range")))?;
+    Ok(Timestamp::from_unix_seconds(seconds))
 }
 
 fn bad_key(what: String) -> VerifyError {
@@ -163,9 +197,15 @@ fn decode_signature(signature_b64: &str) -> Result<Signature, VerifyError> {
     })
 }
 
+/// The test run's own PayPal-like key pair and certificates, shared with `tests/it`.
+#[cfg(test)]
+#[path = "../../tests/it/paypal/pki.rs"]
+mod pki;
+
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{flip_byte, str_field, vectors, PAYPAL_CERT_PEM};
+    use super::pki;
     use super::*;
 
     /// The published PayPal vector, owned so tests can change one field.
@@ -389,22 +429,13 @@ mod tests {
         }
     }
 
-    /// A key pair and self-signed certificate made once with openssl for tests
-    /// (`tests/fixtures/paypal/test-*`), so signatures over any message can be made here.
+    /// A delivery signed as PayPal signs, with the test run's own key pair
+    /// ([`pki`]): only a certificate for that key verifies it.
     #[test]
     fn paypal_a_test_key_signature_verifies_with_its_certificate_only() {
-        use rsa::pkcs1v15::SigningKey;
-        use rsa::pkcs8::DecodePrivateKey;
-        use rsa::signature::{SignatureEncoding, Signer};
-
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/paypal");
-        let der = std::fs::read(format!("{dir}/test-key.pk8.der")).expect("test key");
-        let pem = std::fs::read_to_string(format!("{dir}/test-cert.pem")).expect("test cert");
-        let key = rsa::RsaPrivateKey::from_pkcs8_der(&der).expect("PKCS#8 key");
         let body = br#"{"id":"WH-TEST","event_type":"PAYMENT.CAPTURE.COMPLETED"}"#;
         let message = paypal_signed_message("tx-1", "2024-01-01T00:00:00Z", "WH-ID", body);
-        let signature = SigningKey::<Sha256>::new(key).sign(message.as_bytes());
-        let signature_b64 = super::super::encode_base64(&signature.to_bytes());
+        let signature_b64 = pki::signer().sign_base64(&message);
         let transmission = PaypalTransmission {
             transmission_id: "tx-1",
             transmission_time: "2024-01-01T00:00:00Z",
@@ -412,17 +443,65 @@ mod tests {
             auth_algo: "SHA256withRSA",
             signature_b64: &signature_b64,
         };
+        let pem = pki::signer().certificate_pem(0, 4_102_444_800);
         let test_cert = PaypalCertificate::from_pem(&pem).expect("test certificate");
         assert_eq!(verify_paypal(&test_cert, &transmission, body), Ok(()));
         assert_eq!(
             verify_paypal(&test_cert, &transmission, b"{}"),
             Err(VerifyError::Mismatch)
         );
+        let other_pem = pki::other().certificate_pem(0, 4_102_444_800);
+        let other_cert = PaypalCertificate::from_pem(&other_pem).expect("other certificate");
+        assert_eq!(
+            verify_paypal(&other_cert, &transmission, body),
+            Err(VerifyError::Mismatch),
+            "a certificate for another key does not vouch for the test key"
+        );
         assert_eq!(
             verify_paypal(&cert(), &transmission, body),
             Err(VerifyError::Mismatch),
             "PayPal's certificate does not vouch for the test key"
         );
+    }
+
+    /// The vector's certificate: notBefore 2015-03-18T00:00:00Z, notAfter 2017-03-22T12:00:00Z.
+    #[test]
+    fn paypal_certificate_is_valid_from_not_before_to_not_after_inclusive() {
+        let at = |text: &str| Timestamp::parse_rfc3339(text).expect("a time");
+        for inside in [
+            "2015-03-18T00:00:00Z",
+            "2016-10-05T14:57:40Z",
+            "2017-03-22T12:00:00Z",
+        ] {
+            assert_eq!(cert().check_valid_at(at(inside)), Ok(()), "{inside}");
+        }
+        for outside in ["2015-03-17T23:59:59Z", "2017-03-22T12:00:01Z"] {
+            assert_eq!(
+                cert().check_valid_at(at(outside)),
+                Err(VerifyError::CertificateNotValid {
+                    at: outside.to_owned(),
+                    not_before: "2015-03-18T00:00:00Z".to_owned(),
+                    not_after: "2017-03-22T12:00:00Z".to_owned(),
+                }),
+                "{outside}"
+            );
+        }
+    }
+
+    #[test]
+    fn paypal_generated_certificate_carries_its_validity_dates() {
+        let (not_before, not_after) = (1_600_000_000, 1_700_000_000);
+        let pem = pki::signer().certificate_pem(not_before, not_after);
+        let test_cert = PaypalCertificate::from_pem(&pem).expect("test certificate");
+        let at = |unix: u64| Timestamp::from_unix_seconds(i64::try_from(unix).expect("i64"));
+        assert_eq!(test_cert.check_valid_at(at(not_before)), Ok(()));
+        assert_eq!(test_cert.check_valid_at(at(not_after)), Ok(()));
+        for outside in [not_before - 1, not_after + 1] {
+            assert!(matches!(
+                test_cert.check_valid_at(at(outside)),
+                Err(VerifyError::CertificateNotValid { .. })
+            ));
+        }
     }
 
     #[test]

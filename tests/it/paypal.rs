@@ -1,7 +1,9 @@
 //! PayPal over HTTP: the published vector verified with its certificate served by a local fake
-//! of PayPal's certificate host, events signed here with a test key and certificate
-//! (`tests/fixtures/paypal/test-*`, made once with openssl), the certificate cache, and a
-//! delivery that waits out PayPal being down.
+//! of PayPal's certificate host, events signed here as PayPal signs them with a key pair and
+//! certificates generated in the test run ([`pki`]), certificates refused for their dates or
+//! their key, the certificate cache, and a delivery that waits out PayPal being down.
+
+mod pki;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -11,12 +13,7 @@ use axum::http::StatusCode;
 use axum::routing;
 use axum::Router;
 use base64::Engine as _;
-use rsa::pkcs1v15::SigningKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::signature::{SignatureEncoding, Signer};
-use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
-use sha2::Sha256;
 use wharf::clock::{ManualClock, Timestamp};
 use wharf::verify::paypal_signed_message;
 
@@ -26,6 +23,8 @@ on_both_backends!(
     the_published_vector_is_verified_with_its_fetched_certificate_into_payments,
     a_tampered_body_is_acknowledged_then_rejected_and_writes_nothing,
     a_certificate_url_off_paypals_hosts_is_401_and_stores_nothing,
+    a_certificate_expired_or_not_yet_valid_when_the_delivery_arrived_is_rejected,
+    a_certificate_for_another_key_is_rejected,
     a_capture_completed_then_refunded_moves_the_payment_from_paid_to_refunded,
     the_certificate_is_fetched_once_for_two_deliveries,
     with_paypal_down_the_delivery_stays_verifying_and_is_verified_later,
@@ -38,7 +37,18 @@ on_both_backends!(
 
 const ROUTE: &str = "/api/webhooks/paypal";
 const VECTOR_CERT: &str = "CERT-360caa42-fca2a594-a5cafa77";
+/// The test key's certificate, valid from 2016 to 2050: around every clock the tests set.
 const TEST_CERT: &str = "CERT-wharf-test-0001";
+/// The test key's certificate, expired since 2020-01-01.
+const EXPIRED_CERT: &str = "CERT-wharf-test-expired";
+/// The test key's certificate, valid only from 2040-01-01.
+const FUTURE_CERT: &str = "CERT-wharf-test-future";
+/// A certificate for another key, valid like [`TEST_CERT`].
+const OTHER_KEY_CERT: &str = "CERT-wharf-test-other-key";
+const Y2016: u64 = 1_451_606_400;
+const Y2020: u64 = 1_577_836_800;
+const Y2040: u64 = 2_208_988_800;
+const Y2050: u64 = 2_524_608_000;
 const CAPTURE: &str = "27M47624FP291604U";
 
 fn file(path: &str) -> Vec<u8> {
@@ -48,6 +58,12 @@ fn file(path: &str) -> Vec<u8> {
 
 fn fixture(event_type: &str) -> Value {
     serde_json::from_slice(&file(&format!("paypal/{event_type}.json"))).expect("fixture is JSON")
+}
+
+/// When the published vector was sent (its `paypal-transmission-time`), within its
+/// certificate's validity period (2015-03-18 to 2017-03-22).
+fn vector_clock() -> ManualClock {
+    ManualClock::at(Timestamp::parse_rfc3339("2016-10-05T14:57:40Z").expect("a time"))
 }
 
 /// The published PayPal vector: headers, exact body and webhook id.
@@ -101,7 +117,22 @@ async fn serve_cert(
             StatusCode::OK,
             file("vectors/paypal-sandbox-CERT-360caa42-fca2a594-a5cafa77.pem"),
         ),
-        TEST_CERT => (StatusCode::OK, file("paypal/test-cert.pem")),
+        TEST_CERT => (
+            StatusCode::OK,
+            pki::signer().certificate_pem(Y2016, Y2050).into(),
+        ),
+        EXPIRED_CERT => (
+            StatusCode::OK,
+            pki::signer().certificate_pem(Y2016, Y2020).into(),
+        ),
+        FUTURE_CERT => (
+            StatusCode::OK,
+            pki::signer().certificate_pem(Y2040, Y2050).into(),
+        ),
+        OTHER_KEY_CERT => (
+            StatusCode::OK,
+            pki::other().certificate_pem(Y2016, Y2050).into(),
+        ),
         _ => (StatusCode::NOT_FOUND, Vec::new()),
     }
 }
@@ -167,20 +198,24 @@ impl PaypalTest {
         (headers, body)
     }
 
-    /// Headers for `body` signed as PayPal signs, with the test key.
+    /// Headers for `body` signed as PayPal signs, with the test key, naming the test key's
+    /// certificate.
     fn sign(&self, body: &[u8], transmission_id: &str) -> Vec<(String, String)> {
-        let key = RsaPrivateKey::from_pkcs8_der(&file("paypal/test-key.pk8.der")).expect("key");
+        self.sign_naming(body, transmission_id, TEST_CERT)
+    }
+
+    /// Headers for `body` signed with the test key, naming the certificate `cert`.
+    fn sign_naming(&self, body: &[u8], transmission_id: &str, cert: &str) -> Vec<(String, String)> {
         let time = "2019-02-15T19:14:05Z";
         let message = paypal_signed_message(transmission_id, time, &self.webhook_id, body);
-        let signature = SigningKey::<Sha256>::new(key).sign(message.as_bytes());
         [
             ("paypal-auth-algo", "SHA256withRSA".to_owned()),
-            ("paypal-cert-url", self.cert_url(TEST_CERT)),
+            ("paypal-cert-url", self.cert_url(cert)),
             ("paypal-transmission-id", transmission_id.to_owned()),
             ("paypal-transmission-time", time.to_owned()),
             (
                 "paypal-transmission-sig",
-                base64::engine::general_purpose::STANDARD.encode(signature.to_bytes()),
+                pki::signer().sign_base64(&message),
             ),
         ]
         .into_iter()
@@ -210,6 +245,26 @@ impl PaypalTest {
         response.json().await.expect("JSON")
     }
 
+    /// Posts `event` signed with the test key but naming the certificate `cert`; it must be
+    /// acknowledged (the certificate is fetched later, by the processor).
+    async fn post_naming(&self, event: &Value, cert: &str) {
+        let body = serde_json::to_vec(event).expect("serializes");
+        let transmission = format!("tx-{}", event["id"].as_str().expect("id"));
+        let headers = self.sign_naming(&body, &transmission, cert);
+        assert_eq!(self.post(&headers, &body).await.status(), 200, "{cert}");
+    }
+
+    /// The delivery's status and why it failed, if it did.
+    async fn outcome_of(&self, event_id: &str) -> (Option<String>, String) {
+        let row = self
+            .app
+            .one(&format!(
+                "SELECT status, last_error FROM deliveries WHERE event_id = '{event_id}'"
+            ))
+            .await;
+        (row[0].clone(), row[1].clone().unwrap_or_default())
+    }
+
     async fn status_of(&self, event_id: &str) -> Option<String> {
         self.app
             .one(&format!(
@@ -237,7 +292,7 @@ fn some(values: &[&str]) -> Vec<Option<String>> {
 async fn the_published_vector_is_verified_with_its_fetched_certificate_into_payments(
     backend: Backend,
 ) {
-    let test = start(backend, None).await;
+    let test = start(backend, Some(vector_clock())).await;
     let (headers, body) = test.vector_headers();
     let response = test.post(&headers, body.as_bytes()).await;
     assert_eq!(response.status(), 200);
@@ -257,7 +312,7 @@ async fn the_published_vector_is_verified_with_its_fetched_certificate_into_paym
 }
 
 async fn a_tampered_body_is_acknowledged_then_rejected_and_writes_nothing(backend: Backend) {
-    let test = start(backend, None).await;
+    let test = start(backend, Some(vector_clock())).await;
     let (headers, body) = test.vector_headers();
     let tampered = body.replace("\"total\":\"6.01\"", "\"total\":\"9.01\"");
     assert_ne!(tampered, body);
@@ -265,6 +320,8 @@ async fn a_tampered_body_is_acknowledged_then_rejected_and_writes_nothing(backen
     test.app.run_pending().await;
     let event = "WH-82L71649W50323023-5WC64761VS637831A";
     assert_eq!(test.status_of(event).await.as_deref(), Some("rejected"));
+    let (_, reason) = test.outcome_of(event).await;
+    assert!(reason.contains("signature does not match"), "{reason}");
     assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 0);
 }
 
@@ -300,6 +357,45 @@ async fn a_certificate_url_off_paypals_hosts_is_401_and_stores_nothing(backend: 
     }
     assert_eq!(test.app.count("SELECT COUNT(*) FROM deliveries").await, 0);
     assert_eq!(test.certs.fetches.load(Ordering::SeqCst), 0);
+}
+
+/// Signed by the right key, but its certificate was not valid when the delivery arrived (now,
+/// on the app's real clock): expired in 2020, or valid only from 2040.
+async fn a_certificate_expired_or_not_yet_valid_when_the_delivery_arrived_is_rejected(
+    backend: Backend,
+) {
+    let test = start(backend, None).await;
+    for (cert, event_id) in [
+        (EXPIRED_CERT, "WH-EXPIRED-CERT"),
+        (FUTURE_CERT, "WH-FUTURE-CERT"),
+    ] {
+        let mut event = fixture("PAYMENT.CAPTURE.COMPLETED");
+        event["id"] = json!(event_id);
+        test.post_naming(&event, cert).await;
+        test.app.run_pending().await;
+        let (status, reason) = test.outcome_of(event_id).await;
+        assert_eq!(status.as_deref(), Some("rejected"), "{cert}");
+        assert!(
+            reason.contains("certificate is valid from"),
+            "{cert}: {reason}"
+        );
+    }
+    assert_eq!(test.certs.fetches.load(Ordering::SeqCst), 2);
+    assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 0);
+}
+
+/// PayPal's URL, a well-formed certificate, but for a key that did not sign the delivery.
+async fn a_certificate_for_another_key_is_rejected(backend: Backend) {
+    let test = start(backend, None).await;
+    let event = fixture("PAYMENT.CAPTURE.COMPLETED");
+    test.post_naming(&event, OTHER_KEY_CERT).await;
+    test.app.run_pending().await;
+    let (status, reason) = test
+        .outcome_of("WH-58D329510W468432D-8HN650336L201105X")
+        .await;
+    assert_eq!(status.as_deref(), Some("rejected"));
+    assert!(reason.contains("signature does not match"), "{reason}");
+    assert_eq!(test.app.count("SELECT COUNT(*) FROM payments").await, 0);
 }
 
 async fn a_capture_completed_then_refunded_moves_the_payment_from_paid_to_refunded(

@@ -401,8 +401,9 @@ impl Source for Paypal {
         }
     }
 
-    /// Verifies the signature with the fetched certificate, against each configured webhook
-    /// id; or reads PayPal's `verification_status`.
+    /// Verifies the signature with the fetched certificate (which must have been valid when
+    /// the delivery arrived), against each configured webhook id; or reads PayPal's
+    /// `verification_status`.
     fn judge(
         &self,
         delivery: &ClaimedDelivery,
@@ -422,6 +423,11 @@ impl Source for Paypal {
             Ok(certificate) => certificate,
             Err(error) => return Ok(Judgement::Forged(error.to_string())),
         };
+        // When the delivery arrived, not now: a delivery retried or replayed after PayPal
+        // rotated its certificate was still signed under a valid one.
+        if let Err(error) = certificate.check_valid_at(delivery.received_at) {
+            return Ok(Judgement::Forged(error.to_string()));
+        }
         let headers = stored_headers(delivery);
         let mut outcome = Err(VerifyError::NoSecretConfigured);
         for webhook_id in self.webhook_ids.iter_exposed() {

@@ -82,7 +82,18 @@ fn request(headers: &[(String, String)], body: &str) -> crate::sources::Incoming
     }
 }
 
+/// When the vector was sent (its `paypal-transmission-time`), inside its certificate's
+/// validity period (2015-03-18 to 2017-03-22).
+fn vector_sent() -> Timestamp {
+    Timestamp::parse_rfc3339("2016-10-05T14:57:40Z").expect("a time")
+}
+
+/// A stored delivery, received when the vector was sent.
 fn delivery(headers: &[(String, String)], body: &str) -> ClaimedDelivery {
+    received(headers, body, vector_sent())
+}
+
+fn received(headers: &[(String, String)], body: &str, at: Timestamp) -> ClaimedDelivery {
     let headers: serde_json::Map<String, Value> = headers
         .iter()
         .map(|(name, value)| (name.clone(), Value::String(value.clone())))
@@ -94,7 +105,7 @@ fn delivery(headers: &[(String, String)], body: &str) -> ClaimedDelivery {
         event_id: None,
         event_type: "PAYMENT.SALE.COMPLETED".into(),
         dedup_key: "WH-1".into(),
-        received_at: Timestamp::from_unix_seconds(1_700_000_000),
+        received_at: at,
         headers_json: Value::Object(headers).to_string(),
         body: Bytes::from(body.to_owned()),
         attempts: 0,
@@ -247,7 +258,7 @@ fn the_vector_is_judged_genuine_and_a_changed_body_forged() {
     let tampered = delivery(&v.headers, &v.body.replace("6.01", "9.01"));
     assert!(matches!(
         source.judge(&tampered, &cert_answer()).expect("judged"),
-        Judgement::Forged(_)
+        Judgement::Forged(reason) if reason == VerifyError::Mismatch.to_string()
     ));
     let placeholder = builtin("", &[("PAYPAL_WEBHOOK_ID", "WEBHOOK_ID")]);
     assert!(matches!(
@@ -270,6 +281,25 @@ fn the_vector_is_judged_genuine_and_a_changed_body_forged() {
         source.judge(&genuine, &missing).expect("judged"),
         Judgement::Forged(_)
     ));
+}
+
+#[test]
+fn the_vector_received_outside_its_certificates_validity_is_forged() {
+    let v = vector();
+    let source = builtin("", &[("PAYPAL_WEBHOOK_ID", v.webhook_id.as_str())]);
+    for at in ["2017-03-22T12:00:01Z", "2015-03-17T23:59:59Z"] {
+        let at = Timestamp::parse_rfc3339(at).expect("a time");
+        match source
+            .judge(&received(&v.headers, &v.body, at), &cert_answer())
+            .expect("judged")
+        {
+            Judgement::Forged(reason) => assert!(
+                reason.starts_with("certificate is valid from 2015-03-18"),
+                "{reason}"
+            ),
+            other => panic!("expected a forgery, got {other:?}"),
+        }
+    }
 }
 
 fn report(event: &Value) -> (super::event::EventRef, Report) {
