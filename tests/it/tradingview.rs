@@ -700,6 +700,9 @@ async fn okx_users_orders_are_placed_after_the_commit_and_okxs_answer_recorded(b
     app.run_pending().await;
     app.run_pending().await;
     assert_eq!(app.rows(ORDER).await[2][1].as_deref(), Some("submitting"));
+    // The recovery sweep finds that order owing its placement, but its follow-up is in the
+    // journal already (waiting for its retry): journaling it again changes nothing.
+    assert_eq!(app.state().processor.sweep_follow_ups().await, 0);
     fake.lose_answers
         .store(false, std::sync::atomic::Ordering::SeqCst);
     clock.advance_millis(120_000);
