@@ -11,6 +11,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// exit: an operator reads what went wrong, never a backtrace or a page of usage.
 fn main() -> ExitCode {
     quiet_on_closed_stdout();
+    // Test builds only (see Cargo.toml): crash tests stop the binary at a named point through
+    // `FAILPOINTS`; a release build neither reads the variable nor has the points.
+    let _failpoints = fail::has_failpoints().then(fail::FailScenario::setup);
     let cli = match wharf::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) if !error.use_stderr() => error.exit(), // --help, --version

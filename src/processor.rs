@@ -13,11 +13,12 @@ use tracing::Instrument as _;
 
 use crate::clock::{SharedClock, Timestamp};
 use crate::config::ProcessorSettings;
+use crate::journal::query::LedgerQuery;
 use crate::journal::{
-    ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome, DeliveryStatus,
-    FirstAttempt, JournalError, NewDelivery, RetryPlan, Storage,
+    Appended, ClaimRequest, ClaimedDelivery, Completed, Completion, CompletionOutcome,
+    DeliveryStatus, FirstAttempt, JournalError, NewDelivery, RetryPlan, Storage,
 };
-use crate::ledger::{LedgerChange, RowChange};
+use crate::ledger::{FollowUp, LedgerChange, OwedFollowUps, RowChange};
 use crate::lookup::{LookupAnswer, ProviderApi};
 use crate::metrics::{Metrics, ProcessOutcome};
 use crate::sources::{Judgement, Normalized, Registry};
@@ -34,6 +35,14 @@ pub struct Processor {
     /// Bumped after every batch, so waiters re-check the backlog without polling.
     progress: watch::Sender<u64>,
 }
+
+/// How often a running processor looks for follow-ups that committed rows still owe (besides
+/// once at start): often enough that an order a failed append left behind is placed within a
+/// minute, rarely enough that the scan costs nothing.
+pub const FOLLOW_UP_SWEEP: Duration = Duration::from_secs(60);
+
+/// Rows read per page while sweeping for owed follow-ups.
+const SWEEP_PAGE: u32 = 500;
 
 /// The answer to one delivery's lookup, or why there is none yet.
 type LookupOutcome = Result<LookupAnswer, String>;
@@ -63,11 +72,17 @@ impl Processor {
         self.progress.subscribe()
     }
 
-    /// Runs until `shutdown`: drains what is due, then sleeps until new deliveries arrive, a
-    /// retry falls due, or the idle poll interval passes.
+    /// Runs until `shutdown`: journals the follow-ups committed rows still owe (at start and
+    /// every [`FOLLOW_UP_SWEEP`]), drains what is due, then sleeps until new deliveries
+    /// arrive, a retry falls due, or the idle poll interval passes.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let appended = self.storage.log.appended_signal();
+        let mut next_sweep = Instant::now();
         while !shutdown.is_cancelled() {
+            if Instant::now() >= next_sweep {
+                self.sweep_follow_ups().await;
+                next_sweep = Instant::now() + FOLLOW_UP_SWEEP;
+            }
             let pause = match self.run_pending().await {
                 Ok(_) => self.time_until_next_due().await,
                 Err(error) => {
@@ -148,6 +163,8 @@ impl Processor {
             .collect();
         let follow_ups = rows_of(&completions);
         let results = self.storage.log.complete(completions).await?;
+        // Tests stop (and kill) the process here: committed, follow-ups not yet journaled.
+        fail::fail_point!("processor::after_commit_before_follow_ups");
         self.journal_follow_ups(follow_ups, &results).await;
         let elapsed = started.elapsed();
         for _ in &results {
@@ -215,28 +232,109 @@ impl Processor {
     }
 
     /// Journals what committed changes asked for ([`RowChange::follow_up`]), once their
-    /// completion is known to have committed. A failure here is logged and the follow-up is
-    /// lost with it (its row shows it, e.g. an order left `submitting`).
+    /// completion is known to have committed. A follow-up lost here (a failed append, a crash
+    /// before it) is still owed by its row, and the next sweep journals it
+    /// ([`Self::sweep_follow_ups`]).
     async fn journal_follow_ups(&self, rows: Vec<(String, Vec<RowOf>)>, results: &[Completed]) {
         for ((source, changes), result) in rows.into_iter().zip(results) {
             if *result != Completed::Processed {
                 continue;
             }
             for follow_up in changes.iter().filter_map(|change| change.follow_up()) {
-                let delivery = NewDelivery {
-                    source: source.clone(),
-                    event_id: None,
-                    event_type: follow_up.event_type,
-                    dedup_key: follow_up.dedup_key,
-                    received_at: self.clock.now(),
-                    headers_json: r#"{":method":"POST",":path":"(follow-up)"}"#.to_owned(),
-                    body: Bytes::from(follow_up.body),
-                    status: DeliveryStatus::Verifying,
-                    last_error: None,
-                };
-                if let Err(error) = self.storage.log.append(delivery).await {
-                    tracing::error!(source = %source, %error, "a follow-up could not be journaled");
+                if let Err(error) = self.journal_follow_up(&source, follow_up).await {
+                    tracing::error!(source = %source, %error, "a follow-up could not be journaled; the next sweep journals it");
                 }
+            }
+        }
+    }
+
+    /// One follow-up as a `verifying` delivery of `source`, deduplicated by its key.
+    async fn journal_follow_up(
+        &self,
+        source: &str,
+        follow_up: FollowUp,
+    ) -> Result<Appended, JournalError> {
+        let delivery = NewDelivery {
+            source: source.to_owned(),
+            event_id: None,
+            event_type: follow_up.event_type,
+            dedup_key: follow_up.dedup_key,
+            received_at: self.clock.now(),
+            headers_json: r#"{":method":"POST",":path":"(follow-up)"}"#.to_owned(),
+            body: Bytes::from(follow_up.body),
+            status: DeliveryStatus::Verifying,
+            last_error: None,
+        };
+        self.storage.log.append(delivery).await
+    }
+
+    /// Journals every follow-up that committed rows still owe ([`Source::owed_follow_ups`]):
+    /// those already journaled come back as duplicates and change nothing; those lost between
+    /// a commit and its append are journaled now. Returns how many were new. A failure is
+    /// logged; the next sweep tries again.
+    ///
+    /// [`Source::owed_follow_ups`]: crate::sources::Source::owed_follow_ups
+    pub async fn sweep_follow_ups(&self) -> usize {
+        let mut journaled = 0;
+        for source in self.sources.iter() {
+            for owed in source.owed_follow_ups() {
+                match self.sweep_one(source.name(), &owed).await {
+                    Ok(count) => journaled += count,
+                    Err(error) => tracing::error!(
+                        source = %source.name(),
+                        table = owed.table.name,
+                        %error,
+                        "owed follow-ups could not be swept; the next sweep tries again"
+                    ),
+                }
+            }
+        }
+        if journaled > 0 {
+            tracing::warn!(
+                journaled,
+                "follow-ups lost before they were journaled were journaled by the sweep"
+            );
+        }
+        journaled
+    }
+
+    /// Pages through one table's rows that owe a follow-up, journaling each one's.
+    async fn sweep_one(&self, source: &str, owed: &OwedFollowUps) -> Result<usize, JournalError> {
+        let mut journaled = 0;
+        let mut after = None;
+        loop {
+            let query = LedgerQuery {
+                table: owed.table,
+                equals: owed.equals.clone(),
+                text: None,
+                after: after.take(),
+                limit: SWEEP_PAGE,
+            };
+            let key_positions = query.key_positions();
+            let rows = self.storage.read.ledger_rows(query).await?;
+            for row in &rows {
+                let Some(follow_up) = (owed.owed)(row) else {
+                    tracing::error!(
+                        source,
+                        table = owed.table.name,
+                        "a row that owes a follow-up cannot be read"
+                    );
+                    continue;
+                };
+                if let Appended::Stored(_) = self.journal_follow_up(source, follow_up).await? {
+                    journaled += 1;
+                }
+            }
+            match rows.last() {
+                Some(last) if rows.len() == SWEEP_PAGE as usize => {
+                    after = Some(
+                        key_positions
+                            .iter()
+                            .filter_map(|at| last.get(*at).cloned())
+                            .collect(),
+                    );
+                }
+                _ => return Ok(journaled),
             }
         }
     }

@@ -77,6 +77,20 @@ pub struct FollowUp {
     pub body: Vec<u8>,
 }
 
+/// Committed rows that still owe a follow-up (an order left `submitting` until its venue
+/// answers). The processor journals what each owes at start and on every sweep: a follow-up
+/// already journaled is a duplicate by its dedup key and changes nothing, and one lost between
+/// its change's commit and its append (a crash, a failed append) is journaled then.
+#[derive(Debug, Clone)]
+pub struct OwedFollowUps {
+    pub table: &'static Table,
+    /// `column = value` conditions that select the rows that owe one.
+    pub equals: Vec<(&'static str, Cell)>,
+    /// What one such row owes, read from the row as stored (in `table.columns` order); `None`
+    /// for a row it cannot be read from.
+    pub owed: fn(&[Cell]) -> Option<FollowUp>,
+}
+
 /// Why a change cannot be applied now. Retried: the row it needs may arrive later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {

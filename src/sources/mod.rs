@@ -446,6 +446,12 @@ pub trait Source: Send + Sync + 'static {
         )))
     }
 
+    /// The rows of this source's tables that may still owe a follow-up
+    /// ([`crate::ledger::RowChange::follow_up`]), for the processor's recovery sweep.
+    fn owed_follow_ups(&self) -> Vec<crate::ledger::OwedFollowUps> {
+        Vec::new()
+    }
+
     /// The body as the journal keeps it, when it must differ from what arrived: a secret the
     /// sender can only put in the body (TradingView's passphrase) is replaced, after
     /// authentication read it. `None` keeps the body exactly as received.

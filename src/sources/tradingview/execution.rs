@@ -298,27 +298,95 @@ pub fn read_okx_answer(body: &[u8]) -> Result<Placement, ExecutionError> {
     Err(ExecutionError::Refused { code, message })
 }
 
-/// What OKX says of an order looked up by `clOrdId`: its `ordId` and `state` (`live`,
-/// `partially_filled`, `filled`, `canceled`), or `None` when it has no such order (`51603`).
-pub fn read_okx_query(body: &[u8]) -> Result<Option<(String, String)>, ExecutionError> {
+/// An order as OKX's order-details endpoint reports it (`GET /api/v5/trade/order`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OkxOrder {
+    pub venue_order_id: String,
+    pub state: OkxOrderState,
+    /// `accFillSz`: how much of the order has filled so far.
+    pub filled: Amount,
+    /// `avgPx`: the average price of what filled (OKX sends `""` while nothing has).
+    pub average_price: Option<Amount>,
+}
+
+/// OKX's `state` of an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OkxOrderState {
+    /// `live` or `partially_filled`: more may fill.
+    Open(String),
+    /// `filled`: all of it, at `avgPx`.
+    Filled,
+    /// `canceled` or `mmp_canceled`: what filled before (`accFillSz`, maybe nothing) stays.
+    Canceled,
+}
+
+impl OkxOrder {
+    /// What filled, once nothing more can: `(quantity, average price)`, `None` while the order
+    /// is open. A final order that filled nothing has a zero quantity.
+    pub fn final_fill(&self) -> Option<(Amount, Option<Amount>)> {
+        match self.state {
+            OkxOrderState::Open(_) => None,
+            OkxOrderState::Filled | OkxOrderState::Canceled => {
+                Some((self.filled, self.average_price))
+            }
+        }
+    }
+}
+
+/// What OKX says of an order looked up by `clOrdId`: `{"code":"0","msg":"","data":[{"ordId":…,
+/// "state":…,"accFillSz":…,"avgPx":…,…}]}`, or `None` when it has no such order (`51603`).
+pub fn read_okx_order(body: &[u8]) -> Result<Option<OkxOrder>, ExecutionError> {
     let answer: Value = serde_json::from_slice(body)
         .map_err(|error| ExecutionError::Unreadable(format!("not JSON: {error}")))?;
     let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or("").to_owned();
     match text(answer.get("code")).as_str() {
-        "0" => {
-            let order_id = text(answer.pointer("/data/0/ordId"));
-            if order_id.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some((order_id, text(answer.pointer("/data/0/state")))))
+        "0" => {}
+        "51603" => return Ok(None),
+        "" => return Err(ExecutionError::Unreadable("no code".to_owned())),
+        code => {
+            return Err(ExecutionError::Refused {
+                code: code.to_owned(),
+                message: text(answer.get("msg")),
+            })
         }
-        "51603" => Ok(None),
-        "" => Err(ExecutionError::Unreadable("no code".to_owned())),
-        code => Err(ExecutionError::Refused {
-            code: code.to_owned(),
-            message: text(answer.get("msg")),
-        }),
     }
+    let field = |name: &str| text(answer.pointer(&format!("/data/0/{name}")));
+    let venue_order_id = field("ordId");
+    if venue_order_id.is_empty() {
+        return Ok(None);
+    }
+    let amount = |name: &str| -> Result<Option<Amount>, ExecutionError> {
+        let value = field(name);
+        if value.is_empty() {
+            return Ok(None);
+        }
+        Amount::parse(&value)
+            .map(Some)
+            .map_err(|error| ExecutionError::Unreadable(format!("{name}: {error}")))
+    };
+    let state = match field("state").as_str() {
+        "filled" => OkxOrderState::Filled,
+        "canceled" | "mmp_canceled" => OkxOrderState::Canceled,
+        "live" | "partially_filled" => OkxOrderState::Open(field("state")),
+        other => {
+            return Err(ExecutionError::Unreadable(format!(
+                "unknown order state {other:?}"
+            )))
+        }
+    };
+    let filled = amount("accFillSz")?.unwrap_or(Amount::ZERO);
+    let average_price = amount("avgPx")?.filter(|_| filled.is_positive());
+    if state == OkxOrderState::Filled && average_price.is_none() {
+        return Err(ExecutionError::Unreadable(
+            "a filled order without accFillSz and avgPx".to_owned(),
+        ));
+    }
+    Ok(Some(OkxOrder {
+        venue_order_id,
+        state,
+        filled,
+        average_price,
+    }))
 }
 
 /// `OK-ACCESS-SIGN`: base64(HMAC-SHA256(secret, timestamp + METHOD + requestPath + body)).
@@ -392,6 +460,36 @@ mod tests {
         assert_eq!(okx_instrument("ETHBTC"), "ETH-BTC");
         assert_eq!(okx_instrument("BTC-USDT-SWAP"), "BTC-USDT-SWAP");
         assert_eq!(okx_instrument("USDT"), "USDT");
+    }
+
+    #[test]
+    fn okx_order_details_are_read_with_their_fill() {
+        // The shape of OKX's "Get order details" answer (fields trimmed to those read and a
+        // few beside them).
+        let filled = br#"{"code":"0","msg":"","data":[{"instType":"SPOT","instId":"BTC-USDT","ccy":"","ordId":"680800019749904384","clOrdId":"w1","tag":"","px":"37000","sz":"0.02","pnl":"0","ordType":"limit","side":"buy","posSide":"net","tdMode":"cash","accFillSz":"0.02","fillPx":"36999.5","tradeId":"12345","fillSz":"0.01","fillTime":"1708587373361","avgPx":"36999.75","state":"filled","lever":"","fee":"-0.00002","feeCcy":"BTC","rebate":"0","rebateCcy":"USDT","uTime":"1708587373362","cTime":"1708587373361"}]}"#;
+        let order = read_okx_order(filled).expect("readable").expect("found");
+        assert_eq!(order.venue_order_id, "680800019749904384");
+        assert_eq!(
+            order.final_fill(),
+            Some((
+                Amount::parse("0.02").expect("amount"),
+                Amount::parse("36999.75").ok()
+            ))
+        );
+        let live = br#"{"code":"0","msg":"","data":[{"ordId":"1","state":"live","accFillSz":"0","avgPx":""}]}"#;
+        let order = read_okx_order(live).expect("readable").expect("found");
+        assert_eq!(order.state, OkxOrderState::Open("live".into()));
+        assert_eq!(order.final_fill(), None);
+        let canceled = br#"{"code":"0","msg":"","data":[{"ordId":"1","state":"canceled","accFillSz":"0","avgPx":""}]}"#;
+        let order = read_okx_order(canceled).expect("readable").expect("found");
+        assert_eq!(order.final_fill(), Some((Amount::ZERO, None)));
+        let missing = br#"{"code":"51603","msg":"Order does not exist","data":[]}"#;
+        assert_eq!(read_okx_order(missing).expect("readable"), None);
+        let strange = br#"{"code":"0","msg":"","data":[{"ordId":"1","state":"exploded"}]}"#;
+        assert!(matches!(
+            read_okx_order(strange),
+            Err(ExecutionError::Unreadable(_))
+        ));
     }
 
     #[test]

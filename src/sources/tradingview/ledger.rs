@@ -2,7 +2,9 @@
 //! realised P&L and the recent signals the risk rules need); a signal is decided against that
 //! row as stored and locked, so the rules hold on both backends and under several workers.
 //! History is appended: `trading_signals` (every signal, accepted or rejected with its
-//! reason), `trading_orders` and `trading_fills` (the paper broker fills at the alert price).
+//! reason), `trading_orders` and `trading_fills` (the paper broker fills at the alert price; a
+//! venue's fill is learned from the venue and applied to the account the same way,
+//! [`VenueFill`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use crate::clock::Timestamp;
 use crate::journal::DeliveryId;
 use crate::ledger::edit::RowEdit;
 use crate::ledger::table::{Column, RowReader};
+use crate::ledger::OwedFollowUps;
 use crate::ledger::{
     Appended, Cell, ColumnType, CorruptRow, Decision, FollowUp, LedgerError, RowChange, RowWrite,
     Table, WriteTimes,
@@ -76,7 +79,8 @@ pub static TRADING_ORDERS: Table = Table {
         Column::fixed("price", ColumnType::Decimal),
         Column::fixed("notional", ColumnType::Decimal),
         Column::fixed("broker", ColumnType::Text),
-        // 'filled' (paper), or 'submitting' → 'accepted' | 'rejected' (a venue's answer).
+        // 'filled' (paper), or 'submitting' → 'accepted' | 'rejected' (a venue's answer to
+        // the placement) and 'accepted' → 'filled' | 'canceled' (the venue's final word).
         Column::updatable("status", ColumnType::Text),
         Column::fixed("created_at", ColumnType::Timestamp),
         // OKX's `clOrdId`: the same for every try at placing this order.
@@ -88,7 +92,7 @@ pub static TRADING_ORDERS: Table = Table {
     ],
 };
 
-/// The paper broker's fill of an order, with the position it left.
+/// The fill of an order (the paper broker's, or a venue's final one), with the position it left.
 pub static TRADING_FILLS: Table = Table {
     name: "trading_fills",
     key: &["source", "delivery_id"],
@@ -169,6 +173,9 @@ impl Broker {
 /// The follow-up that places an order at a venue ([`RowChange::follow_up`]).
 pub const PLACE_ORDER_EVENT: &str = "order.place";
 
+/// The follow-up that asks the venue how an accepted order filled, until it is final.
+pub const FILL_ORDER_EVENT: &str = "order.fill";
+
 /// Decide one signal for one user against the account row: accept (order and paper fill, or
 /// an order to place at a venue) or reject with a reason.
 #[derive(Debug, Clone)]
@@ -197,15 +204,44 @@ pub struct Placement {
 }
 
 impl Placement {
+    /// The follow-up that carries this order: `event_type` is [`PLACE_ORDER_EVENT`] or
+    /// [`FILL_ORDER_EVENT`]; one per order and event, by its `clOrdId`.
+    pub fn follow_up(&self, event_type: &str) -> Option<FollowUp> {
+        Some(FollowUp {
+            event_type: event_type.to_owned(),
+            dedup_key: format!("{event_type}:{}", self.client_order_id),
+            body: serde_json::to_vec(self).ok()?,
+        })
+    }
+
+    /// The order as its `trading_orders` row holds it (what the recovery sweep journals).
+    fn from_order_row(row: &[Cell]) -> Option<Self> {
+        let reader = RowReader::new(&TRADING_ORDERS, row);
+        let amount = |column| Amount::parse(&reader.text(column).ok()?).ok();
+        Some(Self {
+            signal_delivery: reader.integer("delivery_id").ok()?,
+            user: reader.text("user_id").ok()?,
+            client_order_id: reader.text("client_order_id").ok()?,
+            symbol: reader.text("symbol").ok()?,
+            side: reader.text("side").ok()?,
+            quantity: amount("quantity")?,
+            limit_price: amount("price")?,
+        })
+    }
+
+    pub fn side(&self) -> Option<Side> {
+        match self.side.as_str() {
+            "buy" => Some(Side::Buy),
+            "sell" => Some(Side::Sell),
+            _ => None,
+        }
+    }
+
     pub fn order(&self) -> Option<OrderRequest> {
         Some(OrderRequest {
             client_order_id: self.client_order_id.clone(),
             symbol: self.symbol.clone(),
-            side: match self.side.as_str() {
-                "buy" => Side::Buy,
-                "sell" => Side::Sell,
-                _ => return None,
-            },
+            side: self.side()?,
             quantity: self.quantity,
             limit_price: Some(self.limit_price),
         })
@@ -239,6 +275,19 @@ struct Recent {
     at: i64,
     fingerprint: String,
     accepted: bool,
+    /// Its order, while placed at a venue and not yet final there (kept whatever its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    open: Option<OpenOrder>,
+}
+
+/// An order at a venue that may still fill: it counts against the maximum position until
+/// the venue's final word on it is applied ([`VenueFill`]), which happens once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OpenOrder {
+    symbol: String,
+    /// Signed: a sell is negative.
+    #[serde(with = "text")]
+    quantity: Amount,
 }
 
 /// Ids kept for replays regardless of age.
@@ -255,11 +304,12 @@ struct Account {
     orders: i64,
 }
 
-/// What the paper broker did.
+/// What a fill did (the paper broker's, or a venue's).
 #[derive(Debug, Clone, Copy)]
 struct Fill {
     side: Side,
     quantity: Amount,
+    price: Amount,
     notional: Amount,
     realized_pnl: Amount,
     after: Position,
@@ -276,12 +326,7 @@ impl RowChange for SignalChange {
 
     /// An accepted signal for a venue asks for its order to be placed, once committed.
     fn follow_up(&self) -> Option<FollowUp> {
-        let placement = self.placement.lock().clone()?;
-        Some(FollowUp {
-            event_type: PLACE_ORDER_EVENT.to_owned(),
-            dedup_key: format!("{PLACE_ORDER_EVENT}:{}", placement.client_order_id),
-            body: serde_json::to_vec(&placement).ok()?,
-        })
+        self.placement.lock().as_ref()?.follow_up(PLACE_ORDER_EVENT)
     }
 
     fn decide(
@@ -302,14 +347,23 @@ impl RowChange for SignalChange {
         let outcome = self.judge(&account, at);
         let mut appended = vec![self.signal_row(source, &outcome, times)];
         account.signals += 1;
+        let open = match (&outcome, self.broker) {
+            (Ok(fill), Broker::Okx) => Some(OpenOrder {
+                symbol: self.alert.symbol.clone(),
+                quantity: signed(fill.side, fill.quantity).ok_or_else(|| overflow("recent"))?,
+            }),
+            _ => None,
+        };
         account.recent.push(Recent {
             delivery: self.delivery.0,
             at: at.micros(),
             fingerprint: self.fingerprint(),
             accepted: outcome.is_ok(),
+            open,
         });
         if let (Ok(fill), Broker::Okx) = (&outcome, self.broker) {
-            // The venue fills it (or not): the account's positions move only with fills.
+            // The venue fills it (or not): the account's positions move only with its fill
+            // ([`VenueFill`]); until then the order counts as open.
             account.orders += 1;
             let placement = Placement {
                 signal_delivery: self.delivery.0,
@@ -324,19 +378,16 @@ impl RowChange for SignalChange {
             *self.placement.lock() = Some(placement);
         } else if let Ok(fill) = &outcome {
             account.orders += 1;
-            account.realized_pnl = account
-                .realized_pnl
-                .checked_add(fill.realized_pnl)
-                .ok_or_else(|| overflow("realized_pnl"))?;
-            if fill.after == Position::default() {
-                account.positions.remove(&self.alert.symbol);
-            } else {
-                account
-                    .positions
-                    .insert(self.alert.symbol.clone(), fill.after);
-            }
+            account.record_fill(&self.alert.symbol, fill)?;
             appended.push(self.order_row(source, fill, times.now, None));
-            appended.push(self.fill_row(source, fill, times.now));
+            appended.push(fill_row(
+                source,
+                self.delivery,
+                &self.user,
+                &self.alert.symbol,
+                fill,
+                times.now,
+            ));
         }
         account.prune(at, self.rules.duplicate_window_secs);
         let row = account.row(source, &self.user, self.delivery, current, times)?;
@@ -427,16 +478,26 @@ impl SignalChange {
         let (after, realized_pnl) =
             fill(&position, side, quantity, alert.price).ok_or("the position is out of range")?;
         if let Some(max) = rules.max_position {
-            if after.quantity.abs() > max && after.quantity.abs() > position.quantity.abs() {
+            // Orders still open at a venue may fill: they count as if they had.
+            let open = account
+                .open_quantity(&alert.symbol)
+                .ok_or("the position is out of range")?;
+            let (before, after) = position
+                .quantity
+                .checked_add(open)
+                .zip(after.quantity.checked_add(open))
+                .ok_or("the position is out of range")?;
+            if after.abs() > max && after.abs() > before.abs() {
                 return Err(format!(
-                    "position {} {} would exceed the maximum of {max}",
-                    after.quantity, alert.symbol
+                    "position {after} {} would exceed the maximum of {max}",
+                    alert.symbol
                 ));
             }
         }
         Ok(Fill {
             side,
             quantity,
+            price: alert.price,
             notional,
             realized_pnl,
             after,
@@ -533,36 +594,182 @@ impl SignalChange {
             ],
         }
     }
+}
 
-    fn fill_row(&self, source: &str, fill: &Fill, now: Timestamp) -> Appended {
-        Appended {
-            table: &TRADING_FILLS,
-            row: vec![
-                Cell::text(source),
-                Cell::Integer(self.delivery.0),
-                Cell::text(&self.user),
-                Cell::text(&self.alert.symbol),
-                Cell::text(fill.side.as_str()),
-                decimal(fill.quantity),
-                decimal(self.alert.price),
-                decimal(fill.realized_pnl),
-                decimal(fill.after.quantity),
-                decimal(fill.after.average_price),
-                Cell::Timestamp(now),
-            ],
-        }
+/// The `trading_fills` row of the order of signal `delivery`.
+fn fill_row(
+    source: &str,
+    delivery: DeliveryId,
+    user: &str,
+    symbol: &str,
+    fill: &Fill,
+    now: Timestamp,
+) -> Appended {
+    Appended {
+        table: &TRADING_FILLS,
+        row: vec![
+            Cell::text(source),
+            Cell::Integer(delivery.0),
+            Cell::text(user),
+            Cell::text(symbol),
+            Cell::text(fill.side.as_str()),
+            decimal(fill.quantity),
+            decimal(fill.price),
+            decimal(fill.realized_pnl),
+            decimal(fill.after.quantity),
+            decimal(fill.after.average_price),
+            Cell::Timestamp(now),
+        ],
     }
 }
 
-/// A venue's answer about a placed order, on its `trading_orders` row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `quantity` signed by `side`: a sell is negative.
+fn signed(side: Side, quantity: Amount) -> Option<Amount> {
+    match side {
+        Side::Buy => Some(quantity),
+        Side::Sell => Amount::ZERO.checked_sub(quantity),
+    }
+}
+
+/// A venue's final word on an order (filled, or canceled after filling part or nothing),
+/// applied to its user's account exactly as the paper broker's fills are: the position moves
+/// by what filled at the venue's average price ([`fill`]), a `trading_fills` row is appended,
+/// and the order stops counting as open. Applied once: a replay finds the order no longer open
+/// and changes nothing.
+#[derive(Debug, Clone)]
+pub struct VenueFill {
+    pub user: String,
+    pub signal_delivery: DeliveryId,
+    /// The delivery that learned it (the account's `last_delivery_id`).
+    pub delivery: DeliveryId,
+    pub symbol: String,
+    pub side: Side,
+    /// Quantity and average price of what filled; `None` when nothing did.
+    pub filled: Option<(Amount, Amount)>,
+}
+
+impl RowChange for VenueFill {
+    fn table(&self) -> &'static Table {
+        &TRADING_POSITIONS
+    }
+
+    fn key(&self, source: &str) -> Vec<Cell> {
+        vec![Cell::text(source), Cell::text(&self.user)]
+    }
+
+    fn decide(
+        &self,
+        source: &str,
+        current: Option<&[Cell]>,
+        times: WriteTimes,
+    ) -> Result<Decision, LedgerError> {
+        let Some(row) = current else {
+            return Err(LedgerError::Waiting(format!(
+                "the account of {} is not in trading_positions",
+                self.user
+            )));
+        };
+        let mut account = Account::read(row)?;
+        let signal = self.signal_delivery.0;
+        let Some(open) = account
+            .recent
+            .iter_mut()
+            .find(|recent| recent.delivery == signal && recent.open.is_some())
+        else {
+            return Ok(RowWrite::Unchanged.into());
+        };
+        open.open = None;
+        let mut appended = Vec::new();
+        if let Some((quantity, price)) = self.filled.filter(|(quantity, _)| quantity.is_positive())
+        {
+            let position = account
+                .positions
+                .get(&self.symbol)
+                .copied()
+                .unwrap_or_default();
+            let (after, realized_pnl) =
+                fill(&position, self.side, quantity, price).ok_or_else(|| overflow("positions"))?;
+            let filled = Fill {
+                side: self.side,
+                quantity,
+                price,
+                notional: quantity
+                    .checked_mul(price)
+                    .ok_or_else(|| overflow("positions"))?,
+                realized_pnl,
+                after,
+            };
+            account.record_fill(&self.symbol, &filled)?;
+            appended.push(fill_row(
+                source,
+                self.signal_delivery,
+                &self.user,
+                &self.symbol,
+                &filled,
+                times.now,
+            ));
+        }
+        let row = account.row(source, &self.user, self.delivery, current, times)?;
+        Ok(Decision {
+            row: RowWrite::Update(row),
+            appended,
+        })
+    }
+}
+
+/// Where an order's status stands: a venue's answer only ever moves it forward, so that a
+/// late or replayed answer never takes back a fill.
+fn stage(status: &str) -> u8 {
+    match status {
+        "submitting" => 0,
+        "accepted" => 1,
+        _ => 2,
+    }
+}
+
+/// What a `trading_orders` row owes while its order is not final at a venue: `submitting`,
+/// its placement; `accepted`, the question how it filled.
+fn owed_by_order(row: &[Cell]) -> Option<FollowUp> {
+    let status = RowReader::new(&TRADING_ORDERS, row).text("status").ok()?;
+    let event = match status.as_str() {
+        "submitting" => PLACE_ORDER_EVENT,
+        "accepted" => FILL_ORDER_EVENT,
+        _ => return None,
+    };
+    Placement::from_order_row(row)?.follow_up(event)
+}
+
+/// The orders of `source` that `broker` has not finished with (see [`owed_by_order`]).
+pub fn owed_follow_ups(source: &str, broker: Broker) -> Vec<OwedFollowUps> {
+    ["submitting", "accepted"]
+        .into_iter()
+        .map(|status| OwedFollowUps {
+            table: &TRADING_ORDERS,
+            equals: vec![
+                ("source", Cell::text(source)),
+                ("broker", Cell::text(broker.as_str())),
+                ("status", Cell::text(status)),
+            ],
+            owed: owed_by_order,
+        })
+        .collect()
+}
+
+/// A venue's answer about a placed order, on its `trading_orders` row. It only moves the
+/// order forward ([`stage`]); an order it moves to `accepted` asks, once committed, how it
+/// fills ([`FILL_ORDER_EVENT`]).
+#[derive(Debug, Clone)]
 pub struct OrderOutcome {
     pub signal_delivery: DeliveryId,
-    /// `accepted` or `rejected`.
+    /// `accepted` or `rejected` (the placement), `filled` or `canceled` (its final word).
     pub status: &'static str,
     pub venue_order_id: Option<String>,
     pub code: Option<String>,
     pub message: Option<String>,
+    /// The order, for the follow-up that asks how it filled.
+    pub placement: Placement,
+    /// Whether the last decision moved the order (a replay moves nothing and asks nothing).
+    pub moved: Arc<parking_lot::Mutex<bool>>,
 }
 
 impl RowChange for OrderOutcome {
@@ -580,12 +787,18 @@ impl RowChange for OrderOutcome {
         current: Option<&[Cell]>,
         times: WriteTimes,
     ) -> Result<Decision, LedgerError> {
-        if current.is_none() {
+        *self.moved.lock() = false;
+        let Some(stored) = current else {
             return Err(LedgerError::Waiting(format!(
                 "the order of signal {} is not in trading_orders",
                 self.signal_delivery.0
             )));
+        };
+        let status = RowReader::new(&TRADING_ORDERS, stored).text("status")?;
+        if stage(self.status) <= stage(&status) {
+            return Ok(RowWrite::Unchanged.into());
         }
+        *self.moved.lock() = true;
         let mut row = RowEdit::open(&TRADING_ORDERS, current);
         row.set("status", Cell::text(self.status))?;
         row.set(
@@ -595,6 +808,13 @@ impl RowChange for OrderOutcome {
         row.set("venue_code", Cell::opt_text(self.code.as_deref()))?;
         row.set("venue_message", Cell::opt_text(self.message.as_deref()))?;
         Ok(row.finish(times.now)?.into())
+    }
+
+    fn follow_up(&self) -> Option<FollowUp> {
+        if self.status != "accepted" || !*self.moved.lock() {
+            return None;
+        }
+        self.placement.follow_up(FILL_ORDER_EVENT)
     }
 }
 
@@ -607,13 +827,10 @@ pub fn fill(
     quantity: Amount,
     price: Amount,
 ) -> Option<(Position, Amount)> {
-    let signed = match side {
-        Side::Buy => quantity,
-        Side::Sell => Amount::ZERO.checked_sub(quantity)?,
-    };
+    let change = signed(side, quantity)?;
     let held = position.quantity;
-    let after_quantity = held.checked_add(signed)?;
-    let same_direction = held.is_zero() || held.is_negative() == signed.is_negative();
+    let after_quantity = held.checked_add(change)?;
+    let same_direction = held.is_zero() || held.is_negative() == change.is_negative();
     let (average_price, realized) = if same_direction {
         let cost = held
             .abs()
@@ -654,6 +871,30 @@ pub fn fill(
 }
 
 impl Account {
+    /// Applies one fill (the paper broker's, or a venue's): the symbol's position becomes the
+    /// one the fill left, and its realised P&L adds to the account's.
+    fn record_fill(&mut self, symbol: &str, fill: &Fill) -> Result<(), LedgerError> {
+        self.realized_pnl = self
+            .realized_pnl
+            .checked_add(fill.realized_pnl)
+            .ok_or_else(|| overflow("realized_pnl"))?;
+        if fill.after == Position::default() {
+            self.positions.remove(symbol);
+        } else {
+            self.positions.insert(symbol.to_owned(), fill.after);
+        }
+        Ok(())
+    }
+
+    /// The signed quantity of `symbol` in orders still open at a venue (`None` out of range).
+    fn open_quantity(&self, symbol: &str) -> Option<Amount> {
+        self.recent
+            .iter()
+            .filter_map(|recent| recent.open.as_ref())
+            .filter(|open| open.symbol == symbol)
+            .try_fold(Amount::ZERO, |sum, open| sum.checked_add(open.quantity))
+    }
+
     fn read(row: &[Cell]) -> Result<Self, LedgerError> {
         let reader = RowReader::new(&TRADING_POSITIONS, row);
         let positions = reader.opt_text("positions")?.unwrap_or_default();
@@ -697,7 +938,7 @@ impl Account {
         let mut index = 0;
         self.recent.retain(|r| {
             index += 1;
-            index > keep_from || r.at > since
+            index > keep_from || r.at > since || r.open.is_some()
         });
     }
 
@@ -958,6 +1199,73 @@ mod tests {
             &[(0, r#"{"symbol":"ETHUSDT","action":"short","price":"2500"}"#)],
         );
         assert_eq!(position(&row, "ETHUSDT").quantity, a("-0.8"));
+    }
+
+    fn okx_buy(delivery: i64, rules: &Arc<Rules>) -> SignalChange {
+        SignalChange {
+            user: "alice".into(),
+            alert: parse(br#"{"symbol":"BTCUSDT","action":"buy","price":"100","quantity":"1"}"#)
+                .expect("alert"),
+            delivery: DeliveryId(delivery),
+            rules: Arc::clone(rules),
+            broker: Broker::Okx,
+            placement: Arc::default(),
+        }
+    }
+
+    fn written(decision: Decision) -> Vec<Cell> {
+        match decision.row {
+            RowWrite::Insert(row) | RowWrite::Update(row) => row,
+            RowWrite::Unchanged => panic!("expected a write"),
+        }
+    }
+
+    #[test]
+    fn a_venue_fill_moves_the_position_once_and_open_orders_count_against_the_maximum() {
+        let rules = Arc::new(Rules {
+            max_position: Some(a("1.5")),
+            duplicate_window_secs: 0,
+            ..Rules::default()
+        });
+        let row = written(
+            okx_buy(1, &rules)
+                .decide("tv", None, times(0))
+                .expect("decided"),
+        );
+        assert_eq!(
+            position(&row, "BTCUSDT"),
+            Position::default(),
+            "not filled yet"
+        );
+        // The first order is open at OKX: a second would make 2 if both fill.
+        let refused = okx_buy(2, &rules)
+            .decide("tv", Some(&row), times(1))
+            .expect("decided");
+        assert!(refused
+            .appended
+            .iter()
+            .all(|r| r.table.name != "trading_orders"));
+        assert_eq!(
+            refused.appended[0].row[9],
+            Cell::text("position 2 BTCUSDT would exceed the maximum of 1.5")
+        );
+        let row = written(refused);
+        let fill = VenueFill {
+            user: "alice".into(),
+            signal_delivery: DeliveryId(1),
+            delivery: DeliveryId(9),
+            symbol: "BTCUSDT".into(),
+            side: Side::Buy,
+            filled: Some((a("1"), a("99.5"))),
+        };
+        let decision = fill.decide("tv", Some(&row), times(2)).expect("decided");
+        assert_eq!(decision.appended.len(), 1, "one fill row");
+        let row = written(decision);
+        let btc = position(&row, "BTCUSDT");
+        assert_eq!((btc.quantity, btc.average_price), (a("1"), a("99.5")));
+        let again = fill.decide("tv", Some(&row), times(3)).expect("decided");
+        assert_eq!(again.row, RowWrite::Unchanged, "applied once");
+        assert!(again.appended.is_empty());
     }
 
     #[test]

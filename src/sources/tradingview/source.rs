@@ -19,17 +19,18 @@ use sha2::{Digest, Sha256};
 use super::alert::{self, AlertError};
 use super::amount::Amount;
 use super::execution::{
-    read_okx_answer, read_okx_query, ExecutionError, OkxCredentials, OkxVenue, OrderRequest,
-    OKX_BASE_URL,
+    read_okx_answer, read_okx_order, ExecutionError, OkxCredentials, OkxOrder, OkxOrderState,
+    OkxVenue, OrderRequest, OKX_BASE_URL,
 };
 use super::ledger::{
-    Broker, OrderOutcome, Placement, Rules, SignalChange, Sizing, PLACE_ORDER_EVENT, TRADING_FILLS,
-    TRADING_ORDERS, TRADING_POSITIONS, TRADING_SIGNALS,
+    self, Broker, OrderOutcome, Placement, Rules, SignalChange, Sizing, VenueFill,
+    FILL_ORDER_EVENT, PLACE_ORDER_EVENT, TRADING_FILLS, TRADING_ORDERS, TRADING_POSITIONS,
+    TRADING_SIGNALS,
 };
 use crate::clock::Timestamp;
 use crate::config::{invalid, secrets_from_env, ConfigError, Environment};
 use crate::journal::{ClaimedDelivery, DeliveryId};
-use crate::ledger::{LedgerChange, Table};
+use crate::ledger::{LedgerChange, OwedFollowUps, Table};
 use crate::lookup::{Lookup, LookupAnswer};
 use crate::sources::registry::{self, Provider};
 use crate::sources::{
@@ -125,7 +126,7 @@ impl TradingView {
             .unwrap_or_else(|| DEFAULT_USER.to_owned())
     }
 
-    /// The venue and the order a follow-up delivery places.
+    /// The venue and the order a follow-up delivery places (or asks about).
     fn placement_of(
         &self,
         delivery: &ClaimedDelivery,
@@ -134,10 +135,7 @@ impl TradingView {
             self.execution.okx.as_ref().ok_or_else(|| {
                 NormalizeError::Transient("OKX is no longer configured".to_owned())
             })?;
-        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
-            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
-        })?;
-        let order = placement
+        let order = placement(delivery)?
             .order()
             .ok_or_else(|| NormalizeError::Invalid("the order has no side".to_owned()))?;
         Ok((venue, order))
@@ -149,6 +147,46 @@ impl TradingView {
             None => Ok(()),
         }
     }
+}
+
+/// The order a follow-up delivery carries.
+fn placement(delivery: &ClaimedDelivery) -> Result<Placement, NormalizeError> {
+    serde_json::from_slice(&delivery.body)
+        .map_err(|error| NormalizeError::Invalid(format!("the order is unreadable: {error}")))
+}
+
+/// Whether a delivery is a follow-up about an order at a venue, not a signal.
+fn is_order_follow_up(delivery: &ClaimedDelivery) -> bool {
+    matches!(
+        delivery.event_type.as_str(),
+        PLACE_ORDER_EVENT | FILL_ORDER_EVENT
+    )
+}
+
+/// The changes a venue's answer about `placement` makes: the order row's status, and when the
+/// order is final (or was refused) the account, where it stops counting as open and what
+/// filled moves the position. `learned_by` is the follow-up delivery that asked.
+fn order_changes(
+    placement: &Placement,
+    outcome: OrderOutcome,
+    filled: Option<Option<(Amount, Amount)>>,
+    learned_by: DeliveryId,
+) -> Result<Vec<LedgerChange>, NormalizeError> {
+    let mut changes = vec![LedgerChange::Row(Arc::new(outcome))];
+    if let Some(filled) = filled {
+        let side = placement
+            .side()
+            .ok_or_else(|| NormalizeError::Invalid("the order has no side".to_owned()))?;
+        changes.push(LedgerChange::Row(Arc::new(VenueFill {
+            user: placement.user.clone(),
+            signal_delivery: DeliveryId(placement.signal_delivery),
+            delivery: learned_by,
+            symbol: placement.symbol.clone(),
+            side,
+            filled,
+        })));
+    }
+    Ok(changes)
 }
 
 /// `[tradingview]` or `[sources.NAME] kind = "tradingview"`.
@@ -408,6 +446,136 @@ impl FileSettings {
     }
 }
 
+/// An order row's new status, as OKX said it.
+fn outcome(
+    placement: &Placement,
+    status: &'static str,
+    venue_order_id: Option<String>,
+    code: Option<&str>,
+    message: Option<String>,
+) -> OrderOutcome {
+    OrderOutcome {
+        signal_delivery: DeliveryId(placement.signal_delivery),
+        status,
+        venue_order_id,
+        code: code.map(str::to_owned),
+        message,
+        placement: placement.clone(),
+        moved: Arc::default(),
+    }
+}
+
+/// OKX's answer to the placement: accepted (its fill is asked for next) or refused (the order
+/// no longer counts as open).
+fn placed_changes(
+    placement: &Placement,
+    body: &[u8],
+    learned_by: DeliveryId,
+) -> Result<Vec<LedgerChange>, NormalizeError> {
+    match read_okx_answer(body) {
+        Ok(placed) => {
+            let accepted = outcome(
+                placement,
+                "accepted",
+                Some(placed.venue_order_id),
+                Some("0"),
+                None,
+            );
+            order_changes(placement, accepted, None, learned_by)
+        }
+        Err(ExecutionError::Refused { code, message }) => {
+            let rejected = outcome(placement, "rejected", None, Some(&code), Some(message));
+            order_changes(placement, rejected, Some(None), learned_by)
+        }
+        Err(error) => Err(NormalizeError::Transient(error.to_string())),
+    }
+}
+
+/// OKX's answer to the query made after a placement's answer was lost.
+fn found_changes(
+    placement: &Placement,
+    body: &[u8],
+    learned_by: DeliveryId,
+) -> Result<Vec<LedgerChange>, NormalizeError> {
+    match read_okx_order(body) {
+        Ok(Some(order)) => {
+            let message = format!(
+                "found by clOrdId after a lost answer; state {}",
+                state(&order)
+            );
+            let accepted = outcome(
+                placement,
+                "accepted",
+                Some(order.venue_order_id),
+                Some("0"),
+                Some(message),
+            );
+            order_changes(placement, accepted, None, learned_by)
+        }
+        Ok(None) => {
+            let message = "not placed: the placement's answer was lost and OKX has no order with \
+                           this clOrdId; it is not placed again on its own";
+            let rejected = outcome(
+                placement,
+                "rejected",
+                None,
+                Some("51603"),
+                Some(message.to_owned()),
+            );
+            order_changes(placement, rejected, Some(None), learned_by)
+        }
+        Err(error) => Err(NormalizeError::Transient(error.to_string())),
+    }
+}
+
+/// OKX's answer to `order.fill`: the order's final fill, or a retry while it is open.
+fn fill_changes(
+    placement: &Placement,
+    body: &[u8],
+    learned_by: DeliveryId,
+) -> Result<Vec<LedgerChange>, NormalizeError> {
+    let order = read_okx_order(body)
+        .map_err(|error| NormalizeError::Transient(error.to_string()))?
+        .ok_or_else(|| {
+            NormalizeError::Transient("OKX does not show the accepted order yet".to_owned())
+        })?;
+    let Some((quantity, average_price)) = order.final_fill() else {
+        return Err(NormalizeError::Transient(format!(
+            "the order is still {} at OKX",
+            state(&order)
+        )));
+    };
+    let filled = average_price.map(|price| (quantity, price));
+    let (status, message) = match (&order.state, filled) {
+        (OkxOrderState::Filled, _) => ("filled", None),
+        (_, Some((quantity, _))) => (
+            "canceled",
+            Some(format!("canceled after {quantity} filled")),
+        ),
+        (_, None) => (
+            "canceled",
+            Some("canceled before anything filled".to_owned()),
+        ),
+    };
+    let final_word = outcome(
+        placement,
+        status,
+        Some(order.venue_order_id),
+        Some("0"),
+        message,
+    );
+    order_changes(placement, final_word, Some(filled), learned_by)
+}
+
+/// OKX's word for an order's state.
+fn state(order: &OkxOrder) -> &str {
+    match &order.state {
+        OkxOrderState::Open(state) => state,
+        OkxOrderState::Filled => "filled",
+        OkxOrderState::Canceled => "canceled",
+    }
+}
+
 /// Seed 004: the default user's secret from `TRADINGVIEW_WEBHOOK_SECRET` (or the seed's
 /// `TRADINGVIEW_SECRET`).
 pub struct TradingViewProvider;
@@ -546,7 +714,7 @@ impl Source for TradingView {
     }
 
     fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
-        if delivery.event_type == PLACE_ORDER_EVENT {
+        if is_order_follow_up(delivery) {
             return Err(NormalizeError::Invalid(
                 "an order is placed only through its venue's answer".to_owned(),
             ));
@@ -572,78 +740,52 @@ impl Source for TradingView {
         ))]))
     }
 
-    /// An order to place (a follow-up of a committed signal) is carried out by its lookup.
+    /// An order to place or to ask about (a follow-up of a committed signal or placement) is
+    /// carried out by its lookup.
     fn verified_by_lookup(&self, delivery: &ClaimedDelivery) -> bool {
-        delivery.event_type == PLACE_ORDER_EVENT
+        is_order_follow_up(delivery)
     }
 
-    /// The first attempt places the order. A later one never places it again blindly: the
-    /// earlier answer was lost (OKX may have the order), so it asks OKX for the order by its
-    /// `clOrdId` instead.
+    /// The first attempt at an `order.place` places the order. A later one never places it
+    /// again blindly: the earlier answer was lost (OKX may have the order), so it asks OKX for
+    /// the order by its `clOrdId` instead; so does every `order.fill`.
     fn lookup(&self, delivery: &ClaimedDelivery, now: Timestamp) -> Result<Lookup, NormalizeError> {
         let (venue, order) = self.placement_of(delivery)?;
-        Ok(if delivery.attempts == 0 {
-            venue.place_request(&order, now)
-        } else {
-            venue.query_request(&order, now)
-        })
+        Ok(
+            if delivery.event_type == PLACE_ORDER_EVENT && delivery.attempts == 0 {
+                venue.place_request(&order, now)
+            } else {
+                venue.query_request(&order, now)
+            },
+        )
     }
 
-    /// OKX's answer, recorded on the order row: accepted with its `ordId`, or rejected with
-    /// `sCode`/`sMsg` (or `code`/`msg`). An unreadable answer is retried (as a query).
+    /// OKX's answer. To a placement: recorded on the order row, accepted with its `ordId`, or
+    /// rejected with `sCode`/`sMsg` (or `code`/`msg`). To an `order.fill`: the final fill on
+    /// the order row and the account, or a retry (with the processor's backoff, so bounded by
+    /// its attempts) while OKX still has the order live. An unreadable answer is retried.
     fn judge(
         &self,
         delivery: &ClaimedDelivery,
         answer: &LookupAnswer,
     ) -> Result<Judgement, NormalizeError> {
-        let placement: Placement = serde_json::from_slice(&delivery.body).map_err(|error| {
-            NormalizeError::Invalid(format!("the order is unreadable: {error}"))
-        })?;
-        let outcome = |status, venue_order_id, code, message| OrderOutcome {
-            signal_delivery: DeliveryId(placement.signal_delivery),
-            status,
-            venue_order_id,
-            code,
-            message,
+        let placement = placement(delivery)?;
+        let changes = if delivery.event_type == FILL_ORDER_EVENT {
+            fill_changes(&placement, &answer.body, delivery.id)?
+        } else if delivery.attempts == 0 {
+            placed_changes(&placement, &answer.body, delivery.id)?
+        } else {
+            found_changes(&placement, &answer.body, delivery.id)?
         };
-        let outcome =
-            if delivery.attempts == 0 {
-                match read_okx_answer(&answer.body) {
-                    Ok(placed) => outcome(
-                        "accepted",
-                        Some(placed.venue_order_id),
-                        Some("0".into()),
-                        None,
-                    ),
-                    Err(ExecutionError::Refused { code, message }) => {
-                        outcome("rejected", None, Some(code), Some(message))
-                    }
-                    Err(error) => return Err(NormalizeError::Transient(error.to_string())),
-                }
-            } else {
-                match read_okx_query(&answer.body) {
-                Ok(Some((order_id, state))) => outcome(
-                    "accepted",
-                    Some(order_id),
-                    Some("0".into()),
-                    Some(format!("found by clOrdId after a lost answer; state {state}")),
-                ),
-                Ok(None) => outcome(
-                    "rejected",
-                    None,
-                    Some("51603".into()),
-                    Some(
-                        "not placed: the placement's answer was lost and OKX has no order with \
-                         this clOrdId; it is not placed again on its own"
-                            .to_owned(),
-                    ),
-                ),
-                Err(error) => return Err(NormalizeError::Transient(error.to_string())),
-            }
-            };
-        Ok(Judgement::Genuine(Normalized::Changes(vec![
-            LedgerChange::Row(Arc::new(outcome)),
-        ])))
+        Ok(Judgement::Genuine(Normalized::Changes(changes)))
+    }
+
+    /// OKX's orders that are not final yet, once OKX is configured.
+    fn owed_follow_ups(&self) -> Vec<OwedFollowUps> {
+        if self.execution.okx.is_none() {
+            return Vec::new();
+        }
+        ledger::owed_follow_ups(&self.name, Broker::Okx)
     }
 
     /// Seed 004 answers `{"status": "success", …}`. The trade is decided later, so the answer
