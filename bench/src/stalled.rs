@@ -115,7 +115,7 @@ pub async fn run(
         secret: &secret,
         admin_token: &admin_token,
     };
-    let stalled_first = index % 2 == 0;
+    let stalled_first = index.is_multiple_of(2);
     let (alone, stalled) = if stalled_first {
         let stalled = bench.phase(subscribers).await?;
         (bench.phase(0).await?, stalled)
@@ -152,7 +152,7 @@ impl Bench<'_> {
         let mut server = ChildServer::spawn(command, "wharf serve").await?;
         let mut clients = Vec::with_capacity(subscribers);
         for index in 0..subscribers {
-            let kind = if index % 2 == 0 {
+            let kind = if index.is_multiple_of(2) {
                 StreamKind::Sse
             } else {
                 StreamKind::WebSocket
