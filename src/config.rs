@@ -162,6 +162,10 @@ pub struct Limits {
     /// Changes the live broadcast holds for stream subscribers that are momentarily behind; a
     /// subscriber further behind is told it lagged and catches up from the database.
     pub stream_buffer: usize,
+    /// Changes the feed keeps to resume streams from (older ones are pruned; a client that
+    /// resumes from before the oldest is told `truncated`). It is a stream, not an archive:
+    /// the deliveries and the ledger are the record.
+    pub stream_retention_rows: u64,
 }
 
 /// File descriptors kept out of the connection cap: journal files, the PostgreSQL pool, the
@@ -184,6 +188,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_connections: 1024,
             stream_buffer: 4096,
+            stream_retention_rows: crate::journal::feed::FeedRetention::default().max_rows,
         }
     }
 }
@@ -328,6 +333,7 @@ struct FileLimits {
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     stream_buffer: Option<usize>,
+    stream_retention_rows: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,6 +519,10 @@ fn resolve(file: FileConfig, env: &dyn Environment) -> Result<Config, ConfigErro
         stream_buffer: parse_env(env, "WHARF_STREAM_BUFFER")?
             .or(file.limits.stream_buffer)
             .unwrap_or(defaults.stream_buffer)
+            .max(1),
+        stream_retention_rows: parse_env(env, "WHARF_STREAM_RETENTION_ROWS")?
+            .or(file.limits.stream_retention_rows)
+            .unwrap_or(defaults.stream_retention_rows)
             .max(1),
     };
     let processor_defaults = ProcessorSettings::default();

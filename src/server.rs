@@ -55,10 +55,13 @@ pub async fn open_storage(
                 .max(config.limits.max_body_bytes as u64 * 2 + (256 << 10));
             options.max_segments = config.journal.max_segments.max(2);
             options.dedup_window = config.journal.dedup_window;
+            options.feed_retention.max_rows = config.limits.stream_retention_rows;
             SqliteJournal::open_storage(options)
         }
         DatabaseUrl::Postgres(url) => {
-            PostgresStorage::open(PostgresOptions::new(url.clone()), clock).await
+            let mut options = PostgresOptions::new(url.clone());
+            options.feed_retention.max_rows = config.limits.stream_retention_rows;
+            PostgresStorage::open(options, clock).await
         }
     }
 }

@@ -125,6 +125,17 @@ impl ChildServer {
         parse_vm_rss_kib(&status).map(|kib| kib as f64 / 1024.0)
     }
 
+    /// Resident memory from `/proc/<pid>/status`: all of it and the anonymous part (the
+    /// heap: what buffers that pile up would grow), `None` off Linux or once the process is gone.
+    pub(crate) fn memory(&self) -> Option<ProcessMemory> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        Some(ProcessMemory {
+            vm_rss_kib: parse_vm_rss_kib(&status)?,
+            rss_anon_kib: parse_status_kib(&status, "RssAnon:"),
+        })
+    }
+
     /// CPU time of the server so far, in clock ticks (`None` off Linux or
     /// once the server is gone).
     fn cpu_ticks(&self) -> Option<u64> {
@@ -414,10 +425,23 @@ fn parse_proc_io(proc_pid_io: &str) -> Option<IoCounters> {
     })
 }
 
+/// A server's resident memory at one moment, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessMemory {
+    pub vm_rss_kib: u64,
+    /// `RssAnon` (Linux 4.5 and later).
+    pub rss_anon_kib: Option<u64>,
+}
+
 fn parse_vm_rss_kib(proc_status: &str) -> Option<u64> {
+    parse_status_kib(proc_status, "VmRSS:")
+}
+
+/// A `NAME:   1234 kB` line of `/proc/<pid>/status`.
+fn parse_status_kib(proc_status: &str, name: &str) -> Option<u64> {
     proc_status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(name))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
@@ -465,6 +489,8 @@ mod tests {
         let status = "Name:\twharf\nVmPeak:\t  99999 kB\nVmRSS:\t   12544 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss_kib(status), Some(12544));
         assert_eq!(parse_vm_rss_kib("Name:\tx\n"), None);
+        let status = "VmRSS:\t   12544 kB\nRssAnon:\t    8000 kB\nRssFile:\t4544 kB\n";
+        assert_eq!(parse_status_kib(status, "RssAnon:"), Some(8000));
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod floor;
 mod load;
 mod postgres;
 mod report;
+pub mod stalled;
 pub mod summary;
 
 use std::collections::BTreeMap;
@@ -32,6 +33,7 @@ use anyhow::{bail, Context};
 use secrecy::SecretString;
 use tokio::process::Command;
 
+pub use child::ProcessMemory;
 pub use disk::DiskUsage;
 pub use floor::serve_floor;
 pub use report::{

@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use secrecy::SecretString;
+use wharf_bench::stalled::{self, StalledSummary};
 use wharf_bench::summary::Summary;
 use wharf_bench::{BenchOptions, FLOOR_SECRET_ENV, FLOOR_SUBCOMMAND, READY_PREFIX};
 
@@ -58,6 +59,15 @@ struct BenchArgs {
     /// postgres://postgres@127.0.0.1:5432/postgres.
     #[arg(long, env = "WHARF_BENCH_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
+    /// Instead of the whole bench, measure whether stalled stream clients slow
+    /// ingest: per repeat, the full-load phase against a fresh Wharf (SQLite)
+    /// with no subscriber and with this many subscribers (alternately SSE
+    /// /api/stream and WebSocket /api/ws) that never read; prints req/s, p99
+    /// ack and their ratios, the server's memory, and whether each stalled
+    /// client was told `lagged`.
+    #[arg(long, value_name = "N", conflicts_with = "postgres",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    stalled_subscribers: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,8 +92,14 @@ fn main() -> anyhow::Result<()> {
         Some(Internal::Floor { listen, secret }) => runtime.block_on(floor(&listen, secret)),
         None => {
             let repeat = cli.bench.repeat;
+            let stalled = cli.bench.stalled_subscribers;
             let options = options(cli.bench)?;
-            runtime.block_on(bench(&options, repeat))
+            match stalled {
+                Some(subscribers) => {
+                    runtime.block_on(stalled_bench(&options, subscribers as usize, repeat))
+                }
+                None => runtime.block_on(bench(&options, repeat)),
+            }
         }
     }
 }
@@ -127,6 +143,25 @@ async fn bench(options: &BenchOptions, repeat: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--stalled-subscribers`: the repeats, each printed as it completes, then the medians.
+async fn stalled_bench(
+    options: &BenchOptions,
+    subscribers: usize,
+    repeat: u32,
+) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for index in 1..=repeat {
+        if repeat > 1 {
+            println!("== repeat {index} of {repeat}");
+        }
+        let report = stalled::run(options, subscribers, index).await?;
+        println!("{report}");
+        reports.push(report);
+    }
+    print!("{}", StalledSummary(&reports));
+    Ok(())
+}
+
 async fn floor(listen: &str, secret: String) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -151,6 +186,11 @@ mod tests {
         assert_eq!(args.body_bytes, defaults.body_bytes);
         assert_eq!(args.repeat, 1);
         assert!(Cli::try_parse_from(["wharf-bench", "--repeat", "0"]).is_err());
+        assert!(args.stalled_subscribers.is_none());
+        let stalled = Cli::try_parse_from(["wharf-bench", "--stalled-subscribers", "8"])
+            .expect("stalled mode");
+        assert_eq!(stalled.bench.stalled_subscribers, Some(8));
+        assert!(Cli::try_parse_from(["wharf-bench", "--stalled-subscribers", "0"]).is_err());
     }
 
     #[test]

@@ -57,8 +57,6 @@ pub struct AppState {
     pub processor: Arc<Processor>,
     /// The live change feed, for `/api/stream`, `/api/ws` and seed 001's broadcast.
     pub bus: Arc<Bus>,
-    /// Signs the short-lived tickets browsers open streams with.
-    pub stream_tickets: stream::TicketKey,
     /// Per-source flags (silent, rejection or dead spikes) for `/health` and `/metrics`.
     pub health: Arc<SourceHealth>,
 }
@@ -113,7 +111,6 @@ impl AppState {
             ),
             processor,
             bus,
-            stream_tickets: stream::TicketKey::random(),
             health,
         }
     }

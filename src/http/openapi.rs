@@ -9,11 +9,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::{json, Value};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::admin::{deliveries, ledger, schema, seeds, sources, stats};
-use super::SharedState;
+use super::{orders_ws, stream, SharedState};
 use crate::sources::catalog::ledger_catalog;
 
 #[derive(OpenApi)]
@@ -41,6 +41,10 @@ use crate::sources::catalog::ledger_catalog;
         seeds::refract_logs,
         seeds::webhook_events,
         seeds::await_idle,
+        stream::sse,
+        stream::websocket,
+        stream::issue_ticket,
+        orders_ws::orders_socket,
         health,
         seed_health,
         metrics,
@@ -56,6 +60,7 @@ use crate::sources::catalog::ledger_catalog;
         (name = "sources", description = "Configured sources, their secrets' presence, rejections"),
         (name = "stats", description = "Seed 003's monitoring and more"),
         (name = "seeds", description = "The seeds' own admin routes"),
+        (name = "stream", description = "The live change feed: Server-Sent Events, WebSocket, tickets"),
         (name = "admin", description = "Operations"),
         (name = "ops", description = "Open: health, metrics, this document"),
         (name = "ingress", description = "Where providers deliver (open; signatures verified)"),
@@ -71,6 +76,11 @@ impl Modify for BearerToken {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The streams also take a ticket (`POST /api/stream/ticket`) in the query.
+        components.add_security_scheme(
+            "ticket",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::new("ticket"))),
         );
     }
 }

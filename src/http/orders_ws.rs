@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::Router;
 use serde_json::{json, Value};
 
+use super::admin::schema::ErrorBody;
 use super::error::ApiError;
 use super::stream::{pump_to_socket, require_token_or_ticket, StreamQuery};
 use super::SharedState;
@@ -33,7 +34,18 @@ pub fn router(state: SharedState) -> Router<SharedState> {
         ))
 }
 
-async fn orders_socket(
+/// Seed 001's broadcast: a WebSocket of one JSON text frame per Refract order created or
+/// updated, `{"type": "order_created" | "order_updated", "seq": N, "order": {…}}`; after a
+/// stall or a pruned `since`, `{"type": "resync", …}` (refetch the list). Resume with
+/// `?since=SEQ`; `source` and `kind` are ignored (orders only).
+#[utoipa::path(get, path = "/api/v2/ws/orders", tag = "seeds", params(StreamQuery),
+    security(("bearer" = []), ("ticket" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket of orders"),
+        (status = 400, description = "A malformed `since` or not a WebSocket handshake",
+         body = ErrorBody),
+        (status = 401, description = "No valid admin token or ticket", body = ErrorBody)))]
+pub async fn orders_socket(
     State(state): State<SharedState>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,

@@ -4,9 +4,8 @@
 //! exactly what was missed ([`crate::bus::Bus::follow`]). Both are behind the admin token, in
 //! the `Authorization` header or, for browsers (whose `EventSource` and `WebSocket` cannot send
 //! headers), as a short-lived ticket from `POST /api/stream/ticket` in `?ticket=`. A ticket is
-//! an expiry signed (HMAC-SHA256) with a key this process drew at start: nothing is stored, and
-//! a ticket opens streams on the instance that issued it (a browser asks the instance it
-//! streams from).
+//! an expiry signed (HMAC-SHA256) with the digest of the admin token it was issued to (see
+//! [`Ticket`]): nothing is stored, and every instance sharing the database accepts it.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,14 +20,16 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use hmac::{Hmac, Mac};
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::mpsc;
+use utoipa::{IntoParams, ToSchema};
 
+use super::admin::auth;
+use super::admin::schema::ErrorBody;
 use super::error::ApiError;
-use super::SharedState;
+use super::{AppState, SharedState};
 use crate::bus::{ChangeFilter, StreamItem};
 use crate::clock::Timestamp;
 use crate::verify::constant_time_eq;
@@ -58,11 +59,18 @@ pub fn router(state: SharedState) -> Router<SharedState> {
 }
 
 /// `?since=&source=&kind=&ticket=` (lists comma-separated).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Resume after this sequence number (what the client saw last); without it (and without
+    /// `Last-Event-ID`), the stream starts with the next change.
     since: Option<String>,
+    /// Sources to follow, comma-separated (all when absent).
     source: Option<String>,
+    /// Kinds to follow, comma-separated; a kind takes its more precise kinds too (`delivery`
+    /// takes `delivery.processed`). All when absent.
     kind: Option<String>,
+    /// A ticket from `POST /api/stream/ticket`, for clients that cannot send a header.
     ticket: Option<String>,
 }
 
@@ -101,7 +109,22 @@ impl StreamQuery {
     }
 }
 
-async fn sse(
+/// The change feed as Server-Sent Events: `id:` the sequence number, `event:` the kind
+/// (`delivery.received`, `ledger.created`, …), `data:` the change as JSON. Control events:
+/// `lagged` (`{"resume_from": SEQ}`: the client fell behind; what follows was read from the
+/// database, nothing is lost) and `truncated` (`{"oldest": SEQ}`: the resume point was
+/// pruned). The answer never ends by itself.
+#[utoipa::path(get, path = "/api/stream", tag = "stream",
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header,
+         description = "The last id seen, sent by an `EventSource` that reconnects (as `since`)")),
+    security(("bearer" = []), ("ticket" = [])),
+    responses(
+        (status = 200, description = "An endless stream of changes", body = String,
+         content_type = "text/event-stream"),
+        (status = 400, description = "A malformed `since`", body = ErrorBody),
+        (status = 401, description = "No valid admin token or ticket", body = ErrorBody)))]
+pub async fn sse(
     State(state): State<SharedState>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
@@ -146,7 +169,17 @@ pub fn ws_frame(item: &StreamItem) -> String {
     }
 }
 
-async fn websocket(
+/// The change feed as a WebSocket: one JSON text frame per change (with its `seq`), or a
+/// control frame whose `kind` is `lagged` or `truncated` (as on `/api/stream`). Resume with
+/// `?since=SEQ`.
+#[utoipa::path(get, path = "/api/ws", tag = "stream", params(StreamQuery),
+    security(("bearer" = []), ("ticket" = [])),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket of changes"),
+        (status = 400, description = "A malformed `since` or not a WebSocket handshake",
+         body = ErrorBody),
+        (status = 401, description = "No valid admin token or ticket", body = ErrorBody)))]
+pub async fn websocket(
     State(state): State<SharedState>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
@@ -193,57 +226,110 @@ pub async fn pump_to_socket(
     let _ = socket.send(Message::Close(None)).await;
 }
 
-async fn issue_ticket(State(state): State<SharedState>) -> Response {
-    let expires = state.clock.now().unix_seconds() + TICKET_SECONDS;
-    Json(json!({
-        "ticket": state.stream_tickets.sign(expires),
-        "expires_in": TICKET_SECONDS,
-    }))
-    .into_response()
+/// A short-lived ticket that opens the streams.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamTicket {
+    /// Pass it as `?ticket=` to `/api/stream`, `/api/ws` or `/api/v2/ws/orders`; any
+    /// instance sharing the database accepts it.
+    pub ticket: String,
+    /// Seconds it stays valid (60).
+    pub expires_in: i64,
 }
 
-/// The key stream tickets are signed with: random, drawn once per process.
-pub struct TicketKey(SecretString);
+/// A ticket for browsers, whose `EventSource` and `WebSocket` cannot send the admin token in a
+/// header: valid for 60 s, for the streams only, on every instance sharing the database, for as
+/// long as the token that asked for it is accepted.
+#[utoipa::path(post, path = "/api/stream/ticket", tag = "stream",
+    security(("bearer" = [])),
+    responses((status = 200, body = StreamTicket),
+        (status = 401, description = "No valid admin token", body = ErrorBody)))]
+pub async fn issue_ticket(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+) -> Json<StreamTicket> {
+    let expires = state.clock.now().unix_seconds() + TICKET_SECONDS;
+    let token = auth::digest(bearer(&headers));
+    Json(StreamTicket {
+        ticket: Ticket::issue(&token, expires),
+        expires_in: TICKET_SECONDS,
+    })
+}
 
-impl TicketKey {
-    pub fn random() -> Self {
-        let mut key = [0u8; 32];
-        if getrandom::getrandom(&mut key).is_err() {
-            // Without the OS's randomness, tickets are still unguessable enough for 60 s.
-            key = std::array::from_fn(|_| fastrand::u8(..));
-        }
-        Self(SecretString::from(hex::encode(key)))
+/// A stream ticket, `EXPIRES.NONCE.MAC`: an expiry (unix seconds), 8 random bytes in hex and
+/// the HMAC-SHA256 of both keyed with the SHA-256 digest of the admin token it was issued to.
+///
+/// Nothing is stored, yet every instance sharing the database accepts it: each knows the same
+/// digests (the configured tokens' and those in `admin_tokens`), so a ticket is good wherever,
+/// and for as long as, the token it came from is. Knowing a digest is what forging takes, and a
+/// digest is either derived from the token itself or read from the database, whose reader sees
+/// the change feed anyway. The signed text names its purpose, so a MAC made for anything else
+/// never passes as a ticket, and a ticket only ever opens the streams (`?ticket=` is read by
+/// [`require_token_or_ticket`] alone).
+#[derive(Debug, PartialEq, Eq)]
+struct Ticket<'a> {
+    expires: i64,
+    nonce: &'a str,
+    mac: &'a str,
+}
+
+impl<'a> Ticket<'a> {
+    fn issue(token: &auth::TokenDigest, expires: i64) -> String {
+        let nonce = hex::encode(fastrand::u64(..).to_le_bytes());
+        format!("{expires}.{nonce}.{}", Self::mac(token, expires, &nonce))
     }
 
-    #[cfg(test)]
-    fn from_text(text: &str) -> Self {
-        Self(SecretString::from(text.to_owned()))
-    }
-
-    fn mac(&self, expires: i64) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.0.expose_secret().as_bytes())
+    fn mac(token: &auth::TokenDigest, expires: i64, nonce: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(token)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(b"wharf stream ticket ");
-        mac.update(expires.to_string().as_bytes());
+        mac.update(b"wharf stream ticket v1\n");
+        mac.update(format!("{expires}.{nonce}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// `EXPIRES.MAC`: the expiry (unix seconds) and its HMAC.
-    pub fn sign(&self, expires: i64) -> String {
-        format!("{expires}.{}", self.mac(expires))
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.splitn(3, '.');
+        let expires = parts.next()?.parse().ok()?;
+        let nonce = parts.next()?;
+        let mac = parts.next()?;
+        Some(Self {
+            expires,
+            nonce,
+            mac,
+        })
     }
 
-    /// True for a ticket this key signed that has not expired at `now`.
-    pub fn accepts(&self, ticket: &str, now: Timestamp) -> bool {
-        let Some((expires, mac)) = ticket.split_once('.') else {
-            return false;
-        };
-        let Ok(expires) = expires.parse::<i64>() else {
-            return false;
-        };
-        let genuine = constant_time_eq(mac.as_bytes(), self.mac(expires).as_bytes());
-        genuine && now.unix_seconds() <= expires && expires - now.unix_seconds() <= TICKET_SECONDS
+    /// Not expired at `now`, and not claiming more than a ticket's life (a forged far expiry
+    /// fails here even before its MAC).
+    fn fresh(&self, now: Timestamp) -> bool {
+        let left = self.expires - now.unix_seconds();
+        (0..=TICKET_SECONDS).contains(&left)
     }
+
+    fn signed_with(&self, token: &auth::TokenDigest) -> bool {
+        let expected = Self::mac(token, self.expires, self.nonce);
+        constant_time_eq(self.mac.as_bytes(), expected.as_bytes())
+    }
+}
+
+/// Whether `text` is a fresh ticket signed with a known token's digest. One unknown to this
+/// instance makes it read the stored digests again, once: the token may have been minted
+/// since (`wharf token create`), its ticket issued by another instance.
+async fn ticket_accepted(state: &AppState, text: &str) -> bool {
+    let Some(ticket) = Ticket::parse(text) else {
+        return false;
+    };
+    if !ticket.fresh(state.clock.now()) {
+        return false;
+    }
+    let signed = |token: &auth::TokenDigest| ticket.signed_with(token);
+    if state.admin_tokens.any_known(signed) {
+        return true;
+    }
+    state
+        .admin_tokens
+        .reload(state.storage.tokens.as_ref())
+        .await;
+    state.admin_tokens.any_known(signed)
 }
 
 fn bearer(headers: &HeaderMap) -> &str {
@@ -282,9 +368,7 @@ pub async fn require_token_or_ticket(
         .ok()
         .and_then(|query| query.0.ticket);
     match ticket {
-        Some(ticket) if state.stream_tickets.accepts(&ticket, state.clock.now()) => {
-            next.run(request).await
-        }
+        Some(ticket) if ticket_accepted(&state, &ticket).await => next.run(request).await,
         _ => unauthorized(),
     }
 }
@@ -293,19 +377,49 @@ pub async fn require_token_or_ticket(
 mod tests {
     use super::*;
 
+    fn now() -> Timestamp {
+        Timestamp::from_unix_seconds(1_700_000_000)
+    }
+
     #[test]
-    fn a_ticket_opens_streams_until_it_expires_and_only_under_its_key() {
-        let key = TicketKey::from_text("key");
-        let now = Timestamp::from_unix_seconds(1_700_000_000);
-        let ticket = key.sign(now.unix_seconds() + TICKET_SECONDS);
-        assert!(key.accepts(&ticket, now));
-        let later = Timestamp::from_unix_seconds(now.unix_seconds() + TICKET_SECONDS + 1);
-        assert!(!key.accepts(&ticket, later));
-        assert!(!TicketKey::from_text("other").accepts(&ticket, now));
-        assert!(!TicketKey::random().accepts(&ticket, now));
-        // A forged expiry far in the future fails both the MAC and the bound.
-        let forged = ticket.replacen(&(now.unix_seconds() + 60).to_string(), "9999999999", 1);
-        assert!(!key.accepts(&forged, now));
-        assert!(!key.accepts("garbage", now));
+    fn a_ticket_passes_under_its_tokens_digest_until_it_expires() {
+        let token = auth::digest("token");
+        let text = Ticket::issue(&token, now().unix_seconds() + TICKET_SECONDS);
+        let ticket = Ticket::parse(&text).expect("parses");
+        assert!(ticket.fresh(now()) && ticket.signed_with(&token));
+        assert!(!ticket.signed_with(&auth::digest("other token")));
+        let later = Timestamp::from_unix_seconds(now().unix_seconds() + TICKET_SECONDS + 1);
+        assert!(!ticket.fresh(later));
+        // Two tickets for one token and expiry still differ (the nonce).
+        assert_ne!(
+            text,
+            Ticket::issue(&token, now().unix_seconds() + TICKET_SECONDS)
+        );
+    }
+
+    #[test]
+    fn a_tampered_or_malformed_ticket_fails() {
+        let token = auth::digest("token");
+        let expires = now().unix_seconds() + TICKET_SECONDS;
+        let text = Ticket::issue(&token, expires);
+        // A later expiry under the same MAC: inside a ticket's life, but not what was signed.
+        let moved = text.replacen(&expires.to_string(), &(expires - 1).to_string(), 1);
+        let moved = Ticket::parse(&moved).expect("parses");
+        assert!(moved.fresh(now()) && !moved.signed_with(&token));
+        // A far expiry fails the bound before the MAC is even looked at.
+        let far = text.replacen(&expires.to_string(), "9999999999", 1);
+        assert!(!Ticket::parse(&far).expect("parses").fresh(now()));
+        let mut flipped = text.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'0' { b'1' } else { b'0' };
+        let flipped = String::from_utf8(flipped).expect("ascii");
+        assert!(!Ticket::parse(&flipped).expect("parses").signed_with(&token));
+        for garbage in ["", "garbage", "1.2", "x.y.z"] {
+            let parsed = Ticket::parse(garbage);
+            assert!(
+                parsed.is_none_or(|ticket| !ticket.signed_with(&token)),
+                "{garbage}"
+            );
+        }
     }
 }

@@ -86,7 +86,7 @@ async fn every_configured_token_works_and_none_is_minted() {
 }
 
 /// Runs `wharf token create` against a database; returns the printed token.
-async fn token_create(database: &TestDatabase) -> String {
+pub(crate) async fn token_create(database: &TestDatabase) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_wharf"))
         .args(["token", "create", "--label", "ci"])
         .env("WHARF_DATABASE", database.url())

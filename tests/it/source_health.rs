@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wharf::clock::ManualClock;
 
-use crate::support::{at, sale_body, TestApp};
+use crate::support::{at, on_both_backends, sale_body, Backend, TestApp};
 
 async fn flags(app: &TestApp) -> serde_json::Value {
     app.get("/health")
@@ -24,9 +24,8 @@ fn gauge(metrics: &str, source: &str, reason: &str) -> Option<u8> {
         .and_then(|value| value.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_requests_outnumbering_accepted_ones_flag_the_source_everywhere() {
-    let app = TestApp::spawn().await;
+async fn refused_requests_outnumbering_accepted_ones_flag_the_source_everywhere(backend: Backend) {
+    let app = TestApp::spawn_on(backend).await;
     let metrics = app.get("/metrics").await.text().await.expect("metrics");
     assert_eq!(gauge(&metrics, "cartpanda", "rejection_spike"), Some(0));
     assert_eq!(flags(&app).await["sources_flagged"], serde_json::json!([]));
@@ -71,10 +70,13 @@ async fn refused_requests_outnumbering_accepted_ones_flag_the_source_everywhere(
     app.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_source_that_usually_receives_traffic_and_goes_quiet_is_flagged_silent() {
+async fn a_source_that_usually_receives_traffic_and_goes_quiet_is_flagged_silent(backend: Backend) {
     let clock = ManualClock::at(at(1_800_000_000));
-    let app = TestApp::builder().manual_clock(clock.clone()).spawn().await;
+    let app = TestApp::builder()
+        .backend(backend)
+        .manual_clock(clock.clone())
+        .spawn()
+        .await;
     // Sixty deliveries, one a minute: over the week's baseline, one every 2.8 hours, so ten
     // usual gaps make 28 hours.
     for n in 0..60 {
@@ -107,3 +109,8 @@ async fn a_source_that_usually_receives_traffic_and_goes_quiet_is_flagged_silent
     assert_eq!(gauge(&metrics, "cartpanda", "silent"), Some(1));
     app.shutdown().await;
 }
+
+on_both_backends!(
+    refused_requests_outnumbering_accepted_ones_flag_the_source_everywhere,
+    a_source_that_usually_receives_traffic_and_goes_quiet_is_flagged_silent,
+);

@@ -86,11 +86,32 @@ impl AdminTokens {
         if self.knows(&presented) {
             return true;
         }
+        self.reload_locked(store).await;
+        self.knows(&presented)
+    }
+
+    /// Whether `accept` holds for any known digest; it is asked of every one, without stopping
+    /// at the first that passes (timing shows nothing about which token matched).
+    pub fn any_known(&self, accept: impl Fn(&TokenDigest) -> bool) -> bool {
+        let stored = self.stored.read();
+        self.configured
+            .iter()
+            .chain(stored.iter())
+            .fold(false, |found, digest| accept(digest) | found)
+    }
+
+    /// Reads the stored digests again (one read at a time): a token minted since, by
+    /// `wharf token create` or by another instance, becomes known.
+    pub async fn reload(&self, store: &dyn AdminTokenStore) {
+        let _reloading = self.reloading.lock().await;
+        self.reload_locked(store).await;
+    }
+
+    async fn reload_locked(&self, store: &dyn AdminTokenStore) {
         match store.admin_tokens().await {
             Ok(tokens) => self.set_stored(&tokens),
             Err(error) => tracing::warn!(%error, "cannot read the stored admin tokens"),
         }
-        self.knows(&presented)
     }
 }
 
