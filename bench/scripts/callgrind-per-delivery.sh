@@ -3,9 +3,10 @@
 # posts N signed CartPanda sales over 4 keep-alive connections, stops it, and prints the
 # inclusive counts of the ingest path's parts. Compare two builds by their totals / N.
 #   bench/scripts/callgrind-per-delivery.sh [N] [--processing]   (needs cargo build --release)
-# Without --processing the processor sleeps (bench/scripts/processing-off.toml): the ack path
-# and SQLite's projection only. Note that valgrind hides SHA-NI, so HMAC (sha2::compress256)
-# costs far more here than on the CPU; subtract it when comparing with the floor.
+# Without --processing the processor's loop sleeps (bench/scripts/processing-off.toml); first
+# attempts still ride SQLite's projection, so the two differ only by retries and lookups.
+# Note that valgrind hides SHA-NI, so HMAC (sha2::compress256) costs far more here than on the
+# CPU; subtract it when comparing with the floor.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-3000}
