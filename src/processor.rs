@@ -155,7 +155,7 @@ impl Processor {
         let completions = self.attempt_all(claimed, lookups).await;
         let attempted: Vec<Attempted> = completions
             .iter()
-            .map(|(delivery, completion)| Attempted::new(delivery, completion))
+            .map(|(delivery, completion)| Attempted::new(delivery, completion, true))
             .collect();
         let completions: Vec<Completion> = completions
             .into_iter()
@@ -201,7 +201,7 @@ impl Processor {
         Some(outcome)
     }
 
-    /// Normalizes a batch off the async threads: parsing is CPU work.
+    /// Normalizes a batch on the background thread: parsing is CPU work that yields to ingest.
     async fn attempt_all(
         &self,
         claimed: Vec<ClaimedDelivery>,
@@ -211,7 +211,6 @@ impl Processor {
         let clock = self.clock.clone();
         let settings = self.settings.clone();
         let work = move || {
-            crate::background::yield_to_ingest();
             claimed
                 .into_iter()
                 .zip(lookups)
@@ -222,10 +221,10 @@ impl Processor {
                 })
                 .collect()
         };
-        match tokio::task::spawn_blocking(work).await {
+        match crate::background::run(work).await {
             Ok(completions) => completions,
             Err(error) => {
-                tracing::error!(%error, "normalization task failed");
+                tracing::error!(%error, "normalization failed");
                 Vec::new()
             }
         }
@@ -428,7 +427,9 @@ impl FirstAttempt for OnArrival {
     fn completed(&self, delivery: &ClaimedDelivery, completion: &Completion, result: &Completed) {
         let duration = Duration::from_micros(completion.duration_micros.max(0) as u64);
         self.metrics.attempt_duration.observe(duration);
-        let attempted = Attempted::new(delivery, completion);
+        // Only a failure is logged (in the delivery's span): most first attempts need no span.
+        let logged = matches!(result, Completed::Failed(_) | Completed::Rejected);
+        let attempted = Attempted::new(delivery, completion, logged);
         record_outcome(
             &self.metrics,
             self.clock.now(),
@@ -484,7 +485,8 @@ struct Attempted {
 }
 
 impl Attempted {
-    fn new(delivery: &ClaimedDelivery, completion: &Completion) -> Self {
+    /// Without `span`, whatever it logs is logged outside the delivery's span.
+    fn new(delivery: &ClaimedDelivery, completion: &Completion, span: bool) -> Self {
         let error = match &completion.outcome {
             CompletionOutcome::Fail { error, .. } | CompletionOutcome::Reject(error) => {
                 Some(error.clone())
@@ -492,7 +494,11 @@ impl Attempted {
             CompletionOutcome::Apply(_) | CompletionOutcome::Ignore(_) => None,
         };
         Self {
-            span: delivery_span(delivery, delivery.attempts + 1),
+            span: if span {
+                delivery_span(delivery, delivery.attempts + 1)
+            } else {
+                tracing::Span::none()
+            },
             source: delivery.source.clone(),
             received_at: delivery.received_at,
             error,
@@ -539,7 +545,10 @@ fn attempt(
 ) -> Completion {
     let started = Instant::now();
     let attempt_number = delivery.attempts + 1;
-    let _entered = delivery_span(delivery, attempt_number).entered();
+    // Nothing a normalization or judgement runs logs above DEBUG (sources never log), so
+    // below it the span would wrap no line; building one cost as much as reading a sale.
+    let _entered = tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| delivery_span(delivery, attempt_number).entered());
     let retry = retry_plan(settings, attempt_number, now);
     let normalized = match (sources.get(&delivery.source), lookup) {
         (None, _) => Err(CompletionOutcome::Fail {

@@ -12,7 +12,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 n=${1:-3000}
 dir=$(mktemp -d)
 [ "${2:-}" = "--processing" ] || cp "$root/bench/scripts/processing-off.toml" "$dir/wharf.toml"
-port=18555
+port=${CALLGRIND_PORT:-18555}  # set it when two runs share the machine
 (cd "$dir" && WHARF_LISTEN=127.0.0.1:$port WHARF_DATABASE="sqlite://$dir/cg.db" \
   CARTPANDA_WEBHOOK_SECRET=cg-secret WHARF_ADMIN_TOKEN=x \
   valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out" \

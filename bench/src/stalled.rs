@@ -471,12 +471,22 @@ impl fmt::Display for StalledSummary<'_> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_marker_cut_between_two_reads_is_found() {
+    async fn listen() -> (tokio::net::TcpListener, std::net::SocketAddr) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        (listener, addr)
+    }
+
+    async fn subscribe(addr: std::net::SocketAddr, kind: StreamKind) -> Subscriber {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Subscriber { stream, kind }
+    }
+
+    #[tokio::test]
+    async fn a_marker_cut_between_two_reads_is_found() {
+        let (listener, addr) = listen().await;
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             socket
@@ -488,21 +498,14 @@ mod tests {
             socket.write_all(b"ged\ndata: {}\n\n").await.expect("write");
             tokio::time::sleep(Duration::from_millis(200)).await;
         });
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let subscriber = Subscriber {
-            stream,
-            kind: StreamKind::Sse,
-        };
+        let subscriber = subscribe(addr, StreamKind::Sse).await;
         assert!(subscriber.told_lagged().await);
         server.await.expect("server");
     }
 
     #[tokio::test]
     async fn a_stream_that_ends_without_the_marker_was_not_told() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (listener, addr) = listen().await;
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             socket
@@ -510,11 +513,7 @@ mod tests {
                 .await
                 .expect("write");
         });
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let subscriber = Subscriber {
-            stream,
-            kind: StreamKind::WebSocket,
-        };
+        let subscriber = subscribe(addr, StreamKind::WebSocket).await;
         assert!(!subscriber.told_lagged().await);
         server.await.expect("server");
     }

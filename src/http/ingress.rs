@@ -5,8 +5,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -32,24 +33,19 @@ pub async fn receive_on_route(
     state: SharedState,
     source: Arc<str>,
     path_params: Option<Path<Vec<(String, String)>>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
     let path_params = path_params.map(|Path(params)| params).unwrap_or_default();
-    receive_for(&state, &source, method, uri, headers, path_params, body).await
+    receive_for(&state, &source, request, path_params).await
 }
 
 /// `/in/{source}`: POST, and whatever other methods the source's own routes use.
 pub async fn receive(
     State(state): State<SharedState>,
     Path(source): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    let method = request.method();
     let allowed = state.routes.get(&source).is_none_or(|route| {
         method == Method::POST
             || route
@@ -81,19 +77,26 @@ pub async fn receive(
         }
         return response;
     }
-    receive_for(&state, &source, method, uri, headers, Vec::new(), body).await
+    receive_for(&state, &source, request, Vec::new()).await
 }
 
+/// Takes the request whole: extracting its method, URI and headers apart would copy them.
 async fn receive_for(
     state: &SharedState,
     name: &str,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    request: Request,
     path_params: Vec<(String, String)>,
-    body: Body,
 ) -> Response {
     let started = Instant::now();
+    let (
+        Parts {
+            method,
+            uri,
+            headers,
+            ..
+        },
+        body,
+    ) = request.into_parts();
     let Some(route) = state.routes.get(name) else {
         return ApiError::not_found(format!("no source named {name:?}")).into_response();
     };
@@ -121,20 +124,21 @@ async fn receive_for(
             return error.for_source(source);
         }
     };
+    let received_at = state.clock.now();
     let request = IncomingRequest {
         method,
         path: uri.path().to_owned(),
         query: uri.query().map(str::to_owned),
         headers,
         body,
-        received_at: state.clock.now(),
+        received_at,
         path_params,
     };
-    let verified = match sources::authenticate(source, request, state.clock.now()) {
-        Ok(verified) => verified,
+    let verified = match sources::authenticate(source, request, received_at) {
+        Ok(verified) => verified.with_max_depth(state.limits.max_json_depth),
         Err(rejected) => return reject(route, *rejected),
     };
-    let identified = identify(source, &verified, state.limits.max_json_depth);
+    let identified = identify(source, &verified);
     let delivery = new_delivery(route, &verified, &identified);
     let appended = match state.storage.log.append(delivery).await {
         Ok(appended) => appended,
@@ -184,6 +188,9 @@ async fn receive_for(
 fn reply_response(reply: Reply) -> Response {
     match reply {
         Reply::Json(status, body) => (status, Json(body)).into_response(),
+        Reply::JsonText(status, text) => {
+            (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+        }
         Reply::Text(status, text) => (
             status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -289,22 +296,19 @@ fn log_rejection(source: &str, cause: &str, reason: &dyn std::fmt::Display) {
     }
 }
 
-fn identify(
-    source: &dyn sources::Source,
-    verified: &Verified,
-    max_depth: usize,
-) -> Result<Identity, IdentifyError> {
+fn identify(source: &dyn sources::Source, verified: &Verified) -> Result<Identity, IdentifyError> {
+    let identified = source.identify(verified);
     let body = &verified.request().body;
     let looks_like_json = body
         .iter()
         .find(|byte| !byte.is_ascii_whitespace())
         .is_some_and(|byte| matches!(byte, b'{' | b'['));
     if looks_like_json {
-        // Refused for every source, whether or not it reads JSON; the tree is kept for the
-        // source's own reading.
-        verified.parse_json(max_depth)?;
+        // Refused for every source, whether or not it reads JSON, and before anything the
+        // source said; a source that read the body made this check in the same pass.
+        verified.check_json()?;
     }
-    source.identify(verified)
+    identified
 }
 
 /// The request's path with the values of its secret path segments (a token in the URL)

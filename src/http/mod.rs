@@ -162,8 +162,8 @@ fn source_routes(state: &SharedState) -> Router<SharedState> {
             let source: Arc<str> = Arc::from(source);
             method_router = method_router.on(
                 filter,
-                move |State(state): State<SharedState>, params, method, uri, headers, body| {
-                    ingress::receive_on_route(state, source, params, method, uri, headers, body)
+                move |State(state): State<SharedState>, params, request| {
+                    ingress::receive_on_route(state, source, params, request)
                 },
             );
         }

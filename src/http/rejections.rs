@@ -27,12 +27,32 @@ const SECRET_FRAGMENTS: &[&str] = &["secret", "password", "token", "api_key", "a
 pub const REDACTED: &str = "[redacted]";
 
 fn is_secret(name: &str, extra: &[&str]) -> bool {
-    SECRET_HEADERS.contains(&name)
-        || extra.contains(&name)
-        || SECRET_FRAGMENTS
-            .iter()
-            .any(|fragment| name.contains(fragment))
+    SECRET_HEADERS.contains(&name) || extra.contains(&name) || holds_secret_fragment(name)
 }
+
+/// Whether `name` contains one of [`SECRET_FRAGMENTS`], in one pass that compares a fragment
+/// only where a byte could start one: `str::contains` builds a searcher per fragment, which cost
+/// more than all the rest of storing a header, for every header of every delivery.
+fn holds_secret_fragment(name: &str) -> bool {
+    let name = name.as_bytes();
+    (0..name.len()).any(|at| {
+        STARTS_A_FRAGMENT[usize::from(name[at])]
+            && SECRET_FRAGMENTS
+                .iter()
+                .any(|fragment| name[at..].starts_with(fragment.as_bytes()))
+    })
+}
+
+/// The bytes [`SECRET_FRAGMENTS`] begin with.
+const STARTS_A_FRAGMENT: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut index = 0;
+    while index < SECRET_FRAGMENTS.len() {
+        table[SECRET_FRAGMENTS[index].as_bytes()[0] as usize] = true;
+        index += 1;
+    }
+    table
+};
 
 /// Headers as a JSON object, secret values replaced; repeated headers joined with ", ".
 pub fn redacted_headers(headers: &HeaderMap, extra_secret_names: &[&str]) -> Map<String, Value> {
@@ -49,18 +69,35 @@ pub fn redacted_headers_json(
     headers: &HeaderMap,
     extra_secret_names: &[&str],
 ) -> String {
-    struct AsObject<'a>(&'a [(&'a str, &'a str)], &'a HeaderMap, &'a [&'a str]);
-    impl Serialize for AsObject<'_> {
-        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let pseudo = self
-                .0
-                .iter()
-                .map(|(name, value)| (*name, Cow::Borrowed(*value)));
-            serializer.collect_map(pseudo.chain(redacted_header_pairs(self.1, self.2)))
+    let mut out = String::with_capacity(256);
+    out.push('{');
+    let entries = pseudo
+        .iter()
+        .map(|(name, value)| (*name, Cow::Borrowed(*value)))
+        .chain(redacted_header_pairs(headers, extra_secret_names));
+    for (index, (name, value)) in entries.enumerate() {
+        if index > 0 {
+            out.push(',');
         }
+        push_json_string(&mut out, name);
+        out.push(':');
+        push_json_string(&mut out, &value);
     }
-    // Serializing strings into a String cannot fail.
-    serde_json::to_string(&AsObject(pseudo, headers, extra_secret_names)).unwrap_or_default()
+    out.push('}');
+    out
+}
+
+/// Writes `text` as a JSON string exactly as serde_json writes it; text with nothing to escape
+/// (every header name and nearly every value) is copied as it is.
+fn push_json_string(out: &mut String, text: &str) {
+    if !needs_escape(text.as_bytes()) {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // Serializing a string into a String cannot fail.
+        out.push_str(&serde_json::to_string(text).unwrap_or_default());
+    }
 }
 
 fn redacted_header_pairs<'a>(
@@ -73,17 +110,50 @@ fn redacted_header_pairs<'a>(
             return (name_text, Cow::Borrowed(REDACTED));
         }
         let mut values = headers.get_all(name).iter();
-        let first = values.next().map_or(Cow::Borrowed(""), |value| {
-            String::from_utf8_lossy(value.as_bytes())
-        });
+        let first = values
+            .next()
+            .map_or(Cow::Borrowed(""), |value| lossy_text(value.as_bytes()));
         let value = values.fold(first, |joined, value| {
             let mut joined = joined.into_owned();
             joined.push_str(", ");
-            joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            joined.push_str(&lossy_text(value.as_bytes()));
             Cow::Owned(joined)
         });
         (name_text, value)
     })
+}
+
+/// Whether JSON must escape any of `bytes` (a control character, `"` or `\\`), eight bytes at a
+/// time: the classic "has a byte less than n" test, exact for whether any byte matches.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let has_zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGHS != 0;
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        let word = u64::from_ne_bytes(eight);
+        if word.wrapping_sub(ONES * 0x20) & !word & HIGHS != 0
+            || has_zero(word ^ (ONES * u64::from(b'"')))
+            || has_zero(word ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+}
+
+/// A header value as text, invalid UTF-8 replaced as by `String::from_utf8_lossy`; valid text
+/// (every header a provider sends) takes the quicker check.
+fn lossy_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 /// A query string with secret parameter values replaced.
@@ -169,10 +239,74 @@ mod tests {
             shown,
             "the stored text and the tree agree"
         );
+        let mut odd = HeaderMap::new();
+        odd.insert(
+            "x-odd",
+            HeaderValue::from_bytes(b"tab\there \\ \"q\" caf\xc3\xa9 \xff").expect("header"),
+        );
+        odd.insert("x-plain", HeaderValue::from_static("plain"));
+        let pseudo = [(":method", "POST"), (":path", "/a\"b\u{7f}\u{1}\n")];
+        let mut tree = Map::new();
+        for (name, value) in pseudo {
+            tree.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+        tree.extend(redacted_headers(&odd, &[]));
+        assert_eq!(
+            redacted_headers_json(&pseudo, &odd, &[]),
+            Value::Object(tree).to_string(),
+            "escapes, control characters and invalid UTF-8 are written as serde_json writes them"
+        );
         assert_eq!(
             redacted_query("a=1&api_key=s3&token=x", &[]),
             "a=1&api_key=[redacted]&token=[redacted]"
         );
+    }
+
+    #[test]
+    fn escapes_are_found_at_every_position_in_a_word() {
+        for length in 0..20 {
+            for at in 0..length {
+                for byte in 0..=255u8 {
+                    let mut text = vec![b'a'; length];
+                    text[at] = byte;
+                    let expected = byte < 0x20 || byte == b'"' || byte == b'\\';
+                    assert_eq!(needs_escape(&text), expected, "{byte} at {at} of {length}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+        assert!(!needs_escape(
+            "caf\u{e9} \u{7f} x-cartpanda-signature".as_bytes()
+        ));
+    }
+
+    #[test]
+    fn a_secret_fragment_is_found_anywhere_in_a_name() {
+        for name in [
+            "x-webhook-secret",
+            "secret",
+            "x-shop-token-id",
+            "my_password",
+            "x-api_key",
+            "apikey2",
+            "tokentoken",
+            "x-s-secret",
+        ] {
+            assert!(holds_secret_fragment(name), "{name}");
+        }
+        for name in [
+            "",
+            "x-cartpanda-signature",
+            "content-type",
+            "secre",
+            "tokn",
+            "api-key",
+            "s",
+        ] {
+            assert!(!holds_secret_fragment(name), "{name}");
+        }
+        assert!(is_secret("api-key", &[]), "a whole secret name");
+        assert!(is_secret("x-signature", &["x-signature"]), "a source's own");
     }
 
     #[test]

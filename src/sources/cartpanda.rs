@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::json::{self, first_text, text, Fields, NullAmount};
+use super::json::{self, first_text, text, Fields, NullAmount, Picked};
 use super::registry::{self, Provider};
 use super::{
     sample, verify_body_hmac, IdentifyError, Identity, IncomingRequest, NormalizeError, Normalized,
@@ -165,14 +165,32 @@ enum Shape<'a> {
 }
 
 fn shape(payload: &Value) -> Option<Shape<'_>> {
-    if let Some(event_type) = payload.get("type").and_then(Value::as_str) {
+    shape_of(payload.get("type"), payload.get("event"))
+}
+
+/// The shape told by the values of `type` and `event`.
+fn shape_of<'a>(kind: Option<&'a Value>, event: Option<&'a Value>) -> Option<Shape<'a>> {
+    if let Some(event_type) = kind.and_then(Value::as_str) {
         return Some(Shape::Sale { event_type });
     }
-    payload
-        .get("event")
+    event
         .and_then(Value::as_str)
         .map(|event| Shape::Store { event })
 }
+
+/// What either shape is identified by (a real store's event as an `order`), read in the one
+/// strict pass over the body: identifying builds no tree of the whole payload.
+const IDENTITY_FIELDS: &[&str] = &[
+    "/type",
+    "/event",
+    "/id",
+    "/data/sale_id",
+    "/order/id",
+    "/order/shop/slug",
+    "/shop/slug",
+    "/order/updated_at",
+    "/updated_at",
+];
 
 impl Source for CartPanda {
     fn name(&self) -> &str {
@@ -201,20 +219,20 @@ impl Source for CartPanda {
     }
 
     fn identify(&self, request: &Verified) -> Result<Identity, IdentifyError> {
-        let payload = request.json()?;
-        match shape(payload) {
-            Some(Shape::Sale { event_type }) => identify_sale(payload, event_type),
-            Some(Shape::Store { event }) => identify_store(payload, event, &request.request().body),
+        let picked = request.pick(IDENTITY_FIELDS)?;
+        match shape_of(picked.get("/type"), picked.get("/event")) {
+            Some(Shape::Sale { event_type }) => identify_sale(request, &picked, event_type),
+            Some(Shape::Store { event }) => identify_store(request, &picked, event),
             None => Err(IdentifyError::MissingField("type")),
         }
     }
 
     fn normalize(&self, delivery: &ClaimedDelivery) -> Result<Normalized, NormalizeError> {
-        let payload = json::parse_stored(&delivery.body)?;
-        match shape(&payload) {
-            Some(Shape::Sale { event_type }) => normalize_sale(&payload, event_type),
-            Some(Shape::Store { event }) => normalize_store(&payload, event),
-            None => Err(NormalizeError::MissingField("type")),
+        match direct::fast_sale(&delivery.body) {
+            Some(sale) => Ok(Normalized::Changes(vec![LedgerChange::Sale(Box::new(
+                sale,
+            ))])),
+            None => normalize_tree(&delivery.body),
         }
     }
 
@@ -267,18 +285,22 @@ pub const SEED_SALE_APPROVED: &str =
 /// What a real CartPanda store posts for a paid order.
 pub const STORE_ORDER_PAID: &str = include_str!("../../tests/fixtures/cartpanda/order_paid.json");
 
-fn identify_sale(payload: &Value, event_type: &str) -> Result<Identity, IdentifyError> {
-    let sale_id = text(payload, "/data/sale_id");
+fn identify_sale(
+    request: &Verified,
+    picked: &Picked<'_>,
+    event_type: &str,
+) -> Result<Identity, IdentifyError> {
+    let sale_id = picked.text("/data/sale_id");
     if event_type.starts_with("sale.") && sale_id.is_none() {
         return Err(IdentifyError::MissingField("data.sale_id"));
     }
-    let event_id = text(payload, "/id");
+    let event_id = picked.text("/id");
     let dedup_key = match (&event_id, &sale_id) {
         (Some(id), _) => format!("event:{id}"),
         (None, Some(sale)) => format!("{event_type}:{sale}"),
         (None, None) => format!(
             "{event_type}:sha256:{}",
-            hex_digest(payload.to_string().as_bytes())
+            hex_digest(request.json()?.to_string().as_bytes())
         ),
     };
     Ok(Identity {
@@ -290,21 +312,45 @@ fn identify_sale(payload: &Value, event_type: &str) -> Result<Identity, Identify
 
 /// Real stores send no event id: a delivery is the same event when shop, object id, event and
 /// the object's `updated_at` all match.
-fn identify_store(payload: &Value, event: &str, body: &[u8]) -> Result<Identity, IdentifyError> {
+fn identify_store(
+    request: &Verified,
+    picked: &Picked<'_>,
+    event: &str,
+) -> Result<Identity, IdentifyError> {
     let object = event.split('.').next().unwrap_or(event);
-    let id =
-        text(payload, &format!("/{object}/id")).ok_or(IdentifyError::MissingField("order.id"))?;
-    let shop = first_text(
-        payload,
-        &[
-            &format!("/{object}/shop/slug"),
-            "/shop/slug",
-            "/order/shop/slug",
-        ],
-    )
-    .unwrap_or_else(|| "-".to_owned());
-    let version = first_text(payload, &[&format!("/{object}/updated_at"), "/updated_at"])
-        .unwrap_or_else(|| format!("sha256:{}", hex_digest(body)));
+    let (id, object_shop, object_updated) = (
+        format!("/{object}/id"),
+        format!("/{object}/shop/slug"),
+        format!("/{object}/updated_at"),
+    );
+    let wanted = [
+        id.as_str(),
+        object_shop.as_str(),
+        "/shop/slug",
+        "/order/shop/slug",
+        object_updated.as_str(),
+        "/updated_at",
+    ];
+    // An `order` was read with the rest; another object (`product`) is a second pass.
+    let other;
+    let picked = if wanted
+        .iter()
+        .all(|pointer| IDENTITY_FIELDS.contains(pointer))
+    {
+        picked
+    } else {
+        other = request.pick(&wanted)?;
+        &other
+    };
+    let id = picked
+        .text(&id)
+        .ok_or(IdentifyError::MissingField("order.id"))?;
+    let shop = picked
+        .first_text(&[&object_shop, "/shop/slug", "/order/shop/slug"])
+        .unwrap_or_else(|| "-".to_owned());
+    let version = picked
+        .first_text(&[&object_updated, "/updated_at"])
+        .unwrap_or_else(|| format!("sha256:{}", hex_digest(&request.request().body)));
     Ok(Identity {
         event_id: None,
         event_type: event.to_owned(),
@@ -314,6 +360,413 @@ fn identify_store(payload: &Value, event: &str, body: &[u8]) -> Result<Identity,
 
 fn hex_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+/// Normalizes a stored body through its JSON tree: every shape, and every error named.
+fn normalize_tree(body: &[u8]) -> Result<Normalized, NormalizeError> {
+    let payload = json::parse_stored(body)?;
+    match shape(&payload) {
+        Some(Shape::Sale { event_type }) => normalize_sale(&payload, event_type),
+        Some(Shape::Store { event }) => normalize_store(&payload, event),
+        None => Err(NormalizeError::MissingField("type")),
+    }
+}
+
+/// Seed 000's sale events read without a JSON tree (see [`direct::fast_sale`]).
+mod direct {
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    use super::json::NullAmount;
+    use crate::clock::Timestamp;
+    use crate::ledger::{check_id, check_text, Currency, Money, SaleStatus, SaleUpsert};
+
+    /// Seed 000's `sale.*` events read straight from the body, without building a JSON tree:
+    /// the tree, its lookups and the metadata written back from it were most of a first
+    /// attempt's cost. It reads only bodies whose `data` is already the text serde_json writes
+    /// for it ([`compact_value`]), so that text is the metadata as it is, and gives up (`None`)
+    /// on anything the tree reads in a way of its own: escapes, exponents, a field of an
+    /// unexpected type, a value the ledger refuses. [`super::normalize_sale`] then reads the
+    /// body and says what is wrong; what this path does read, it reads as that path does
+    /// (`fast_sales_are_the_trees_sales`).
+    pub(super) fn fast_sale(body: &[u8]) -> Option<SaleUpsert> {
+        let body = std::str::from_utf8(body).ok()?;
+        let (envelope, walked) = match walked_envelope(body) {
+            Some(walked) => walked,
+            None if body.trim_start().starts_with('{') => (serde_json::from_str(body).ok()?, None),
+            None => return None,
+        };
+        let action = envelope.event_type?.strip_prefix("sale.")?;
+        let raw = envelope.data?;
+        let data = match walked {
+            Some(data) => data,
+            None => {
+                let mut data = SaleData::default();
+                let mut at = 0;
+                let compact = object(raw, &mut at, &mut Vec::new(), 0, |key, at, keys, depth| {
+                    walked_value(raw, at, keys, depth, |value| data.record(key, value))
+                });
+                if !compact || at != raw.len() {
+                    return None;
+                }
+                data
+            }
+        };
+        let [customer_email, customer_name] = nested(data.customer, ["email", "name"])?;
+        let [product_currency, product_name, product_id, price] =
+            nested(data.product, ["currency", "name", "id", "price"])?;
+        let [affiliate_code, affiliate_name, commission] =
+            nested(data.affiliate, ["code", "name", "commission"])?;
+        let [payment_status, payment_method, transaction_id] =
+            nested(data.payment, ["status", "method", "transaction_id"])?;
+        let cartpanda_id = id(data.sale_id)??;
+        let currency = match currency(data.currency)? {
+            Some(currency) => currency,
+            None => currency(product_currency)?.unwrap_or_else(Currency::brl),
+        };
+        let status = match SaleStatus::parse(action) {
+            Some(status) => Some(status),
+            None => lenient(payment_status)?.and_then(SaleStatus::parse),
+        };
+        let event_at = match lenient(data.updated_at)?.and_then(provider_time) {
+            Some(at) => Some(at),
+            None => lenient(envelope.created_at)?.and_then(provider_time),
+        };
+        Some(SaleUpsert {
+            cartpanda_id: cartpanda_id.to_owned(),
+            customer_email: id(customer_email)?.map(str::to_owned),
+            customer_name: text(customer_name)?.map(str::to_owned),
+            product_name: text(product_name)?.map(str::to_owned),
+            product_id: id(product_id)?.map(str::to_owned),
+            price: amount(price, &currency, NullAmount::Refused)?,
+            status,
+            affiliate_code: id(affiliate_code)?.map(str::to_owned),
+            affiliate_name: text(affiliate_name)?.map(str::to_owned),
+            commission: amount(commission, &currency, NullAmount::MeansAbsent)?,
+            payment_method: text(payment_method)?.map(str::to_owned),
+            transaction_id: id(transaction_id)?.map(str::to_owned),
+            metadata: Some(raw.to_owned()),
+            event_at,
+        })
+    }
+
+    /// A field as its JSON text (`null` included); `None` when absent.
+    type Raw<'a> = Option<&'a str>;
+
+    /// `deserialize_with` for a [`Raw`] field: `null` is told apart from absence, as the tree
+    /// does.
+    fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Raw<'de>, D::Error> {
+        <&RawValue>::deserialize(deserializer).map(|raw| Some(raw.get()))
+    }
+
+    /// The members of the body the sale is read from.
+    #[derive(Default, Deserialize)]
+    struct SaleEnvelope<'a> {
+        #[serde(rename = "type")]
+        event_type: Option<&'a str>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        data: Raw<'a>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        created_at: Raw<'a>,
+    }
+
+    /// The envelope of a body that is compact as a whole (as most are: providers post what
+    /// their serializer wrote), with the members of its `data` when that is an object, read in
+    /// the one walk that checks it; `None` for any other body.
+    fn walked_envelope(body: &str) -> Option<(SaleEnvelope<'_>, Option<SaleData<'_>>)> {
+        let mut envelope = SaleEnvelope::default();
+        let mut data = None;
+        let mut typed = true;
+        let mut at = 0;
+        let compact = object(body, &mut at, &mut Vec::new(), 0, |key, at, keys, depth| {
+            if key == "data" && body.as_bytes().get(*at) == Some(&b'{') {
+                let start = *at;
+                let mut members = SaleData::default();
+                let walked = object(body, at, keys, depth, |key, at, keys, depth| {
+                    walked_value(body, at, keys, depth, |value| members.record(key, value))
+                });
+                envelope.data = body.get(start..*at);
+                data = Some(members);
+                return walked;
+            }
+            walked_value(body, at, keys, depth, |value| match key {
+                "type" => match value
+                    .strip_prefix('"')
+                    .and_then(|text| text.strip_suffix('"'))
+                {
+                    Some(text) => envelope.event_type = Some(text),
+                    None => typed = false,
+                },
+                "data" => envelope.data = Some(value),
+                "created_at" => envelope.created_at = Some(value),
+                _ => {}
+            })
+        });
+        (compact && at == body.len() && typed).then_some((envelope, data))
+    }
+
+    /// The members of `data` the ledger reads.
+    #[derive(Default)]
+    struct SaleData<'a> {
+        sale_id: Raw<'a>,
+        currency: Raw<'a>,
+        customer: Raw<'a>,
+        product: Raw<'a>,
+        affiliate: Raw<'a>,
+        payment: Raw<'a>,
+        updated_at: Raw<'a>,
+    }
+
+    impl<'a> SaleData<'a> {
+        fn record(&mut self, key: &str, value: &'a str) {
+            let field = match key {
+                "sale_id" => &mut self.sale_id,
+                "currency" => &mut self.currency,
+                "customer" => &mut self.customer,
+                "product" => &mut self.product,
+                "affiliate" => &mut self.affiliate,
+                "payment" => &mut self.payment,
+                "updated_at" => &mut self.updated_at,
+                _ => return,
+            };
+            *field = Some(value);
+        }
+    }
+
+    /// The members `names` of an object on the way to fields (already walked by
+    /// [`compact_value`]): absent or `null`, it holds none of them (as
+    /// [`Fields::get`](super::Fields::get) reads it); anything but an object is the tree's to
+    /// judge.
+    fn nested<'a, const N: usize>(raw: Raw<'a>, names: [&str; N]) -> Option<[Raw<'a>; N]> {
+        let mut found = [None; N];
+        let Some(raw) = raw.filter(|raw| *raw != "null") else {
+            return Some(found);
+        };
+        let walked = object(raw, &mut 0, &mut Vec::new(), 0, |key, at, keys, depth| {
+            walked_value(raw, at, keys, depth, |value| {
+                if let Some(at) = names.iter().position(|name| *name == key) {
+                    found[at] = Some(value);
+                }
+            })
+        });
+        walked.then_some(found)
+    }
+
+    /// What [`Fields`](super::Fields)' scalar read gives (`Some(None)`: says nothing), or
+    /// `None` where the tree must decide: an escape, an exponent (written back as `e+`), an
+    /// object, an array, a boolean.
+    fn scalar(raw: Raw<'_>) -> Option<Option<&str>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        match raw.as_bytes().first()? {
+            b'n' => Some(None),
+            b'"' if !raw.contains('\\') => {
+                let text = raw[1..raw.len() - 1].trim();
+                Some((!text.is_empty()).then_some(text))
+            }
+            b'-' | b'0'..=b'9' if !raw.contains(['e', 'E']) => Some(Some(raw)),
+            _ => None,
+        }
+    }
+
+    /// [`Fields::text`](super::Fields::text): a scalar the ledger may store.
+    fn text(raw: Raw<'_>) -> Option<Option<&str>> {
+        let text = scalar(raw)?;
+        match text {
+            Some(text) if check_text(text).is_err() => None,
+            _ => Some(text),
+        }
+    }
+
+    /// [`Fields::id`](super::Fields::id): a scalar that may become a key.
+    fn id(raw: Raw<'_>) -> Option<Option<&str>> {
+        let id = scalar(raw)?;
+        match id {
+            Some(id) if check_id(id).is_err() => None,
+            _ => Some(id),
+        }
+    }
+
+    /// [`Fields::currency`](super::Fields::currency).
+    fn currency(raw: Raw<'_>) -> Option<Option<Currency>> {
+        match text(raw)? {
+            Some(code) => Currency::parse(code).ok().map(Some),
+            None => Some(None),
+        }
+    }
+
+    /// [`Fields::amount`](super::Fields::amount): a decimal string (untrimmed, as the tree
+    /// reads it) or a number, in range.
+    fn amount(raw: Raw<'_>, currency: &Currency, null: NullAmount) -> Option<Option<Money>> {
+        let Some(raw) = raw else {
+            return Some(None);
+        };
+        let decimal = match raw.as_bytes().first()? {
+            b'n' if null == NullAmount::MeansAbsent => return Some(None),
+            b'"' if !raw.contains('\\') => &raw[1..raw.len() - 1],
+            b'-' | b'0'..=b'9' if !raw.contains(['e', 'E']) => raw,
+            _ => return None,
+        };
+        let money = Money::parse_decimal(decimal, currency.clone()).ok()?;
+        money.check_sale_amount().ok()?;
+        Some(Some(money))
+    }
+
+    /// [`json::text`](super::json::text)'s lenient read: anything but a non-blank string or a
+    /// number says nothing.
+    fn lenient(raw: Raw<'_>) -> Option<Option<&str>> {
+        match raw.and_then(|raw| raw.as_bytes().first()) {
+            Some(b'"' | b'-' | b'0'..=b'9') => scalar(raw),
+            _ => Some(None),
+        }
+    }
+
+    /// [`json::timestamp`](super::json::timestamp) of a field's text: RFC 3339,
+    /// `YYYY-MM-DD HH:MM:SS` (UTC) or unix seconds.
+    fn provider_time(raw: &str) -> Option<Timestamp> {
+        if let Some(parsed) = Timestamp::parse_rfc3339(raw) {
+            return Some(parsed);
+        }
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%d %H:%M:%S") {
+            return Some(Timestamp(naive.and_utc().timestamp_micros()));
+        }
+        raw.parse::<i64>().ok().map(Timestamp::from_unix_seconds)
+    }
+
+    /// The deepest nesting the walk follows before leaving a body to the tree.
+    const COMPACT_DEPTH: usize = 128;
+
+    /// Walks the object at `*at` of `json` (valid JSON); `member` walks each member's value
+    /// (given its key, `at`, `keys` and depth), usually through [`walked_value`]. False unless
+    /// it is already the text serde_json writes for its tree (see [`compact_value`]). `keys`
+    /// holds the keys of the objects being walked.
+    fn object<'a>(
+        json: &'a str,
+        at: &mut usize,
+        keys: &mut Vec<&'a str>,
+        depth: usize,
+        mut member: impl FnMut(&'a str, &mut usize, &mut Vec<&'a str>, usize) -> bool,
+    ) -> bool {
+        let bytes = json.as_bytes();
+        if depth > COMPACT_DEPTH || bytes.get(*at) != Some(&b'{') {
+            return false;
+        }
+        *at += 1;
+        if bytes.get(*at) == Some(&b'}') {
+            *at += 1;
+            return true;
+        }
+        let first = keys.len();
+        loop {
+            let Some(key) = compact_string(json, at) else {
+                return false;
+            };
+            if keys[first..].contains(&key) || bytes.get(*at) != Some(&b':') {
+                return false;
+            }
+            keys.push(key);
+            *at += 1;
+            if !member(key, at, keys, depth + 1) {
+                return false;
+            }
+            *at += 1;
+            match bytes.get(*at - 1) {
+                Some(b',') => {}
+                Some(b'}') => break,
+                _ => return false,
+            }
+        }
+        keys.truncate(first);
+        true
+    }
+
+    /// [`compact_value`], handing the value's text to `then` when it is compact.
+    fn walked_value<'a>(
+        json: &'a str,
+        at: &mut usize,
+        keys: &mut Vec<&'a str>,
+        depth: usize,
+        then: impl FnOnce(&'a str),
+    ) -> bool {
+        let start = *at;
+        let compact = compact_value(json, at, keys, depth);
+        if compact {
+            then(&json[start..*at]);
+        }
+        compact
+    }
+
+    /// Walks the value at `*at` of `json` (valid JSON); true if it is already the text
+    /// serde_json writes for its tree: no space between tokens, no escape (which may be
+    /// written otherwise), no exponent (written `e+`), no key twice in one object (the tree
+    /// keeps one). Such a value is the tree's compact text as it stands.
+    fn compact_value<'a>(
+        json: &'a str,
+        at: &mut usize,
+        keys: &mut Vec<&'a str>,
+        depth: usize,
+    ) -> bool {
+        let bytes = json.as_bytes();
+        let literal = |at: &mut usize, word: &[u8]| {
+            let fits = bytes[*at..].starts_with(word);
+            *at += word.len();
+            fits
+        };
+        match bytes.get(*at) {
+            Some(b'{') => object(json, at, keys, depth, |_, at, keys, depth| {
+                compact_value(json, at, keys, depth)
+            }),
+            Some(b'[') => {
+                if depth > COMPACT_DEPTH {
+                    return false;
+                }
+                *at += 1;
+                if bytes.get(*at) == Some(&b']') {
+                    *at += 1;
+                    return true;
+                }
+                loop {
+                    if !compact_value(json, at, keys, depth + 1) {
+                        return false;
+                    }
+                    *at += 1;
+                    match bytes.get(*at - 1) {
+                        Some(b',') => {}
+                        Some(b']') => return true,
+                        _ => return false,
+                    }
+                }
+            }
+            Some(b'"') => compact_string(json, at).is_some(),
+            Some(b'-' | b'0'..=b'9') => {
+                while matches!(bytes.get(*at), Some(b'-' | b'.' | b'0'..=b'9')) {
+                    *at += 1;
+                }
+                // An exponent is left to the caller's next token, which it then is not.
+                true
+            }
+            Some(b't') => literal(at, b"true"),
+            Some(b'f') => literal(at, b"false"),
+            Some(b'n') => literal(at, b"null"),
+            _ => false,
+        }
+    }
+
+    /// A string without escapes at `*at`, its content returned; `None` for anything else.
+    fn compact_string<'a>(json: &'a str, at: &mut usize) -> Option<&'a str> {
+        let bytes = json.as_bytes();
+        if bytes.get(*at) != Some(&b'"') {
+            return None;
+        }
+        let start = *at + 1;
+        let length = memchr::memchr2(b'"', b'\\', bytes.get(start..)?)?;
+        if bytes[start + length] == b'\\' {
+            return None;
+        }
+        *at = start + length + 1;
+        json.get(start..start + length)
+    }
 }
 
 /// Normalizes a seed-shaped sale event. Every field the ledger stores is read strictly (see
@@ -662,6 +1115,134 @@ mod tests {
             identity.dedup_key,
             "lojadoze:order:987654:order.paid:2024-01-05T10:31:00Z"
         );
+    }
+
+    /// The fast path reads what it reads as the tree does, and gives up on the rest.
+    #[test]
+    fn fast_sales_are_the_trees_sales() {
+        let compact = json(SEED_PAYLOAD).to_string();
+        let bench = r#"{"id":"evt_cg_0_1","type":"sale.approved","data":{"sale_id":"SALE_cg_0_1","customer":{"email":"c0_1@example.com","name":"John Doe"},"product":{"id":"PROD_1","name":"Product Name","price":99.90},"affiliate":{"code":"AFF123","name":"Affiliate","commission":29.97},"payment":{"method":"credit_card","transaction_id":"TRX_cg_0_1","status":"approved"},"created_at":"2024-01-05T10:30:00Z","notes":"xxxx"}}"#;
+        let taken = [
+            compact.clone(),
+            bench.to_owned(),
+            seed_with("/data/product/price", r#""99.90""#),
+            seed_with("/data/product/price", "0"),
+            seed_with("/data/product/price", r#"" 99.90""#),
+            seed_with("/data/affiliate/commission", "null"),
+            seed_with("/data/affiliate", "null"),
+            seed_with("/data/customer", "null"),
+            seed_with("/data/customer/name", r#""  Ana  ""#),
+            seed_with("/data/customer/name", r#""   ""#),
+            seed_with("/data/customer/name", "null"),
+            seed_with("/data/sale_id", "123456"),
+            seed_with("/data/customer/email", "-12.50"),
+            seed_with("/data/currency", r#""USD""#),
+            seed_with("/data/product/currency", r#""EUR""#),
+            seed_with("/data/updated_at", r#""2024-02-01 08:00:00""#),
+            seed_with("/data/updated_at", "1704450600"),
+            seed_with("/data/updated_at", r#""not a time""#),
+            seed_with("/data/updated_at", "true"),
+            seed_with("/data/payment/status", r#""refunded""#),
+            seed_with("/data/customer/name", r#""João ✓""#),
+            seed_with(
+                "/data/extra",
+                r#"[1,{"a":[],"b":{}},"x",true,false,null,-0.5]"#,
+            ),
+            with(&compact, "/type", r#""sale.updated""#),
+            with(
+                &with(&compact, "/type", r#""sale.updated""#),
+                "/data/payment/status",
+                r#""chargedback""#,
+            ),
+            with(&compact, "/created_at", r#""2024-01-05T10:30:00Z""#),
+            with(
+                &with(&compact, "/created_at", "1704450600"),
+                "/data/updated_at",
+                "[]",
+            ),
+        ];
+        let left = [
+            SEED_PAYLOAD.to_owned(),
+            STORE_PAYLOAD.to_owned(),
+            seed_with("/data/product/price", "9.99e1"),
+            seed_with("/data/product/price", "null"),
+            seed_with("/data/product/price", "-1"),
+            seed_with("/data/product", r#""Kit""#),
+            seed_with("/data/customer", r#"["a@example.com","Ana"]"#),
+            compact.replace("John Doe", r"Jo\u00e3o"),
+            compact.replace("John Doe", r"a\u0000b"),
+            seed_with("/data/product/name", r#""the \"best\" kit""#),
+            seed_with("/data/sale_id", &format!("{:?}", "x".repeat(256))),
+            seed_with("/data/sale_id", "null"),
+            seed_with("/data/extra", r#""tab\tin text""#),
+            seed_with("/data/extra", "1E5"),
+            compact.replace(r#""name":"John Doe""#, r#""name":"John Doe","name":"Jane""#),
+            compact.replace(r#""sale_id""#, r#""notes":1,"notes":2,"sale_id""#),
+            compact.replacen(',', ", ", 3),
+            with(&compact, "/type", r#""product.created""#),
+            with(&compact, "/data", "[]"),
+            "[]".to_owned(),
+        ];
+        let tree = |body: &str| normalize_tree(body.as_bytes()).ok().map(sale);
+        let fast_sale = direct::fast_sale;
+        for body in &taken {
+            let fast = fast_sale(body.as_bytes());
+            assert!(fast.is_some(), "left to the tree: {body}");
+            assert_eq!(fast, tree(body), "{body}");
+        }
+        for body in &left {
+            assert_eq!(fast_sale(body.as_bytes()), None, "{body}");
+        }
+        let bench_sale = fast_sale(bench.as_bytes()).expect("taken");
+        assert_eq!(
+            bench_sale.metadata,
+            Some(super::compact(&json(bench)["data"]))
+        );
+    }
+
+    #[test]
+    fn every_identity_is_the_same_whether_read_by_pick_or_from_the_tree() {
+        let cases = [
+            (
+                r#"{"event":"product.updated","product":{"id":5,"shop":{"slug":"s"},"updated_at":"t"}}"#,
+                "s:product:5:product.updated:t".to_owned(),
+            ),
+            (
+                r#"{"event":"order.paid","shop":{"slug":"top"},"order":{"id":"7"}}"#,
+                format!(
+                    "top:order:7:order.paid:sha256:{}",
+                    hex_digest(
+                        br#"{"event":"order.paid","shop":{"slug":"top"},"order":{"id":"7"}}"#
+                    )
+                ),
+            ),
+            (
+                r#"{"type":"custom.thing", "data": {"n": 1.50}}"#,
+                format!(
+                    "custom.thing:sha256:{}",
+                    hex_digest(br#"{"type":"custom.thing","data":{"n":1.50}}"#)
+                ),
+            ),
+            (
+                r#"{"type":"sale.refunded","data":{"sale_id":" S9 "}}"#,
+                "sale.refunded:S9".to_owned(),
+            ),
+        ];
+        for (body, dedup_key) in cases {
+            let verified = || {
+                authenticate(&source(), request(body, Some(&sign(body))), Timestamp(0))
+                    .expect("verified")
+            };
+            let picked = source().identify(&verified()).expect("identified");
+            assert_eq!(picked.dedup_key, dedup_key, "{body}");
+            let with_tree = verified();
+            with_tree.json().expect("json");
+            assert_eq!(
+                source().identify(&with_tree).expect("identified"),
+                picked,
+                "{body}"
+            );
+        }
     }
 
     #[test]

@@ -47,12 +47,7 @@ pub const DEFAULT_MAX_DEPTH: usize = 64;
 /// Both checks are part of building the tree (a map insert that finds the key taken, a depth
 /// counter), not extra passes over the body: ingest reads every JSON body once.
 pub fn parse_strict(body: &[u8], max_depth: usize) -> Result<Value, IdentifyError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(IdentifyError::EmptyBody);
-    }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Err(IdentifyError::NotUtf8);
-    };
+    let text = checked_text(body)?;
     let max_depth = max_depth.min(MAX_DEPTH);
     let mut refused = None;
     let mut deserializer = serde_json::Deserializer::from_str(text);
@@ -62,14 +57,7 @@ pub fn parse_strict(body: &[u8], max_depth: usize) -> Result<Value, IdentifyErro
     }
     .deserialize(&mut deserializer)
     .and_then(|value| deserializer.end().map(|()| value));
-    match (parsed, refused) {
-        (Ok(value), _) => Ok(value),
-        (Err(_), Some(Refusal::Duplicate(found))) => {
-            Err(IdentifyError::DuplicateKey(found.into_duplicate_key()))
-        }
-        (Err(_), Some(Refusal::TooDeep)) => Err(IdentifyError::TooDeep { limit: max_depth }),
-        (Err(error), None) => Err(IdentifyError::InvalidJson(error)),
-    }
+    refusal(parsed, refused, max_depth)
 }
 
 /// The deepest nesting any configuration may allow: serde_json stops at its 128th level on its
@@ -248,6 +236,394 @@ impl<'de> Visitor<'de> for StrictValue<'_> {
     }
 }
 
+/// Checks a JSON body as strictly as [`parse_strict`] in the same single pass, without building
+/// its tree, and returns the values at `pointers` (RFC 6901, as [`Value::pointer`] reads them;
+/// at most 64), each `None` where the body holds nothing. Only the values asked for are built:
+/// a source that identifies a delivery by a few fields reads them without paying for the rest.
+pub fn pick_strict(
+    body: &[u8],
+    max_depth: usize,
+    pointers: &[&str],
+) -> Result<Vec<Option<Value>>, IdentifyError> {
+    debug_assert!(pointers.len() <= 64, "at most 64 pointers per pass");
+    let text = checked_text(body)?;
+    let mut all = 0u64;
+    let mut wanted = Wanted {
+        tokens: Vec::with_capacity(pointers.len() * 2),
+        spans: Vec::with_capacity(pointers.len()),
+    };
+    for (bit, pointer) in pointers.iter().take(64).enumerate() {
+        let start = wanted.tokens.len();
+        if pointer.is_empty() {
+            all |= 1 << bit;
+        } else if let Some(mut rest) = pointer.strip_prefix('/') {
+            all |= 1 << bit;
+            // Split by hand: `str::split` sets up a searcher per pointer, on every delivery.
+            loop {
+                let end = rest.bytes().position(|byte| byte == b'/');
+                let token = &rest[..end.unwrap_or(rest.len())];
+                wanted.tokens.push(if token.as_bytes().contains(&b'~') {
+                    Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+                } else {
+                    Cow::Borrowed(token)
+                });
+                match end {
+                    Some(end) => rest = &rest[end + 1..],
+                    None => break,
+                }
+            }
+        }
+        // A pointer that does not start with `/` names nothing (as in `Value::pointer`).
+        wanted.spans.push((start, wanted.tokens.len()));
+    }
+    let max_depth = max_depth.min(MAX_DEPTH);
+    let mut refused = None;
+    let mut scan = Scan {
+        wanted: &wanted,
+        picked: vec![None; pointers.len()],
+        keys: Vec::with_capacity(32),
+    };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let walked = Walk {
+        scan: &mut scan,
+        refused: &mut refused,
+        depth_left: max_depth,
+        wanted: all,
+        level: 0,
+    }
+    .deserialize(&mut deserializer)
+    .and_then(|()| deserializer.end());
+    refusal(walked, refused, max_depth)?;
+    Ok(scan.picked)
+}
+
+/// The values one strict pass read at the pointers it was asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picked<'p> {
+    pointers: &'p [&'p str],
+    values: Vec<Option<Value>>,
+}
+
+impl<'p> Picked<'p> {
+    /// `values[i]` is what the body holds at `pointers[i]`.
+    pub fn new(pointers: &'p [&'p str], values: Vec<Option<Value>>) -> Self {
+        debug_assert_eq!(pointers.len(), values.len());
+        Self { pointers, values }
+    }
+
+    /// The value at `pointer`, which must be one of those asked for (else `None`).
+    pub fn get(&self, pointer: &str) -> Option<&Value> {
+        let index = self.pointers.iter().position(|asked| *asked == pointer)?;
+        self.values.get(index)?.as_ref()
+    }
+
+    /// [`text`] of the value at `pointer`.
+    pub fn text(&self, pointer: &str) -> Option<String> {
+        self.get(pointer).and_then(scalar_text)
+    }
+
+    /// [`first_text`] among values asked for.
+    pub fn first_text(&self, pointers: &[&str]) -> Option<String> {
+        pointers.iter().find_map(|pointer| self.text(pointer))
+    }
+}
+
+/// The body as text, with empty and non-UTF-8 bodies named apart from syntax errors.
+fn checked_text(body: &[u8]) -> Result<&str, IdentifyError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(IdentifyError::EmptyBody);
+    }
+    std::str::from_utf8(body).map_err(|_| IdentifyError::NotUtf8)
+}
+
+/// The error a strict pass ended with: its own refusal first, else serde_json's.
+fn refusal<T>(
+    parsed: Result<T, serde_json::Error>,
+    refused: Option<Refusal>,
+    max_depth: usize,
+) -> Result<T, IdentifyError> {
+    match (parsed, refused) {
+        (Ok(value), _) => Ok(value),
+        (Err(_), Some(Refusal::Duplicate(found))) => {
+            Err(IdentifyError::DuplicateKey(found.into_duplicate_key()))
+        }
+        (Err(_), Some(Refusal::TooDeep)) => Err(IdentifyError::TooDeep { limit: max_depth }),
+        (Err(error), None) => Err(IdentifyError::InvalidJson(error)),
+    }
+}
+
+/// The reference tokens of the pointers a pass looks for, unescaped, in one list.
+struct Wanted<'p> {
+    tokens: Vec<Cow<'p, str>>,
+    /// Where each pointer's tokens are in `tokens`; `""` (the whole document) has none.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Wanted<'_> {
+    fn tokens(&self, bit: usize) -> &[Cow<'_, str>] {
+        let (start, end) = self.spans[bit];
+        &self.tokens[start..end]
+    }
+}
+
+/// Whether an array index matches a pointer token, read as [`Value::pointer`] reads it (no
+/// sign, no leading zero).
+fn is_index(token: &str, index: usize) -> bool {
+    if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+        return false;
+    }
+    token.parse::<usize>().ok() == Some(index)
+}
+
+/// The indices of the bits set in `mask`, lowest first.
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let bit = mask.trailing_zeros();
+        (mask != 0).then(|| {
+            mask &= mask - 1;
+            bit as usize
+        })
+    })
+}
+
+/// What a [`pick_strict`] pass shares across levels.
+struct Scan<'w, 'de> {
+    wanted: &'w Wanted<'w>,
+    picked: Vec<Option<Value>>,
+    /// The keys of the objects open on the way down, outermost first: each object checks its
+    /// keys against its own part of the stack and truncates it back when it ends, so the whole
+    /// pass allocates this once.
+    keys: Vec<Cow<'de, str>>,
+}
+
+/// Objects with more keys than this are checked through a hash set, not by scanning.
+const LINEAR_KEYS: usize = 16;
+
+/// Walks one JSON value with [`StrictValue`]'s checks, building only the values `wanted` names
+/// (bits of [`Scan::wanted`] whose first `level` tokens led here).
+struct Walk<'s, 'w, 'de> {
+    scan: &'s mut Scan<'w, 'de>,
+    refused: &'s mut Option<Refusal>,
+    depth_left: usize,
+    wanted: u64,
+    level: usize,
+}
+
+impl<'s, 'w, 'de> Walk<'s, 'w, 'de> {
+    /// The pointers among `wanted` that end at this value.
+    fn ends_here(&self) -> u64 {
+        self.bits()
+            .filter(|&bit| self.scan.wanted.tokens(bit).len() == self.level)
+            .fold(0, |mask, bit| mask | 1 << bit)
+    }
+
+    /// The pointers among `wanted` that go on through the member or item `matches` accepts.
+    fn through(&self, matches: impl Fn(&str) -> bool) -> u64 {
+        if self.wanted == 0 {
+            return 0;
+        }
+        self.bits()
+            .filter(|&bit| {
+                self.scan
+                    .wanted
+                    .tokens(bit)
+                    .get(self.level)
+                    .is_some_and(|token| matches(token))
+            })
+            .fold(0, |mask, bit| mask | 1 << bit)
+    }
+
+    fn bits(&self) -> impl Iterator<Item = usize> {
+        bits(self.wanted)
+    }
+
+    fn child(&mut self, wanted: u64) -> Walk<'_, 'w, 'de> {
+        Walk {
+            scan: &mut *self.scan,
+            refused: &mut *self.refused,
+            depth_left: self.depth_left,
+            wanted,
+            level: self.level + 1,
+        }
+    }
+
+    fn descend<E: de::Error>(&mut self) -> Result<(), E> {
+        match self.depth_left.checked_sub(1) {
+            Some(depth_left) => {
+                self.depth_left = depth_left;
+                Ok(())
+            }
+            None => {
+                *self.refused = Some(Refusal::TooDeep);
+                Err(E::custom("nested too deep"))
+            }
+        }
+    }
+
+    /// Records `key` for the object whose keys start at `start`; a key already there is a
+    /// duplicate.
+    fn check_key<E: de::Error>(
+        &mut self,
+        start: usize,
+        key: Cow<'de, str>,
+        large: &mut Option<std::collections::HashSet<Cow<'de, str>>>,
+    ) -> Result<(), E> {
+        let taken = match large {
+            Some(set) => !set.insert(key.clone()),
+            None => self.scan.keys[start..].contains(&key),
+        };
+        if taken {
+            *self.refused = Some(Refusal::Duplicate(Found {
+                key: key.into_owned(),
+                reversed_path: Vec::new(),
+            }));
+            return Err(E::custom("duplicate key"));
+        }
+        if large.is_none() && self.scan.keys.len() - start == LINEAR_KEYS {
+            let mut set: std::collections::HashSet<Cow<'de, str>> =
+                self.scan.keys[start..].iter().cloned().collect();
+            set.insert(key.clone());
+            *large = Some(set);
+        }
+        self.scan.keys.push(key);
+        Ok(())
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let here = if self.wanted == 0 {
+            0
+        } else {
+            self.ends_here()
+        };
+        if here == 0 {
+            return deserializer.deserialize_any(self);
+        }
+        // A value asked for is built whole (and checked while built); pointers that go on
+        // below it are read from it.
+        let value = StrictValue {
+            refused: &mut *self.refused,
+            depth_left: self.depth_left,
+        }
+        .deserialize(deserializer)?;
+        for bit in bits(self.wanted & !here) {
+            let below =
+                self.scan.wanted.tokens(bit)[self.level..]
+                    .iter()
+                    .try_fold(&value, |at, token| match at {
+                        Value::Object(map) => map.get(token.as_ref()),
+                        Value::Array(items) => (0..items.len())
+                            .find(|&index| is_index(token, index))
+                            .and_then(|index| items.get(index)),
+                        _ => None,
+                    });
+            self.scan.picked[bit] = below.cloned();
+        }
+        for bit in bits(here) {
+            self.scan.picked[bit] = Some(value.clone());
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.descend()?;
+        let mut index = 0;
+        loop {
+            let wanted = self.through(|token| is_index(token, index));
+            match items.next_element_seed(self.child(wanted)) {
+                Ok(Some(())) => index += 1,
+                Ok(None) => return Ok(()),
+                Err(error) => {
+                    if let Some(Refusal::Duplicate(found)) = self.refused.as_mut() {
+                        found.reversed_path.push(index.to_string());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// Also reached for every number, as in [`StrictValue::visit_map`].
+    fn visit_map<A: MapAccess<'de>>(mut self, mut entries: A) -> Result<(), A::Error> {
+        let Some(first_key) = entries.next_key_seed(KeySeed)? else {
+            return self.descend();
+        };
+        if first_key == NUMBER_TOKEN {
+            let text: Cow<'de, str> = entries.next_value_seed(KeySeed)?;
+            return text
+                .parse::<serde_json::Number>()
+                .map(drop)
+                .map_err(de::Error::custom);
+        }
+        self.descend()?;
+        let start = self.scan.keys.len();
+        let mut large = None;
+        let mut next_key = Some(first_key);
+        let walked = loop {
+            let Some(key) = next_key else {
+                break Ok(());
+            };
+            let wanted = self.through(|token| token == key);
+            // The value is read before its key is checked, as in `StrictValue`: a body cut off
+            // after a repeated key is a syntax error.
+            if let Err(error) = entries.next_value_seed(self.child(wanted)) {
+                if let Some(Refusal::Duplicate(found)) = self.refused.as_mut() {
+                    found.reversed_path.push(key.into_owned());
+                }
+                break Err(error);
+            }
+            if let Err(error) = self.check_key(start, key, &mut large) {
+                break Err(error);
+            }
+            next_key = match entries.next_key_seed(KeySeed) {
+                Ok(key) => key,
+                Err(error) => break Err(error),
+            };
+        };
+        self.scan.keys.truncate(start);
+        walked
+    }
+}
+
 /// An object key (or a number's text), borrowed from the body unless it holds escapes.
 struct KeySeed;
 
@@ -292,7 +668,12 @@ pub fn parse_stored(body: &[u8]) -> Result<Value, NormalizeError> {
 
 /// A scalar as text: strings as they are, numbers in their exact decimal form.
 pub fn text(value: &Value, pointer: &str) -> Option<String> {
-    match value.pointer(pointer)? {
+    value.pointer(pointer).and_then(scalar_text)
+}
+
+/// A scalar value as text, as [`text`] reads it.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
         Value::String(text) if !text.trim().is_empty() => Some(text.trim().to_owned()),
         Value::Number(number) => Some(number.to_string()),
         _ => None,
@@ -787,5 +1168,129 @@ mod tests {
             "a syntax error is not a duplicate"
         );
         assert_eq!(duplicate_key(b"12.50"), None);
+    }
+
+    /// What `parse_strict` says of a body, as `pick_strict` must say it too.
+    fn outcome<T>(result: Result<T, IdentifyError>) -> Result<T, String> {
+        result.map_err(|error| match error {
+            IdentifyError::DuplicateKey(found) => format!("duplicate {found}"),
+            other => other.code().to_owned(),
+        })
+    }
+
+    #[test]
+    fn a_pick_refuses_exactly_what_the_tree_refuses() {
+        let mut wide = String::from("{");
+        for index in 0..40 {
+            wide.push_str(&format!("\"k{index}\":{index},"));
+        }
+        let wide_duplicate = format!("{wide}\"k3\":0}}");
+        let wide_late_duplicate = format!("{wide}\"k39\":0}}");
+        wide.push_str("\"end\":[]}");
+        let bodies: Vec<&[u8]> = vec![
+            br#"{"a":1,"b":[{"c":2}],"d":{"e":null}}"#,
+            br#"{"id":"1","id":"2"}"#,
+            br#"{"data":{"items":[1,{"a/b":{"x":1,"y":[],"x":2}}]}}"#,
+            br#"{"data":{"sale_id":"S","deep":[[{"k":{"z":1,"q":{"w":1,"w":2}}}]]}}"#,
+            br#"{"price":1.10,"\u0070rice":2}"#,
+            br#"[{"a":1},{"a":1}]"#,
+            br#"{"a":1,"a":"#,
+            br#"{"a":1,"b":"#,
+            br#"{"a":{"b":{"c":{}}}}"#,
+            br#"{"a":[1,2,[3,[4]]]}"#,
+            br#"{"$serde_json::private::Number":"12"}"#,
+            br#"{"$serde_json::private::Number":"x"}"#,
+            br#"{"n":-0.0,"m":1e400,"big":12345678901234567890123}"#,
+            b"12.50",
+            b"  ",
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":1} x",
+            wide.as_bytes(),
+            wide_duplicate.as_bytes(),
+            wide_late_duplicate.as_bytes(),
+        ];
+        for body in bodies {
+            for depth in [2, 3, DEFAULT_MAX_DEPTH] {
+                let tree = outcome(parse_strict(body, depth)).map(drop);
+                let picked = outcome(pick_strict(body, depth, &["/a", "/data/sale_id"])).map(drop);
+                let checked = outcome(pick_strict(body, depth, &[])).map(drop);
+                let shown = String::from_utf8_lossy(body);
+                assert_eq!(picked, tree, "{shown} at depth {depth}");
+                assert_eq!(checked, tree, "{shown} at depth {depth}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_duplicate_deep_in_a_body_is_caught_where_no_pointer_looks() {
+        let body = br#"{"type":"sale.approved","id":"e1","data":{"sale_id":"S1",
+            "notes":"x","items":[{"sku":"a"},{"sku":"b","meta":{"k":1,"k":2}}]}}"#;
+        let error = pick_strict(body, DEFAULT_MAX_DEPTH, &["/type", "/id", "/data/sale_id"])
+            .expect_err("refused");
+        assert_eq!(error.code(), "duplicate_json_key");
+        let IdentifyError::DuplicateKey(found) = error else {
+            unreachable!("checked above")
+        };
+        assert_eq!(found.key, "k");
+        assert_eq!(found.pointer, "/data/items/1/meta");
+        let on_the_way = pick_strict(
+            br#"{"data":{"sale_id":"S1","sale_id":"S2"}}"#,
+            DEFAULT_MAX_DEPTH,
+            &["/data/sale_id"],
+        )
+        .expect_err("refused");
+        assert_eq!(on_the_way.code(), "duplicate_json_key");
+        let inside_a_pick = pick_strict(
+            br#"{"data":{"x":{"y":1,"y":2}}}"#,
+            DEFAULT_MAX_DEPTH,
+            &["/data"],
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(&inside_a_pick, IdentifyError::DuplicateKey(found) if found.pointer == "/data/x"),
+            "{inside_a_pick}"
+        );
+    }
+
+    #[test]
+    fn a_pick_reads_what_the_tree_holds_at_each_pointer() {
+        let body = br#"{"type":"sale.approved","id":12.50,"a/b":{"~k":[10,{"x":"y"}]},
+            "data":{"sale_id":"  S1 ","nested":{"deep":true}},"list":[0,1,2],"n":null}"#;
+        let pointers = [
+            "/type",
+            "/id",
+            "/a~1b/~0k/1/x",
+            "/a~1b/~0k/0",
+            "/data",
+            "/data/sale_id",
+            "/data/nested/deep",
+            "/list/2",
+            "/list/02",
+            "/list/+1",
+            "/list/3",
+            "/n",
+            "/missing",
+            "/type/deeper",
+            "",
+            "no-slash",
+        ];
+        let tree = parse_strict(body, DEFAULT_MAX_DEPTH).expect("valid");
+        let picked = pick_strict(body, DEFAULT_MAX_DEPTH, &pointers).expect("valid");
+        for (pointer, value) in pointers.iter().zip(&picked) {
+            assert_eq!(value.as_ref(), tree.pointer(pointer), "{pointer}");
+        }
+        assert_eq!(
+            picked[1].as_ref().map(ToString::to_string).as_deref(),
+            Some("12.50"),
+            "a number keeps its exact text"
+        );
+        let read = Picked::new(&pointers, picked.clone());
+        assert_eq!(read.text("/data/sale_id").as_deref(), Some("S1"));
+        assert_eq!(read.text("/id").as_deref(), Some("12.50"));
+        assert_eq!(
+            read.first_text(&["/n", "/type"]).as_deref(),
+            Some("sale.approved")
+        );
+        assert_eq!(read.get("/not-asked"), None);
     }
 }

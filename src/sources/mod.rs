@@ -101,9 +101,13 @@ fn percent_decode(text: &str) -> String {
 #[derive(Debug)]
 pub struct Verified {
     request: IncomingRequest,
-    /// The body as JSON, parsed at most once per request (by the ingress's checks or by the
-    /// first source that asks).
+    /// The body as JSON, parsed at most once per request (by the first source that asks).
     json: OnceLock<Value>,
+    /// Set once one strict pass over the body succeeded (a tree or a pick): the ingress's own
+    /// check then costs nothing.
+    checked: OnceLock<()>,
+    /// The nesting limit of every strict pass over this body.
+    max_depth: usize,
 }
 
 impl Verified {
@@ -111,20 +115,49 @@ impl Verified {
         &self.request
     }
 
-    /// The body parsed strictly ([`json::parse_strict`]: no duplicate keys, bounded nesting)
-    /// with at most `max_depth` levels; later calls return the same tree.
-    pub fn parse_json(&self, max_depth: usize) -> Result<&Value, IdentifyError> {
+    /// Strict passes over this body refuse nesting beyond `max_depth` (the configured
+    /// `limits.max_json_depth`) rather than [`json::DEFAULT_MAX_DEPTH`].
+    pub fn with_max_depth(mut self, max_depth: usize) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// The body parsed strictly ([`json::parse_strict`]: no duplicate keys, bounded nesting);
+    /// later calls return the same tree.
+    pub fn json(&self) -> Result<&Value, IdentifyError> {
         if let Some(value) = self.json.get() {
             return Ok(value);
         }
-        let value = json::parse_strict(&self.request.body, max_depth)?;
+        let value = json::parse_strict(&self.request.body, self.max_depth)?;
+        let _ = self.checked.set(());
         Ok(self.json.get_or_init(|| value))
     }
 
-    /// The body as JSON, for sources: parsed once, with the default nesting limit unless the
-    /// ingress already parsed it under the configured one.
-    pub fn json(&self) -> Result<&Value, IdentifyError> {
-        self.parse_json(json::DEFAULT_MAX_DEPTH)
+    /// The values at `pointers` (see [`json::pick_strict`]), from the tree if one was built,
+    /// else from one strict pass that builds only them. For sources that identify a delivery
+    /// by a few fields: the whole body is checked all the same.
+    pub fn pick<'p>(&self, pointers: &'p [&'p str]) -> Result<json::Picked<'p>, IdentifyError> {
+        let values = match self.json.get() {
+            Some(value) => pointers
+                .iter()
+                .map(|pointer| value.pointer(pointer).cloned())
+                .collect(),
+            None => {
+                let values = json::pick_strict(&self.request.body, self.max_depth, pointers)?;
+                let _ = self.checked.set(());
+                values
+            }
+        };
+        Ok(json::Picked::new(pointers, values))
+    }
+
+    /// Refuses a body that is not strict JSON, in one pass that builds nothing unless no
+    /// source read it yet.
+    pub fn check_json(&self) -> Result<(), IdentifyError> {
+        if self.checked.get().is_some() {
+            return Ok(());
+        }
+        self.pick(&[]).map(drop)
     }
 }
 
@@ -145,6 +178,8 @@ pub fn authenticate(
         Ok(()) => Ok(Verified {
             request,
             json: OnceLock::new(),
+            checked: OnceLock::new(),
+            max_depth: json::DEFAULT_MAX_DEPTH,
         }),
         Err(error) => Err(Box::new(Rejected { request, error })),
     }
@@ -326,6 +361,27 @@ pub struct Receipt<'a> {
     pub identity: &'a Identity,
 }
 
+impl Receipt<'_> {
+    /// The standard answer, `{"received":true,"duplicate":…,"delivery_id":…,"event_type":…}`.
+    pub fn to_json(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Standard<'a> {
+            received: bool,
+            duplicate: bool,
+            delivery_id: DeliveryId,
+            event_type: &'a str,
+        }
+        // Serializing plain fields into a String cannot fail.
+        serde_json::to_string(&Standard {
+            received: true,
+            duplicate: self.duplicate,
+            delivery_id: self.delivery_id,
+            event_type: &self.identity.event_type,
+        })
+        .unwrap_or_default()
+    }
+}
+
 /// A URL a source answers besides `/in/{name}`, with its method. `{name}` segments are
 /// captured into [`IncomingRequest::path_params`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,6 +410,9 @@ impl Route {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Json(StatusCode, Value),
+    /// JSON already written: the standard receipt, written straight from its fields because it
+    /// answers most deliveries.
+    JsonText(StatusCode, String),
     /// A `text/plain` answer, e.g. `OK`.
     Text(StatusCode, String),
     /// No body, e.g. Discord's `204 No Content`.
@@ -492,15 +551,7 @@ pub trait Source: Send + Sync + 'static {
     /// The answer once the delivery is durable (or known as a duplicate).
     fn accepted(&self, receipt: &Receipt<'_>, request: &IncomingRequest) -> Reply {
         let _ = request;
-        Reply::Json(
-            StatusCode::OK,
-            json!({
-                "received": true,
-                "duplicate": receipt.duplicate,
-                "delivery_id": receipt.delivery_id,
-                "event_type": receipt.identity.event_type,
-            }),
-        )
+        Reply::JsonText(StatusCode::OK, receipt.to_json())
     }
 
     /// The events [`Source::sample`] builds, in the provider's own names (`wharf trigger

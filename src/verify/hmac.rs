@@ -39,6 +39,29 @@ fn mac_parts<M: Mac + KeyInit>(key: &[u8], message_parts: &[&[u8]]) -> Vec<u8> {
 /// by the HMAC of the raw body in `encoding`.
 ///
 /// Hex is decoded before comparing, so upper- and lower-case hex both verify.
+/// Hex of either case, as `hex::decode` reads it (an odd length or any other character is
+/// `None`), in one plain loop: the crate's iterator chain cost as much per delivery as all of
+/// the ingress's header redaction.
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(digits.len() / 2);
+    for pair in digits.chunks_exact(2) {
+        bytes.push(nibble(pair[0])? << 4 | nibble(pair[1])?);
+    }
+    Some(bytes)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HmacScheme {
     pub algorithm: Algorithm,
@@ -87,8 +110,9 @@ impl HmacScheme {
     fn decode_signature(&self, header: &str) -> Result<Vec<u8>, VerifyError> {
         let text = self.strip_prefix(header).trim();
         let decoded = match self.encoding {
-            Encoding::Hex => hex::decode(text)
-                .map_err(|_| VerifyError::MalformedSignature("signature is not valid hex".into())),
+            Encoding::Hex => decode_hex(text).ok_or_else(|| {
+                VerifyError::MalformedSignature("signature is not valid hex".into())
+            }),
             Encoding::Base64 => decode_base64(text).map_err(|_| {
                 VerifyError::MalformedSignature("signature is not valid base64".into())
             }),
@@ -169,6 +193,24 @@ mod tests {
             "164b7a7bfcf819e2e395fbe73b56e0a387bd64222e831fd610270cd7ea250554\
              9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"
         );
+    }
+
+    #[test]
+    fn hex_signatures_decode_as_the_hex_crate_decodes_them() {
+        for text in [
+            "",
+            "00ff",
+            "DeadBeef",
+            "0",
+            "abc",
+            "zz",
+            "0g",
+            "12 4",
+            "é0",
+            "757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        ] {
+            assert_eq!(decode_hex(text), hex::decode(text).ok(), "{text:?}");
+        }
     }
 
     #[test]

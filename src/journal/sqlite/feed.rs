@@ -31,44 +31,90 @@ pub(super) fn record_received(
     Ok(())
 }
 
-/// A step of a delivery already in `deliveries` (its source and type are read from there).
+/// A delivery's source and type as its `deliveries` row holds them, when the writer has them
+/// at hand (the projection has just inserted the row): the feed's row need not read them back.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Known<'a> {
+    pub source: &'a str,
+    pub event_type: &'a str,
+}
+
+/// A step of a delivery already in `deliveries` (its source and type are read from there
+/// unless `known`).
 pub(super) fn record_step(
     conn: &Connection,
     at: Timestamp,
     kind: &str,
     delivery: DeliveryId,
+    known: Option<Known<'_>>,
     data: &str,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, data) \
-         SELECT ?1, ?2, source, id, event_type, ?4 FROM deliveries WHERE id = ?3",
-    )?
-    .execute(params![at.micros(), kind, delivery.0, data])?;
+    match known {
+        Some(known) => conn
+            .prepare_cached(
+                "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, data) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                at.micros(),
+                kind,
+                known.source,
+                delivery.0,
+                known.event_type,
+                data
+            ])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, data) \
+                 SELECT ?1, ?2, source, id, event_type, ?4 FROM deliveries WHERE id = ?3",
+            )?
+            .execute(params![at.micros(), kind, delivery.0, data])?,
+    };
     Ok(())
 }
 
-/// A ledger row written while completing `delivery`.
+/// A ledger row written while completing `delivery` (its type is read from `deliveries`
+/// unless given).
 pub(super) fn record_ledger(
     conn: &Connection,
     at: Timestamp,
     source: &str,
     delivery: DeliveryId,
+    event_type: Option<&str>,
     written: &LedgerWritten,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, ledger_table, \
-         ledger_key, data) \
-         SELECT ?1, ?2, ?3, id, event_type, ?5, ?6, ?7 FROM deliveries WHERE id = ?4",
-    )?
-    .execute(params![
-        at.micros(),
-        written.kind,
-        source,
-        delivery.0,
-        written.table,
-        written.key,
-        written.row,
-    ])?;
+    match event_type {
+        Some(event_type) => conn
+            .prepare_cached(
+                "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, \
+                 ledger_table, ledger_key, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                at.micros(),
+                written.kind,
+                source,
+                delivery.0,
+                event_type,
+                written.table,
+                written.key,
+                written.row,
+            ])?,
+        None => conn
+            .prepare_cached(
+                "INSERT INTO change_feed (at, kind, source, delivery_id, event_type, \
+                 ledger_table, ledger_key, data) \
+                 SELECT ?1, ?2, ?3, id, event_type, ?5, ?6, ?7 FROM deliveries WHERE id = ?4",
+            )?
+            .execute(params![
+                at.micros(),
+                written.kind,
+                source,
+                delivery.0,
+                written.table,
+                written.key,
+                written.row,
+            ])?,
+    };
     Ok(())
 }
 
@@ -114,11 +160,13 @@ pub(super) fn bounds(conn: &Connection) -> rusqlite::Result<FeedBounds> {
     })
 }
 
-/// Deletes the rows beyond the retention, oldest first; returns how many went.
+/// Deletes the rows beyond the retention, oldest first, at most `chunk` of them (a delete of
+/// a burst's worth of rows holds the writer for most of a second); returns how many went.
 pub(super) fn prune(
     conn: &Connection,
     retention: FeedRetention,
     now: Timestamp,
+    chunk: u64,
 ) -> rusqlite::Result<u64> {
     let cutoff = now.micros() - retention.max_age.as_micros() as i64;
     // `at` follows `seq` closely, so the first row young enough is found near the start.
@@ -126,10 +174,15 @@ pub(super) fn prune(
         .prepare_cached("SELECT seq FROM change_feed WHERE at >= ?1 ORDER BY seq LIMIT 1")?
         .query_row([cutoff], |row| row.get(0))
         .optional()?;
-    let head = bounds(conn)?.head as i64;
+    let FeedBounds { oldest, head } = bounds(conn)?;
+    let head = head as i64;
     let by_count = head - retention.max_rows as i64;
     let by_age = first_young.map_or(head, |seq| seq - 1);
-    let through = by_count.max(by_age);
+    let by_chunk = i64::try_from(chunk)
+        .unwrap_or(i64::MAX)
+        .saturating_add(oldest.unwrap_or(0) as i64)
+        .saturating_sub(1);
+    let through = by_count.max(by_age).min(by_chunk);
     if through <= 0 {
         return Ok(0);
     }
@@ -164,6 +217,27 @@ mod tests {
     const SECOND: i64 = 1_000_000;
 
     #[test]
+    fn pruning_goes_a_chunk_at_a_time_oldest_first() {
+        let conn = feed_with(&[
+            (SECOND, "a"),
+            (2 * SECOND, "b"),
+            (3 * SECOND, "c"),
+            (4 * SECOND, "d"),
+            (5 * SECOND, "e"),
+        ]);
+        let keep_one = FeedRetention {
+            max_rows: 1,
+            max_age: Duration::from_secs(3600),
+        };
+        let now = Timestamp(6 * SECOND);
+        assert_eq!(prune(&conn, keep_one, now, 3).expect("prune"), 3);
+        assert_eq!(bounds(&conn).expect("bounds").oldest, Some(4));
+        assert_eq!(prune(&conn, keep_one, now, 3).expect("prune"), 1);
+        assert_eq!(prune(&conn, keep_one, now, 3).expect("prune"), 0);
+        assert_eq!(bounds(&conn).expect("bounds").oldest, Some(5));
+    }
+
+    #[test]
     fn pruning_keeps_the_newest_rows_and_the_head_never_goes_back() {
         let conn = feed_with(&[
             (SECOND, "a"),
@@ -176,7 +250,7 @@ mod tests {
             max_age: Duration::from_secs(3600),
         };
         assert_eq!(
-            prune(&conn, retention, Timestamp(5 * SECOND)).expect("prune"),
+            prune(&conn, retention, Timestamp(5 * SECOND), u64::MAX).expect("prune"),
             2
         );
         assert_eq!(
@@ -198,7 +272,7 @@ mod tests {
             max_age: Duration::from_secs(1),
         };
         assert_eq!(
-            prune(&conn, old, Timestamp(100 * SECOND)).expect("prune"),
+            prune(&conn, old, Timestamp(100 * SECOND), u64::MAX).expect("prune"),
             2
         );
         assert_eq!(

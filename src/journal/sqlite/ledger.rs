@@ -1,13 +1,14 @@
 //! The SQLite ledger store: turns [`crate::ledger`] rows into SQL for this dialect (numeric
 //! affinity for decimals, RFC 3339 text for times, hyphenated text for UUIDs). It runs on the
 //! writer thread, inside the transaction that completes the delivery; the writer is the only
-//! writer, so a plain read-then-write cannot race.
+//! writer, so a plain read-then-write cannot race (and a sale, most often new, is inserted
+//! before it is read: only a taken key sends it the read-then-write way).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::Mutex;
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row};
 use thiserror::Error;
 
@@ -33,6 +34,19 @@ pub(super) fn apply(
 ) -> Result<Option<LedgerWritten>, ApplyError> {
     let table = change.table();
     let key = change.key(source);
+    // A sale is most often new: it is inserted without looking first, and when its key is
+    // taken the insert does nothing and it is decided against the stored row like any change.
+    // (A sale's decision is a pure function of the stored row; a provider's change may keep
+    // what it last decided, so it is decided once, against the row as stored.)
+    if let LedgerChange::Sale(_) = change {
+        if let Ok(decision) = change.decide(source, None, times) {
+            if let (RowWrite::Insert(row), []) = (&decision.row, decision.appended.as_slice()) {
+                if insert(conn, table, row, Conflict::Key)? == 1 {
+                    return Ok(Some(LedgerWritten::new(LEDGER_CREATED, table, &key, row)));
+                }
+            }
+        }
+    }
     let current = load(conn, table, &key)?;
     let decision = change.decide(source, current.as_deref(), times)?;
     let written = match decision.row {
@@ -53,11 +67,13 @@ pub(super) fn apply(
 }
 
 /// What an insert does when its key exists: an error for the row a change decided (the single
-/// writer read it as absent), nothing for a history row already appended.
+/// writer read it as absent), nothing for a history row already appended, nothing for a row
+/// inserted before looking (`Key`: only the table's key may be taken; the caller is told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Conflict {
     Fail,
     Skip,
+    Key,
 }
 
 /// The statements the store runs on a table.
@@ -95,8 +111,9 @@ fn render(table: &Table, statement: Statement) -> String {
         Statement::Insert(conflict) => {
             let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
             let on_conflict = match conflict {
-                Conflict::Fail => "",
-                Conflict::Skip => " ON CONFLICT DO NOTHING",
+                Conflict::Fail => String::new(),
+                Conflict::Skip => " ON CONFLICT DO NOTHING".to_owned(),
+                Conflict::Key => format!(" ON CONFLICT ({}) DO NOTHING", table.key.join(", ")),
             };
             format!(
                 "INSERT INTO {} ({}) VALUES ({}){on_conflict}",
@@ -145,24 +162,22 @@ fn load(
     table: &'static Table,
     key: &[Cell],
 ) -> rusqlite::Result<Option<Vec<Cell>>> {
-    let params: Vec<Value> = key.iter().map(to_value).collect();
     conn.prepare_cached(&sql(table, Statement::Load))?
-        .query_row(rusqlite::params_from_iter(params), |row| {
+        .query_row(rusqlite::params_from_iter(key.iter().map(bound)), |row| {
             read_row(table, row)
         })
         .optional()
 }
 
+/// Inserts `row`; returns how many rows it added (0 when a conflict was skipped).
 fn insert(
     conn: &Connection,
     table: &'static Table,
     row: &[Cell],
     conflict: Conflict,
-) -> rusqlite::Result<()> {
-    let params: Vec<Value> = row.iter().map(to_value).collect();
+) -> rusqlite::Result<usize> {
     conn.prepare_cached(&sql(table, Statement::Insert(conflict)))?
-        .execute(rusqlite::params_from_iter(params))?;
-    Ok(())
+        .execute(rusqlite::params_from_iter(row.iter().map(bound)))
 }
 
 fn update(
@@ -171,8 +186,9 @@ fn update(
     key: &[Cell],
     row: &[Cell],
 ) -> rusqlite::Result<()> {
-    let mut params: Vec<Value> = updatable(table).map(|(at, _)| to_value(&row[at])).collect();
-    params.extend(key.iter().map(to_value));
+    let params = updatable(table)
+        .map(|(at, _)| bound(&row[at]))
+        .chain(key.iter().map(bound));
     conn.prepare_cached(&sql(table, Statement::Update))?
         .execute(rusqlite::params_from_iter(params))?;
     Ok(())
@@ -185,6 +201,19 @@ pub(super) fn to_value(cell: &Cell) -> Value {
         Cell::Integer(value) => Value::Integer(*value),
         Cell::Timestamp(at) => Value::Text(at.to_rfc3339()),
         Cell::Uuid(id) => Value::Text(id.hyphenated().to_string()),
+    }
+}
+
+/// A cell as a bound parameter, as [`to_value`] writes it but borrowing its text: a sale's
+/// row holds its whole payload as `metadata`, copied for nothing otherwise.
+fn bound(cell: &Cell) -> ToSqlOutput<'_> {
+    match cell {
+        Cell::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+        Cell::Text(text) | Cell::Decimal(text) | Cell::Json(text) => {
+            ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes()))
+        }
+        Cell::Integer(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
+        Cell::Timestamp(_) | Cell::Uuid(_) => ToSqlOutput::Owned(to_value(cell)),
     }
 }
 

@@ -89,14 +89,19 @@ impl DedupWindow {
         }
     }
 
-    fn hashes(&self, source: &str, dedup_key: &str) -> (u64, u64) {
+    /// The key's two hashes, computed once for a lookup and the insert that may follow it.
+    fn hashes(&self, source: &str, dedup_key: &str) -> KeyHashes {
         let key = (source, dedup_key);
-        (self.primary.hash_one(key), self.check.hash_one(key))
+        KeyHashes(self.primary.hash_one(key), self.check.hash_one(key))
     }
 
     /// The stored delivery with this key, and its body's fingerprint.
+    #[cfg(test)]
     fn get(&self, source: &str, dedup_key: &str) -> Option<(i64, i64)> {
-        let (primary, check) = self.hashes(source, dedup_key);
+        self.get_hashed(self.hashes(source, dedup_key))
+    }
+
+    fn get_hashed(&self, KeyHashes(primary, check): KeyHashes) -> Option<(i64, i64)> {
         self.entries
             .get(&primary)
             .filter(|seen| seen.check == check)
@@ -104,7 +109,10 @@ impl DedupWindow {
     }
 
     pub fn insert(&mut self, source: &str, dedup_key: &str, id: i64, fingerprint: i64) {
-        let (primary, check) = self.hashes(source, dedup_key);
+        self.insert_hashed(self.hashes(source, dedup_key), id, fingerprint);
+    }
+
+    fn insert_hashed(&mut self, KeyHashes(primary, check): KeyHashes, id: i64, fingerprint: i64) {
         let seen = Seen {
             check,
             id,
@@ -120,6 +128,10 @@ impl DedupWindow {
         }
     }
 }
+
+/// A key's hashes in a [`DedupWindow`]: where it is kept, and the check that it is the same key.
+#[derive(Debug, Clone, Copy)]
+struct KeyHashes(u64, u64);
 
 /// An answer that may only be given once its batch is synced.
 enum Reply {
@@ -238,7 +250,8 @@ impl LogWriter {
         encoded: &mut Vec<u8>,
     ) -> Result<Appended, JournalError> {
         let fingerprint = body_fingerprint(&delivery.body);
-        if let Some((id, stored)) = self.window.get(&delivery.source, &delivery.dedup_key) {
+        let hashes = self.window.hashes(&delivery.source, &delivery.dedup_key);
+        if let Some((id, stored)) = self.window.get_hashed(hashes) {
             if stored != fingerprint && stored != UNKNOWN_FINGERPRINT {
                 let conflict = Conflict {
                     delivery_id: id,
@@ -256,8 +269,7 @@ impl LogWriter {
             record::encode_delivery(seq, delivery, out)
         })?;
         let id = seq as i64;
-        self.window
-            .insert(&delivery.source, &delivery.dedup_key, id, fingerprint);
+        self.window.insert_hashed(hashes, id, fingerprint);
         Ok(Appended::Stored(DeliveryId(id)))
     }
 

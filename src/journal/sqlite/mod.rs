@@ -175,6 +175,7 @@ impl SqliteJournal {
             first_attempt: first_attempt.clone(),
             feed_written: feed_written.clone(),
             feed_retention: options.feed_retention,
+            pace: Default::default(),
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("wharf-sqlite-writer".into())
@@ -399,7 +400,7 @@ fn open_write_connection(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 /// Checkpoints from their own connection, so the writer never waits on one. PASSIVE never
-/// blocks the writer; the WAL restarts from its beginning once a checkpoint has caught up.
+/// blocks the writer; the writer copies the last frames itself so that the WAL restarts.
 fn spawn_checkpointer(
     options: &SqliteOptions,
     running: Arc<AtomicBool>,
@@ -411,7 +412,9 @@ fn spawn_checkpointer(
     std::thread::Builder::new()
         .name("wharf-journal-checkpoint".into())
         .spawn(move || {
-            crate::background::yield_to_ingest();
+            // Not lowered: a checkpointer starved through a burst leaves the whole WAL to the
+            // writer's own checkpoint (`Writer::bound_wal`), which then holds every first
+            // attempt for a second or more. Its work is mostly copying pages.
             while running.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
                 if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {

@@ -13,11 +13,12 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use thiserror::Error;
 
-use super::writer::complete;
+use super::writer::{finish, Marked};
+use crate::clock::Timestamp;
 use crate::journal::segment_log::record::{body_fingerprint, Conflict, LogRecord};
 use crate::journal::segment_log::LogReader;
 use crate::journal::{
-    ClaimToken, ClaimedDelivery, DeliveryId, DeliveryStatus, FirstAttempt, NewDelivery,
+    ClaimToken, ClaimedDelivery, Completion, DeliveryId, DeliveryStatus, FirstAttempt, NewDelivery,
 };
 
 /// Most records per projection transaction: large batches cost a fraction of small ones.
@@ -80,12 +81,14 @@ pub(super) fn project_batch(
                     .filter(|_| delivery.status == DeliveryStatus::Pending)
                     .map(|first| (first, claimed(id, claim, delivery.clone())))
                     .and_then(|(first, claimed)| Some((first.attempt(&claimed)?, claimed)));
-                let leased = first_attempt.as_ref().map(|_| claim);
-                if project_delivery(&tx, id, &delivery, leased)? {
-                    if let Some((completion, claimed)) = first_attempt {
-                        let result = complete(&tx, &completion)?;
-                        attempted.push((claimed, completion, result));
-                    }
+                let Some((completion, claimed)) = first_attempt else {
+                    project_delivery(&tx, id, &delivery, None)?;
+                    continue;
+                };
+                let marked = Marked::of(&completion);
+                if project_delivery(&tx, id, &delivery, Some((&completion, &marked)))? {
+                    let result = finish(&tx, &completion, &marked, Some(&delivery.event_type))?;
+                    attempted.push((claimed, completion, result));
                 }
             }
             LogRecord::Conflict(conflict) => project_conflict(&tx, &conflict)?,
@@ -122,24 +125,42 @@ fn claimed(id: DeliveryId, claim: ClaimToken, delivery: NewDelivery) -> ClaimedD
     }
 }
 
-/// Inserts a delivery's rows; true if it is new. `leased` puts it under the claim its first
-/// attempt completes in the same transaction.
+/// Inserts a delivery's rows; true if it is new. With a first attempt made in the same
+/// transaction, the row is inserted as that attempt's mark leaves it (status, attempt count,
+/// error, times), so it is written once instead of inserted and then updated by the claim's
+/// [`mark`](super::writer).
 fn project_delivery(
     conn: &Connection,
     id: DeliveryId,
     delivery: &NewDelivery,
-    leased: Option<ClaimToken>,
+    attempted: Option<(&Completion, &Marked<'_>)>,
 ) -> rusqlite::Result<bool> {
-    let next_attempt_at = delivery
-        .status
-        .is_waiting()
-        .then_some(delivery.received_at.micros());
+    let (status, attempts, last_error, next_attempt_at, processed_at) = match attempted {
+        Some((completion, marked)) => (
+            marked.status,
+            completion.claimed_attempts + 1,
+            marked.error,
+            marked.next_attempt_at.map(Timestamp::micros),
+            marked.processed_at(completion),
+        ),
+        None => (
+            delivery.status,
+            0,
+            delivery.last_error.as_deref(),
+            delivery
+                .status
+                .is_waiting()
+                .then_some(delivery.received_at.micros()),
+            None,
+        ),
+    };
     let fingerprint = body_fingerprint(&delivery.body);
     let inserted = conn
         .prepare_cached(
             "INSERT INTO deliveries (id, source, event_id, event_type, dedup_key, received_at, \
-             status, last_error, next_attempt_at, body_bytes, body_hash, lease_token) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING",
+             status, attempts, last_error, next_attempt_at, processed_at, body_bytes, body_hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) \
+             ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             id.0,
@@ -148,12 +169,13 @@ fn project_delivery(
             delivery.event_type,
             delivery.dedup_key,
             delivery.received_at.micros(),
-            delivery.status.as_str(),
-            delivery.last_error,
+            status.as_str(),
+            attempts,
+            last_error,
             next_attempt_at,
+            processed_at,
             delivery.body.len() as i64,
             fingerprint,
-            leased.map(|claim| claim.0),
         ])?;
     if inserted == 1 {
         conn.prepare_cached(
