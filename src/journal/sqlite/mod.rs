@@ -292,7 +292,7 @@ fn replay(
     let through = progress.synced.load(Ordering::Acquire);
     let mut reader = LogReader::new(log.readable(), start + 1);
     // Recovery only restores the rows: the processor attempts what it finds pending.
-    while let Some(last) =
+    while let Some(projection::Projected { last, .. }) =
         projection::project_batch(conn, &mut reader, through, projection::BATCH, None)
             .map_err(JournalError::storage)?
     {

@@ -55,17 +55,29 @@ pub(super) fn max_delivery_id(conn: &Connection) -> rusqlite::Result<u64> {
     .map(|id| id.max(0) as u64)
 }
 
+/// What one projection transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Projected {
+    /// The last sequence number applied.
+    pub last: u64,
+    /// Whether it left work for the processor: a new delivery without a first attempt, or one
+    /// whose first attempt scheduled a retry. Only then is the processor woken, because
+    /// each of its claims makes the writer project at once: waking it after every
+    /// transaction turned a tenth of load into hundreds of transactions a second of a few
+    /// deliveries each, and each one rewrites every B-tree page it touches into the WAL.
+    pub left_for_processor: bool,
+}
+
 /// Projects up to one batch of records synced through `through`, making the first attempt
-/// at each new delivery when `first` is given; returns the last sequence number applied, or
-/// `None` when there was nothing to do. On an error the reader is behind nothing: the caller
-/// restarts it from what SQLite holds.
+/// at each new delivery when `first` is given; `None` when there was nothing to do. On an
+/// error the reader is behind nothing: the caller restarts it from what SQLite holds.
 pub(super) fn project_batch(
     conn: &mut Connection,
     reader: &mut LogReader,
     through: u64,
     limit: usize,
     first: Option<&dyn FirstAttempt>,
-) -> Result<Option<u64>, ProjectError> {
+) -> Result<Option<Projected>, ProjectError> {
     let records = reader.read(through, limit.clamp(1, BATCH))?;
     let Some(&(last, _)) = records.last() else {
         return Ok(None);
@@ -73,6 +85,7 @@ pub(super) fn project_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let claim = ClaimToken::random();
     let mut attempted = Vec::new();
+    let mut left_for_processor = false;
     for (seq, record) in records {
         match record {
             LogRecord::Delivery(delivery) => {
@@ -82,11 +95,13 @@ pub(super) fn project_batch(
                     .map(|first| (first, claimed(id, claim, delivery.clone())))
                     .and_then(|(first, claimed)| Some((first.attempt(&claimed)?, claimed)));
                 let Some((completion, claimed)) = first_attempt else {
-                    project_delivery(&tx, id, &delivery, None)?;
+                    left_for_processor |= project_delivery(&tx, id, &delivery, None)?
+                        && delivery.status.is_waiting();
                     continue;
                 };
                 let marked = Marked::of(&completion);
                 if project_delivery(&tx, id, &delivery, Some((&completion, &marked)))? {
+                    left_for_processor |= marked.status.is_waiting();
                     let result = finish(&tx, &completion, &marked, Some(&delivery.event_type))?;
                     attempted.push((claimed, completion, result));
                 }
@@ -105,7 +120,10 @@ pub(super) fn project_batch(
             first.completed(claimed, completion, result);
         }
     }
-    Ok(Some(last))
+    Ok(Some(Projected {
+        last,
+        left_for_processor,
+    }))
 }
 
 /// A new delivery as the processor would have claimed it: never attempted, under `claim`.

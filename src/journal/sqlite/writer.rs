@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use super::feed;
 use super::ledger::{self, ApplyError};
 use super::log_writer::LogProgress;
-use super::projection;
+use super::projection::{self, Projected};
 use super::read;
 use crate::background::OwnPriority;
 use crate::clock::Timestamp;
@@ -102,6 +102,7 @@ pub(super) struct Writer {
     pub wal_path: PathBuf,
     pub segments: SegmentMap,
     pub progress: Arc<LogProgress>,
+    /// Wakes the processor when a projection left it deliveries to attempt.
     pub appended: Arc<Notify>,
     pub fsync: bool,
     /// Set once the processor is ready to make first attempts as deliveries are projected.
@@ -295,7 +296,10 @@ impl Writer {
         let started = crate::background::thread_cpu_time();
         let before = self.progress.applied.load(Ordering::Acquire);
         match projection::project_batch(&mut self.conn, reader, through, *limit, first) {
-            Ok(Some(last)) => {
+            Ok(Some(Projected {
+                last,
+                left_for_processor,
+            })) => {
                 let spent = crate::background::thread_cpu_time().saturating_sub(started);
                 self.pace.record(last.saturating_sub(before), spent);
                 *limit = (*limit * 2).min(projection::BATCH);
@@ -304,7 +308,9 @@ impl Writer {
                 self.progress
                     .projection_failing
                     .store(false, Ordering::Release);
-                self.appended.notify_one();
+                if left_for_processor {
+                    self.appended.notify_one();
+                }
                 self.feed_written.notify_one();
                 true
             }
