@@ -95,8 +95,8 @@ pub(super) fn project_batch(
                     .map(|first| (first, claimed(id, claim, delivery.clone())))
                     .and_then(|(first, claimed)| Some((first.attempt(&claimed)?, claimed)));
                 let Some((completion, claimed)) = first_attempt else {
-                    left_for_processor |= project_delivery(&tx, id, &delivery, None)?
-                        && delivery.status.is_waiting();
+                    left_for_processor |=
+                        project_delivery(&tx, id, &delivery, None)? && delivery.status.is_waiting();
                     continue;
                 };
                 let marked = Marked::of(&completion);
