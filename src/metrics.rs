@@ -158,6 +158,46 @@ impl SourceMetrics {
     }
 }
 
+/// How long the embedded journal's disk work takes (SQLite backend only: PostgreSQL's own
+/// commit is its ack). The log's sync is what every ack waits for; the
+/// WAL syncs and checkpoints are the large writes a disk flush may have to wait behind, so
+/// the three side by side show whether slow acks come from the disk.
+#[derive(Debug, Default)]
+pub struct DiskTimings {
+    /// One `fdatasync` of the delivery log's written segments, before the acks it covers.
+    pub log_sync: Histogram,
+    /// One `fdatasync` of SQLite's WAL by the WAL sync thread.
+    pub wal_sync: Histogram,
+    /// One PASSIVE (or TRUNCATE) checkpoint, by the checkpointer or the writer.
+    pub checkpoint: Histogram,
+}
+
+impl DiskTimings {
+    fn render(&self, out: &mut String) {
+        let name = "wharf_journal_disk_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The embedded journal's disk work: the delivery log's sync before \
+             each ack, SQLite's WAL sync and checkpoints.\n# TYPE {name} histogram"
+        );
+        for (work, histogram) in [
+            ("log_sync", &self.log_sync),
+            ("wal_sync", &self.wal_sync),
+            ("checkpoint", &self.checkpoint),
+        ] {
+            histogram.render(out, name, &format!("work=\"{work}\""));
+        }
+    }
+}
+
+/// Times `work` into `histogram`.
+pub fn timed<T>(histogram: &Histogram, work: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let result = work();
+    histogram.observe(started.elapsed());
+    result
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     sources: BTreeMap<String, Arc<SourceMetrics>>,
@@ -167,6 +207,8 @@ pub struct Metrics {
     pub attempt_duration: Histogram,
     /// Receipt to ledger commit.
     pub processing_lag: Histogram,
+    /// The storage's disk timings, shared with the journal that records them.
+    disk: Option<Arc<DiskTimings>>,
     backlog: AtomicU64,
 }
 
@@ -179,6 +221,12 @@ impl Metrics {
                 .collect(),
             ..Self::default()
         }
+    }
+
+    /// Renders `disk`, the timings the storage records, with the rest.
+    pub fn with_disk(mut self, disk: Arc<DiskTimings>) -> Self {
+        self.disk = Some(disk);
+        self
     }
 
     pub fn source(&self, name: &str) -> Option<&Arc<SourceMetrics>> {
@@ -267,6 +315,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             histogram.render(&mut out, name, "");
         }
+        if let Some(disk) = &self.disk {
+            disk.render(&mut out);
+        }
         out
     }
 }
@@ -274,6 +325,23 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_timings_render_one_histogram_labelled_by_work() {
+        let disk = Arc::new(DiskTimings::default());
+        timed(&disk.log_sync, || ());
+        disk.checkpoint.observe(Duration::from_millis(30));
+        let text = Metrics::new(["cartpanda"]).with_disk(disk).render();
+        assert!(text.contains("# TYPE wharf_journal_disk_seconds histogram"));
+        assert!(text.contains("wharf_journal_disk_seconds_count{work=\"log_sync\"} 1"));
+        assert!(text.contains("wharf_journal_disk_seconds_count{work=\"wal_sync\"} 0"));
+        assert!(
+            text.contains("wharf_journal_disk_seconds_bucket{work=\"checkpoint\",le=\"0.025\"} 0")
+        );
+        assert!(
+            text.contains("wharf_journal_disk_seconds_bucket{work=\"checkpoint\",le=\"0.05\"} 1")
+        );
+    }
 
     #[test]
     fn exposition_counts_by_source_and_outcome() {

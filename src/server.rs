@@ -117,7 +117,11 @@ impl RunningServer {
     ) -> Result<Self, ServerError> {
         let (storage, _) = open_storage(&config, clock.clone()).await?;
         let names: Vec<String> = config.sources.iter().map(|s| s.name().to_owned()).collect();
-        let metrics = Arc::new(Metrics::new(names.iter().map(String::as_str)));
+        let mut metrics = Metrics::new(names.iter().map(String::as_str));
+        if let Some(disk) = &storage.disk {
+            metrics = metrics.with_disk(disk.clone());
+        }
+        let metrics = Arc::new(metrics);
         let processor = Arc::new(Processor::new(
             storage.clone(),
             config.sources.clone(),

@@ -17,6 +17,7 @@
 mod child;
 mod disk;
 mod floor;
+mod journal_disk;
 mod load;
 mod postgres;
 mod report;
@@ -44,6 +45,7 @@ pub use report::{
 };
 
 use child::{ChildServer, ProcessSample, Sample};
+use journal_disk::{DiskWork, DiskWorkSample};
 use load::{BodyFactory, Pace, PhaseOutcome, PhasePlan, Target};
 use report::PhaseWindows;
 
@@ -197,6 +199,8 @@ struct Measured {
     outcome: PhaseOutcome,
     before: Sample,
     after: Sample,
+    /// Wharf's journal disk work over the phase (SQLite only: read from its `/metrics`).
+    disk_work: Option<DiskWork>,
 }
 
 impl Measured {
@@ -206,12 +210,15 @@ impl Measured {
         let cost_with_drain = drained.map_or_else(ResourceCost::default, |drained| {
             drained.cost_since(&self.before)
         });
-        PhaseStats::from_outcome(
-            &self.outcome,
-            self.after.cpu_usage_since(&self.before),
-            self.after.cost_since(&self.before),
-            cost_with_drain,
-        )
+        PhaseStats {
+            disk_work: self.disk_work,
+            ..PhaseStats::from_outcome(
+                &self.outcome,
+                self.after.cpu_usage_since(&self.before),
+                self.after.cost_since(&self.before),
+                cost_with_drain,
+            )
+        }
     }
 }
 
@@ -226,9 +233,20 @@ async fn measure_phase(
     plan: PhasePlan,
 ) -> anyhow::Result<Measured> {
     let addrs: Vec<SocketAddr> = servers.iter().map(|server| server.addr).collect();
+    let journal = matches!(database, DatabaseProcesses::InServer).then_some(addrs[0]);
+    let disk_before = match journal {
+        Some(addr) => DiskWorkSample::scrape(addr).await,
+        None => None,
+    };
     let before = database.sample(servers).await;
     let outcome = load.run_phase(&addrs, factory, plan).await?;
     let after = database.sample(servers).await;
+    let disk_work = match (journal, disk_before) {
+        (Some(addr), Some(before)) => DiskWorkSample::scrape(addr)
+            .await
+            .map(|after| after.since(&before)),
+        _ => None,
+    };
     for server in servers.iter_mut() {
         server.ensure_running()?;
     }
@@ -236,6 +254,7 @@ async fn measure_phase(
         outcome,
         before,
         after,
+        disk_work,
     })
 }
 

@@ -12,6 +12,7 @@ use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 
 use super::disk::DiskUsage;
+use super::journal_disk::{BucketSummary, DiskWork};
 use super::load::{PhaseOutcome, WallWindow};
 use super::postgres::SCALE_OUT_IDLE_POLL_MS;
 
@@ -89,6 +90,8 @@ pub struct PhaseStats {
     pub cost: ResourceCost,
     /// Same, over the phase and the drain of its backlog that followed.
     pub cost_with_drain: ResourceCost,
+    /// Wharf's journal disk work over the phase (SQLite only).
+    pub disk_work: Option<DiskWork>,
 }
 
 /// CPU time and disk writes of the server(s) and of the database's own
@@ -183,6 +186,7 @@ impl PhaseStats {
             cpu,
             cost,
             cost_with_drain,
+            disk_work: None,
         }
     }
 
@@ -623,6 +627,15 @@ fn secs(duration: Duration) -> String {
     }
 }
 
+/// A bucket's upper bound in seconds, in milliseconds ("inf" past the last bound).
+fn bound_ms(seconds: f64) -> String {
+    if seconds.is_finite() {
+        format!("{}", seconds * 1000.0)
+    } else {
+        "inf".to_owned()
+    }
+}
+
 fn mib(value: Option<f64>) -> String {
     value.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} MiB"))
 }
@@ -763,6 +776,66 @@ impl BenchReport {
                 )?,
                 None => writeln!(f, "{name:<24}{:>8}", "n/a")?,
             }
+        }
+        Ok(())
+    }
+
+    /// How long the journal's own disk work took in each Wharf phase: the log sync every
+    /// ack waits for, beside the WAL syncs and checkpoints it may wait behind.
+    fn write_disk_work(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phases = [
+            ("wharf", &self.wharf),
+            ("wharf at half load", &self.wharf_half),
+            ("wharf at 1/10 load", &self.wharf_tenth),
+        ];
+        if phases.iter().all(|(_, phase)| phase.disk_work.is_none()) {
+            return Ok(());
+        }
+        writeln!(
+            f,
+            "journal disk work, ms (wharf's /metrics; each figure is the bound of its bucket)"
+        )?;
+        writeln!(
+            f,
+            "{:<24}{:>10}{:>8}{:>8}{:>8}{:>10}{:>8}{:>8}{:>10}{:>8}{:>8}",
+            "",
+            "log syncs",
+            "p50",
+            "p99",
+            "max",
+            "WAL syncs",
+            "p99",
+            "max",
+            "checkpts",
+            "p99",
+            "max"
+        )?;
+        for (name, phase) in phases {
+            let Some(work) = phase.disk_work else {
+                writeln!(f, "{name:<24}{:>10}", "n/a")?;
+                continue;
+            };
+            write!(f, "{name:<24}")?;
+            let summary = |summary: Option<BucketSummary>| {
+                summary.map_or_else(
+                    || (0, "-".to_owned(), "-".to_owned(), "-".to_owned()),
+                    |s| {
+                        (
+                            s.count,
+                            bound_ms(s.p50_at_most),
+                            bound_ms(s.p99_at_most),
+                            bound_ms(s.max_at_most),
+                        )
+                    },
+                )
+            };
+            let (count, p50, p99, max) = summary(work.log_sync);
+            write!(f, "{count:>10}{p50:>8}{p99:>8}{max:>8}")?;
+            for kind in [work.wal_sync, work.checkpoint] {
+                let (count, _, p99, max) = summary(kind);
+                write!(f, "{count:>10}{p99:>8}{max:>8}")?;
+            }
+            writeln!(f)?;
         }
         Ok(())
     }
@@ -1167,6 +1240,7 @@ impl fmt::Display for BenchReport {
         )?;
         self.write_cpu(f)?;
         self.write_cost(f)?;
+        self.write_disk_work(f)?;
         if !self.wharf_stderr.is_empty() {
             writeln!(f, "wharf stderr (last {} lines):", self.wharf_stderr.len())?;
             for line in &self.wharf_stderr {

@@ -495,6 +495,9 @@ pub struct Storage {
     pub read: Arc<dyn ReadModel>,
     pub feed: Arc<dyn feed::ChangeFeed>,
     pub tokens: Arc<dyn tokens::AdminTokenStore>,
+    /// How long the backend's own disk work takes, for `/metrics`; none where the
+    /// database's commit is the ack (PostgreSQL).
+    pub disk: Option<Arc<crate::metrics::DiskTimings>>,
 }
 
 impl fmt::Debug for Storage {

@@ -66,6 +66,16 @@ async fn health_and_metrics_speak_their_formats(backend: Backend) {
     let metrics = app.get("/metrics").await.text().await.expect("text");
     assert!(metrics.contains("wharf_deliveries_total{source=\"cartpanda\",outcome=\"stored\"} 1"));
     assert!(metrics.contains("wharf_ack_seconds_count 1"));
+    // The ack waited for the delivery log's sync on SQLite; PostgreSQL's commit is its own,
+    // and it has no such series.
+    let log_syncs = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("wharf_journal_disk_seconds_count{work=\"log_sync\"} "))
+        .map(|count| count.parse::<u64>().expect("a count"));
+    match backend {
+        Backend::Sqlite => assert!(log_syncs.is_some_and(|syncs| syncs >= 1), "{metrics}"),
+        Backend::Postgres => assert_eq!(log_syncs, None, "{metrics}"),
+    }
 }
 
 /// Replay puts finished deliveries back in line; the ledger decides each effect against its

@@ -174,6 +174,8 @@ impl PostgresStorage {
                 read: storage.clone(),
                 feed: storage.clone(),
                 tokens: storage,
+                // PostgreSQL's commit is the ack: no journal disk work of Wharf's own to time.
+                disk: None,
             },
             applied,
         ))

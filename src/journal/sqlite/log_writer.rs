@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::journal::segment_log::record::{self, body_fingerprint, Conflict};
 use crate::journal::segment_log::SegmentLog;
 use crate::journal::{Appended, DeliveryId, JournalError, NewDelivery, StorageFault};
+use crate::metrics::{timed, DiskTimings};
 use crate::telemetry::LogLimiter;
 
 /// The fingerprint of a delivery stored before fingerprints were kept: never a conflict.
@@ -153,6 +154,8 @@ pub(super) struct LogWriter {
     pub fsync: bool,
     /// The SQLite database file, watched with the log's own files.
     pub database: (PathBuf, u64),
+    /// Where each sync's duration goes.
+    pub disk: Arc<DiskTimings>,
     /// Called after each sync that moved `synced` on, to wake the projector.
     pub on_synced: Box<dyn Fn() + Send>,
 }
@@ -164,9 +167,10 @@ impl LogWriter {
         let progress = self.progress.clone();
         let on_synced = std::mem::replace(&mut self.on_synced, Box::new(|| {}));
         let fsync = self.fsync;
+        let disk = self.disk.clone();
         let syncer = std::thread::Builder::new()
             .name("wharf-log-sync".into())
-            .spawn(move || run_syncer(receiver, &progress, fsync, on_synced.as_ref()));
+            .spawn(move || run_syncer(receiver, &progress, fsync, &disk, on_synced.as_ref()));
         let mut last_identity_check = Instant::now();
         let mut batch = Vec::with_capacity(max_batch);
         while let Some(first) = commands.blocking_recv() {
@@ -343,6 +347,7 @@ fn run_syncer(
     jobs: std_mpsc::Receiver<SyncJob>,
     progress: &LogProgress,
     fsync: bool,
+    disk: &DiskTimings,
     on_synced: &(dyn Fn() + Send),
 ) {
     while let Ok(first) = jobs.recv() {
@@ -357,10 +362,10 @@ fn run_syncer(
             }
         }
         let synced = if fsync {
-            files
-                .iter()
-                .try_for_each(|file| file.sync_data())
-                .map_err(|error| JournalError::Sync(StorageFault::new(error)))
+            timed(&disk.log_sync, || {
+                files.iter().try_for_each(|file| file.sync_data())
+            })
+            .map_err(|error| JournalError::Sync(StorageFault::new(error)))
         } else {
             Ok(())
         };

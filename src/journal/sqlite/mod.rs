@@ -40,6 +40,7 @@ use super::{
     ReadModel, ReplayRequest, StatusCounts, Storage,
 };
 use crate::clock::Timestamp;
+use crate::metrics::{timed, DiskTimings};
 
 /// When a commit counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -107,6 +108,8 @@ pub struct SqliteJournal {
     checkpointer: Arc<AtomicBool>,
     /// Shared with the SQLite writer: see [`DeliveryLog::attempt_on_arrival`].
     first_attempt: Arc<OnceLock<Arc<dyn FirstAttempt>>>,
+    /// Timings of the log's syncs, the WAL's syncs and checkpoints, for `/metrics`.
+    disk: Arc<DiskTimings>,
 }
 
 impl SqliteJournal {
@@ -158,6 +161,7 @@ impl SqliteJournal {
             .map_err(JournalError::storage)?
             .ino();
 
+        let disk = Arc::new(DiskTimings::default());
         let appended = Arc::new(Notify::new());
         let feed_written = Arc::new(Notify::new());
         let (commands, receiver) = mpsc::channel(options.queue_capacity);
@@ -176,6 +180,7 @@ impl SqliteJournal {
             feed_written: feed_written.clone(),
             feed_retention: options.feed_retention,
             pace: Default::default(),
+            disk: disk.clone(),
         };
         let mut threads = vec![std::thread::Builder::new()
             .name("wharf-sqlite-writer".into())
@@ -191,6 +196,7 @@ impl SqliteJournal {
             progress: progress.clone(),
             fsync: options.durability == Durability::Fsync,
             database: (options.path.clone(), database_inode),
+            disk: disk.clone(),
             on_synced: Box::new(move || {
                 let _ = wake.try_send(Command::Wake);
             }),
@@ -203,7 +209,7 @@ impl SqliteJournal {
                 .map_err(JournalError::storage)?,
         );
         let checkpointer = Arc::new(AtomicBool::new(true));
-        spawn_checkpointer(&options, checkpointer.clone())?;
+        spawn_checkpointer(&options, checkpointer.clone(), disk.clone())?;
         Ok(Self {
             _owner: owner,
             applied,
@@ -216,6 +222,7 @@ impl SqliteJournal {
             threads: Mutex::new(threads),
             checkpointer,
             first_attempt,
+            disk,
         })
     }
 
@@ -225,6 +232,7 @@ impl SqliteJournal {
         let applied = journal.applied.clone();
         let storage = Storage {
             backend: Backend::Sqlite,
+            disk: Some(journal.disk.clone()),
             log: journal.clone(),
             read: journal.clone(),
             feed: journal.clone(),
@@ -404,6 +412,7 @@ fn open_write_connection(path: &Path) -> rusqlite::Result<Connection> {
 fn spawn_checkpointer(
     options: &SqliteOptions,
     running: Arc<AtomicBool>,
+    disk: Arc<DiskTimings>,
 ) -> Result<(), JournalError> {
     let conn = Connection::open(&options.path).map_err(JournalError::storage)?;
     conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;")
@@ -417,7 +426,10 @@ fn spawn_checkpointer(
             // attempt for a second or more. Its work is mostly copying pages.
             while running.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
-                if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
+                let checkpointed = timed(&disk.checkpoint, || {
+                    conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
+                });
+                if let Err(error) = checkpointed {
                     tracing::debug!(%error, "journal checkpoint skipped");
                 }
             }

@@ -31,6 +31,7 @@ use crate::journal::{
     REPLAYABLE,
 };
 use crate::ledger::{LedgerChange, LedgerError, WriteTimes};
+use crate::metrics::{timed, DiskTimings, Histogram};
 use crate::telemetry::LogLimiter;
 
 /// How far SQLite's projection may run ahead of its last WAL sync before it syncs again (and
@@ -111,6 +112,8 @@ pub(super) struct Writer {
     pub feed_written: Arc<Notify>,
     pub feed_retention: FeedRetention,
     pub pace: ProjectionPace,
+    /// Where checkpoint and WAL sync durations go.
+    pub disk: Arc<DiskTimings>,
 }
 
 /// How fast projection clears records per second of the writer's own CPU time (an average over
@@ -154,6 +157,7 @@ impl Writer {
             wal_path: self.wal_path.clone(),
             progress: self.progress.clone(),
             fsync: self.fsync,
+            disk: self.disk.clone(),
         }
         .spawn();
         let mut priority = OwnPriority::lowered();
@@ -247,6 +251,7 @@ impl Writer {
             &mut WalHandle::default(),
             &self.wal_path,
             self.fsync,
+            &self.disk.wal_sync,
         );
         if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(%error, "final journal checkpoint failed; the WAL is replayed at next open");
@@ -355,14 +360,18 @@ impl Writer {
     /// (`journal_size_limit` then trims the file). Only if readers keep it from restarting
     /// and it passes the limit anyway is it truncated, which waits for them.
     fn bound_wal(&mut self) {
-        if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);") {
-            tracing::debug!(%error, "WAL checkpoint deferred");
-        }
+        self.checkpoint("PRAGMA wal_checkpoint(PASSIVE);");
         let wal_bytes = std::fs::metadata(&self.wal_path).map_or(0, |meta| meta.len());
         if wal_bytes > WAL_LIMIT_BYTES {
-            if let Err(error) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                tracing::debug!(%error, "WAL checkpoint deferred");
-            }
+            self.checkpoint("PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+    }
+
+    /// Runs one checkpoint pragma, timed; a busy database only defers it.
+    fn checkpoint(&self, pragma: &str) {
+        let checkpointed = timed(&self.disk.checkpoint, || self.conn.execute_batch(pragma));
+        if let Err(error) = checkpointed {
+            tracing::debug!(%error, "WAL checkpoint deferred");
         }
     }
 
@@ -863,6 +872,7 @@ struct WalSyncer {
     wal_path: PathBuf,
     progress: Arc<LogProgress>,
     fsync: bool,
+    disk: Arc<DiskTimings>,
 }
 
 impl WalSyncer {
@@ -886,18 +896,34 @@ impl WalSyncer {
     fn run(self, stopped: &std_mpsc::Receiver<()>) {
         let mut wal = WalHandle::default();
         while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(DURABLE_EVERY) {
-            make_durable(&self.progress, &mut wal, &self.wal_path, self.fsync);
+            make_durable(
+                &self.progress,
+                &mut wal,
+                &self.wal_path,
+                self.fsync,
+                &self.disk.wal_sync,
+            );
         }
     }
 }
 
 /// Syncs the WAL if SQLite applied more than is durable, then records the new durable mark.
-fn make_durable(progress: &LogProgress, wal: &mut WalHandle, wal_path: &Path, fsync: bool) {
+fn make_durable(
+    progress: &LogProgress,
+    wal: &mut WalHandle,
+    wal_path: &Path,
+    fsync: bool,
+    wal_sync: &Histogram,
+) {
     let applied = progress.applied.load(Ordering::Acquire);
     if applied <= progress.durable.load(Ordering::Acquire) {
         return;
     }
-    let synced = if fsync { wal.sync(wal_path) } else { Ok(()) };
+    let synced = if fsync {
+        timed(wal_sync, || wal.sync(wal_path))
+    } else {
+        Ok(())
+    };
     match synced {
         Ok(()) => progress.durable.store(applied, Ordering::Release),
         Err(error) => tracing::warn!(%error, "syncing SQLite's WAL failed; log segments kept"),
