@@ -62,9 +62,8 @@ pub(super) struct Projected {
     pub last: u64,
     /// Whether it left work for the processor: a new delivery without a first attempt, or one
     /// whose first attempt scheduled a retry. Only then is the processor woken, because
-    /// each of its claims makes the writer project at once: waking it after every
-    /// transaction turned a tenth of load into hundreds of transactions a second of a few
-    /// deliveries each, and each one rewrites every B-tree page it touches into the WAL.
+    /// each of its claims makes the writer project at once, cutting short the wait for a
+    /// larger batch (small transactions rewrite every B-tree page they touch into the WAL).
     pub left_for_processor: bool,
 }
 
