@@ -15,8 +15,12 @@ const ROWS: u64 = 100_000;
 /// stream included): a sanity bound, far below the export's size.
 const PEAK_GROWTH_BOUND: u64 = 64 << 20;
 /// The most it may grow after the first quarter of the export, while three quarters (over
-/// 50 MiB) still stream: a buffer that grew with the export would exceed it many times over.
-const LATE_GROWTH_BOUND: u64 = 8 << 20;
+/// 50 MiB) still stream: a buffer that grew with the export would exceed it three times over.
+/// Not tighter, because what a page costs is not one fixed sum: each page (1,000 rows held as
+/// JSON maps) is read on whichever blocking thread is free and written on whichever worker
+/// polls the stream, and the allocator keeps what each thread freed. On a loaded machine the
+/// late growth was seen between 0 and 5.6 MiB, and past 8 MiB in one full-suite run of six.
+const LATE_GROWTH_BOUND: u64 = 16 << 20;
 
 /// Fills `sales` with `ROWS` rows of about 600 bytes each, straight into the database while no
 /// server runs (the test's fixture, not a path the product takes).
