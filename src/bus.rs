@@ -278,7 +278,7 @@ mod tests {
             event_type: None,
             table: None,
             key: None,
-            data: serde_json::value::RawValue::NULL.to_owned(),
+            data: crate::journal::feed::FeedJson::null(),
         }
     }
 
