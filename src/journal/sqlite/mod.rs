@@ -71,8 +71,8 @@ pub struct SqliteOptions {
     /// all that came before, every ack's log sync that lands behind it waits for all of it:
     /// at 200 ms instead of a second, the half-load ack p99 fell from 37–142 to 20–58 ms over
     /// two sessions' `wharf-bench --repeat 3` pairs. Full load pays for it (p99 +1–1.5 ms,
-    /// ~5% fewer req/s: its checkpoints recopy hot pages on a saturated machine); issue 8's
-    /// notes have the figures.
+    /// ~5% fewer req/s: five checkpoints and database fsyncs a second on a saturated
+    /// machine); issue 8's notes have the figures.
     pub checkpoint_interval: Duration,
     /// Size of one delivery-log segment file.
     pub segment_bytes: u64,
