@@ -40,7 +40,7 @@ use super::{
     ReadModel, ReplayRequest, StatusCounts, Storage,
 };
 use crate::clock::Timestamp;
-use crate::metrics::{timed, DiskTimings};
+use crate::metrics::DiskTimings;
 
 /// When a commit counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -433,12 +433,7 @@ fn spawn_checkpointer(
             // attempt for a second or more. Its work is mostly copying pages.
             while running.load(Ordering::Relaxed) {
                 std::thread::sleep(interval);
-                let checkpointed = timed(&disk.checkpoint, || {
-                    conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")
-                });
-                if let Err(error) = checkpointed {
-                    tracing::debug!(%error, "journal checkpoint skipped");
-                }
+                writer::checkpoint(&conn, "PRAGMA wal_checkpoint(PASSIVE);", &disk.checkpoint);
             }
         })
         .map_err(JournalError::storage)?;

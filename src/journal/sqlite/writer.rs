@@ -367,12 +367,8 @@ impl Writer {
         }
     }
 
-    /// Runs one checkpoint pragma, timed; a busy database only defers it.
     fn checkpoint(&self, pragma: &str) {
-        let checkpointed = timed(&self.disk.checkpoint, || self.conn.execute_batch(pragma));
-        if let Err(error) = checkpointed {
-            tracing::debug!(%error, "WAL checkpoint deferred");
-        }
+        checkpoint(&self.conn, pragma, &self.disk.checkpoint);
     }
 
     /// Runs the batch's claims and completions in one transaction and answers them.
@@ -608,6 +604,14 @@ fn apply_one(
         )?;
     }
     Ok(())
+}
+
+/// Runs one checkpoint pragma, timed; a busy database only defers it. The writer and the
+/// checkpointer thread both checkpoint through here.
+pub(super) fn checkpoint(conn: &Connection, pragma: &str, timing: &Histogram) {
+    if let Err(error) = timed(timing, || conn.execute_batch(pragma)) {
+        tracing::debug!(%error, "WAL checkpoint deferred");
+    }
 }
 
 /// Puts matching finished deliveries back in line (see `DeliveryLog::replay`).
